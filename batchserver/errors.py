@@ -1,0 +1,133 @@
+"""One error envelope for the whole API: OpenAI's {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A client error, with OpenAI's status code and body fields. Raised by services, turned into a response
+    by `openai_exception_handler`."""
+
+    status_code = 400
+    type = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+
+    def body(self) -> dict:
+        return error_body(self.message, type=self.type, param=self.param, code=self.code)
+
+
+class InvalidRequest(ApiError):
+    status_code = 400
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+    @classmethod
+    def object(cls, kind: str, object_id: str, param: str | None = None) -> NotFound:
+        return cls(f"No such {kind}: '{object_id}'", param=param)
+
+
+class Conflict(ApiError):
+    """A request that the object's current state forbids (OpenAI answers these with a 409 or 400)."""
+
+    status_code = 409
+
+
+class TooLarge(ApiError):
+    status_code = 413
+
+
+def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+NO_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using "
+    "Bearer auth (i.e. Authorization: Bearer YOUR_KEY). Create one with `python manage.py apikey create`."
+)
+
+
+def openai_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's exception handler: every client error in OpenAI's envelope; unexpected errors stay 500s."""
+    if isinstance(exc, ApiError):
+        return Response(exc.body(), status=exc.status_code)
+    if isinstance(exc, drf.NotAuthenticated):
+        return Response(error_body(NO_KEY_MESSAGE), status=401, headers={"WWW-Authenticate": "Bearer"})
+    if isinstance(exc, drf.AuthenticationFailed):
+        return Response(error_body(str(exc.detail), code="invalid_api_key"), status=401,
+                        headers={"WWW-Authenticate": "Bearer"})
+    if isinstance(exc, Http404 | drf.NotFound):
+        return Response(error_body("Not found."), status=404)
+    if isinstance(exc, drf.MethodNotAllowed):
+        request = context.get("request")
+        message = f"Invalid method for URL ({request.method} {request.path})" if request else str(exc.detail)
+        return Response(error_body(message), status=405)
+    if isinstance(exc, drf.UnsupportedMediaType):
+        return Response(error_body(f"{exc.detail} Send JSON (application/json), or multipart/form-data for "
+                                   "file uploads."), status=415)
+    if isinstance(exc, drf.ParseError):
+        return Response(error_body(f"We could not parse the body of your request: {exc.detail}"), status=400)
+    if isinstance(exc, drf.ValidationError):
+        param, message = _first_validation_error(exc.detail)
+        return Response(error_body(message, param=param), status=400)
+    if isinstance(exc, drf.Throttled):
+        return Response(error_body(str(exc.detail), type="rate_limit_error", code="rate_limit_exceeded"), status=429)
+    if isinstance(exc, drf.APIException):
+        return Response(error_body(str(exc.detail)), status=exc.status_code)
+    return None  # unexpected: DRF re-raises, Django logs it and answers 500 (handler500 below)
+
+
+def _first_validation_error(detail, param: str = "") -> tuple[str | None, str]:
+    """The first message of a serializer's (possibly nested) errors, and the dotted name of its field."""
+    if isinstance(detail, dict) and detail:
+        key, value = next(iter(detail.items()))
+        if key != "non_field_errors":
+            param = f"{param}.{key}" if param else str(key)
+        return _first_validation_error(value, param)
+    if isinstance(detail, list) and detail:
+        return _first_validation_error(detail[0], param)
+    message = str(detail)
+    return (param, f"Invalid '{param}': {message}") if param else (None, message)
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/v1/")
+
+
+def handler404(request, exception=None):
+    if _is_api(request):
+        return JsonResponse(error_body(f"Invalid URL ({request.method} {request.path})"), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    if _is_api(request):
+        return JsonResponse(
+            error_body("The server had an error while processing your request. Retry it; if the error "
+                       "persists, the server's log has the details.", type="server_error"),
+            status=500,
+        )
+    from django.views.defaults import server_error
+
+    return server_error(request)

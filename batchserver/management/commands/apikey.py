@@ -1,0 +1,43 @@
+"""python manage.py apikey create|list|revoke: API keys from the command line."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from batchserver.models import ApiKey
+from batchserver.services import api_key_create, api_key_revoke
+
+
+class Command(BaseCommand):
+    help = "Create, list and revoke API keys. A key is printed once, when it is created."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        create = sub.add_parser("create", help="Create a key and print it (only this once).")
+        create.add_argument("--name", required=True, help="What the key is for, e.g. web-app.")
+        create.add_argument("--project", help="The owner of what the key creates (default: the key's name). "
+                                              "Keys of one project see the same files and batches.")
+        sub.add_parser("list", help="List keys (prefix, name, project, created, last used, revoked).")
+        revoke = sub.add_parser("revoke", help="Revoke a key by its id or its prefix.")
+        revoke.add_argument("key", help="The key's id or the prefix shown by `apikey list`.")
+
+    def handle(self, *args, action: str, **options):
+        if action == "create":
+            key, raw = api_key_create(name=options["name"], project_name=options["project"])
+            self.stderr.write(f"Created key '{key.name}' for project '{key.project.name}'. "
+                              "It is shown only now; keep it somewhere safe:")
+            self.stdout.write(raw)
+        elif action == "list":
+            for key in ApiKey.objects.select_related("project"):
+                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+                used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+                self.stdout.write(f"{key.pk}\t{key.prefix}…\t{key.name}\t{key.project.name}\t"
+                                  f"created {key.created_at:%Y-%m-%d %H:%M}\tlast used {used}\t{state}")
+        elif action == "revoke":
+            ref = options["key"]
+            matches = list(ApiKey.objects.filter(pk=int(ref)) if ref.isdigit() else
+                           ApiKey.objects.filter(prefix__startswith=ref.rstrip("…")))
+            if len(matches) != 1:
+                raise CommandError(f"{len(matches)} keys match '{ref}'; give the id from `apikey list`.")
+            key = api_key_revoke(key=matches[0])
+            self.stdout.write(f"Revoked key {key.pk} ({key.prefix}…, '{key.name}').")

@@ -1,0 +1,283 @@
+"""Settings for batchserver, read from the environment; every variable is optional.
+
+With no configuration at all the server runs on SQLite and keeps file bytes and models in ./var.
+Every variable is documented in README.md ("Configuration").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from batchserver.env import env_bool, env_float, env_int, env_json, env_list
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("BATCHSERVER_DATA_DIR", BASE_DIR / "var")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """The key from the environment, else one generated once and kept in the data dir.
+
+    Every process of one deployment must share it: django-q2 signs its queued tasks with it.
+    """
+    if key := os.environ.get("DJANGO_SECRET_KEY"):
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(secrets.token_urlsafe(50))
+        os.replace(tmp, path) if not path.exists() else tmp.unlink()
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["*"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_q",
+    "batchserver",
+    "files_api",
+    "batches_api",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "batchserver.urls"
+WSGI_APPLICATION = "batchserver.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (web, task cluster, worker) share the file: wait for locks instead of failing,
+    # and take the write lock at the start of a transaction so two writers never deadlock.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+# File bytes: any Django storage backend. Default: the local folder <data dir>/files.
+FILE_STORAGE_BACKEND = os.environ.get(
+    "BATCHSERVER_FILE_STORAGE", "django.core.files.storage.FileSystemStorage"
+)
+FILE_STORAGE_OPTIONS = env_json("BATCHSERVER_FILE_STORAGE_OPTIONS", None)
+if FILE_STORAGE_OPTIONS is None:
+    FILE_STORAGE_OPTIONS = (
+        {"location": str(DATA_DIR / "files")}
+        if FILE_STORAGE_BACKEND == "django.core.files.storage.FileSystemStorage"
+        else {}
+    )
+STORAGES = {
+    "default": {"BACKEND": FILE_STORAGE_BACKEND, "OPTIONS": FILE_STORAGE_OPTIONS},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Uploads larger than this are spooled to a temporary file, never held whole in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_TEMP_DIR = None
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["batchserver.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "EXCEPTION_HANDLER": "batchserver.errors.openai_exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "batchserver.views.JsonOnlyNegotiation",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "batchserver",
+    "DESCRIPTION": "A self-hosted, OpenAI-compatible Files and Batches API.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Served models. A JSON file (BATCHSERVER_MODELS_FILE) maps a served model name to its folder and the vLLM
+# engine arguments; relative paths are taken from BATCHSERVER_MODELS_DIR (default <data dir>/models).
+# The default serves two small real models that PyPI packages ship ("source" names how `manage.py prepare_models` builds the folder).
+DEFAULT_MODELS = {
+    "SmolLM2-135M-Instruct": {
+        "source": "smollm2",
+        "path": "SmolLM2-135M-Instruct",
+        "engine": "vllm",
+        "engine_args": {"max_model_len": 2048, "enforce_eager": True, "dtype": "float32"},
+    },
+    "all-MiniLM-L6-v2": {
+        "source": "minilm",
+        "path": "all-MiniLM-L6-v2",
+        "engine": "vllm",
+        "engine_args": {"runner": "pooling", "max_model_len": 256, "enforce_eager": True},
+    },
+}
+
+
+MODELS_DIR = Path(os.environ.get("BATCHSERVER_MODELS_DIR", DATA_DIR / "models")).resolve()
+
+
+def _load_models() -> dict[str, dict]:
+    models_file = os.environ.get("BATCHSERVER_MODELS_FILE")
+    if not models_file:
+        models = json.loads(json.dumps(DEFAULT_MODELS))
+    else:
+        try:
+            models = json.loads(Path(models_file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ImproperlyConfigured(f"BATCHSERVER_MODELS_FILE={models_file!r} cannot be read: {exc}") from None
+    if not isinstance(models, dict) or not models:
+        raise ImproperlyConfigured("The models configuration must be a JSON object: served name -> settings.")
+    for name, spec in models.items():
+        if not isinstance(spec, dict) or "path" not in spec:
+            raise ImproperlyConfigured(f"Model {name!r} needs at least a 'path'.")
+        path = Path(spec["path"])
+        spec["path"] = str(path if path.is_absolute() else MODELS_DIR / path)
+        spec.setdefault("engine", "vllm")
+        spec.setdefault("engine_args", {})
+        pooling = spec["engine_args"].get("runner") == "pooling"
+        spec.setdefault(
+            "endpoints", ["/v1/embeddings"] if pooling else ["/v1/chat/completions", "/v1/completions"]
+        )
+        spec.setdefault("created", 1_700_000_000)
+        spec.setdefault("owned_by", "batchserver")
+    return models
+
+
+BATCHSERVER_MODELS = _load_models()
+# Models this worker process serves (default: every configured model).
+BATCHSERVER_WORKER_MODELS = env_list("BATCHSERVER_WORKER_MODELS", list(BATCHSERVER_MODELS))
+BATCHSERVER_WORKER_NAME = os.environ.get("BATCHSERVER_WORKER_NAME") or socket.gethostname()
+unknown = set(BATCHSERVER_WORKER_MODELS) - set(BATCHSERVER_MODELS)
+if unknown:
+    raise ImproperlyConfigured(f"BATCHSERVER_WORKER_MODELS names models that are not configured: {sorted(unknown)}")
+
+# Limits (OpenAI's by default).
+BATCHSERVER_MAX_FILE_BYTES = env_int("BATCHSERVER_MAX_FILE_BYTES", 512 * 1024 * 1024)
+BATCHSERVER_MAX_BATCH_FILE_BYTES = env_int("BATCHSERVER_MAX_BATCH_FILE_BYTES", 200 * 1024 * 1024)
+BATCHSERVER_MAX_BATCH_REQUESTS = env_int("BATCHSERVER_MAX_BATCH_REQUESTS", 50_000)
+BATCHSERVER_MAX_UPLOAD_BYTES = env_int("BATCHSERVER_MAX_UPLOAD_BYTES", 8 * 1024 * 1024 * 1024)
+BATCHSERVER_MAX_UPLOAD_PART_BYTES = env_int("BATCHSERVER_MAX_UPLOAD_PART_BYTES", 64 * 1024 * 1024)
+
+# Worker tuning.
+# A worker is lost when its heartbeat is older than this; its work is handed out again.
+BATCHSERVER_WORKER_STALE_SECONDS = env_float("BATCHSERVER_WORKER_STALE_SECONDS", 30.0)
+# One run of the serving loop (a django-q2 task) lasts this long, then hands over to the next.
+BATCHSERVER_WORKER_SLICE_SECONDS = env_int("BATCHSERVER_WORKER_SLICE_SECONDS", 600)
+# Requests kept in the engine at once (vLLM batches them; more keeps a GPU busy).
+BATCHSERVER_WORKER_MAX_INFLIGHT = env_int("BATCHSERVER_WORKER_MAX_INFLIGHT", 256)
+
+# ---------------------------------------------------------------------------------------------------------
+# django-q2. The "batchserver" cluster runs short jobs (validation, finalizing, schedules). Each inference
+# worker runs its own cluster, named by Q_CLUSTER_NAME=inference-<worker name>, with one worker process
+# that keeps the engine loaded (see inference/README and README.md "Workers").
+TASKS_CLUSTER = "batchserver"
+Q_CLUSTER = {
+    "name": TASKS_CLUSTER,
+    "orm": "default",
+    "workers": env_int("BATCHSERVER_TASK_WORKERS", 2),
+    "timeout": 1800,
+    "retry": 1900,
+    "max_attempts": 3,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "poll": 0.2,
+    "catch_up": False,
+    "label": "Task queue",
+}
+_q_name = os.environ.get("Q_CLUSTER_NAME", "")
+if _q_name.startswith("inference"):
+    Q_CLUSTER["ALT_CLUSTERS"] = {
+        _q_name: {
+            # One process, one engine. It may start child processes (vLLM's engine core).
+            "workers": 1,
+            "daemonize_workers": False,
+            "queue_limit": 1,
+            "recycle": 1_000_000,
+            # A serving loop stops itself after BATCHSERVER_WORKER_SLICE_SECONDS; q2 only steps in when
+            # something hangs. retry > timeout, so a running loop is never delivered twice.
+            "timeout": BATCHSERVER_WORKER_SLICE_SECONDS + 120,
+            "retry": BATCHSERVER_WORKER_SLICE_SECONDS + 240,
+            "max_attempts": 0,
+            "ack_failures": True,
+        }
+    }
+else:
+    Q_CLUSTER["ALT_CLUSTERS"] = {}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("BATCHSERVER_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

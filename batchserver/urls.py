@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.routers import DefaultRouter
+
+from batches_api.views import BatchViewSet, ModelViewSet
+from batchserver.views import healthz
+from files_api.views import FileViewSet, UploadViewSet
+
+router = DefaultRouter(trailing_slash=False)
+router.include_root_view = False
+router.register("files", FileViewSet, basename="file")
+router.register("uploads", UploadViewSet, basename="upload")
+router.register("batches", BatchViewSet, basename="batch")
+router.register("models", ModelViewSet, basename="model")
+
+urlpatterns = [
+    path("v1/openapi.json", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
+         name="openapi"),
+    path("v1/", include(router.urls)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "batchserver.errors.handler404"
+handler500 = "batchserver.errors.handler500"

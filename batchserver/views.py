@@ -1,0 +1,73 @@
+"""Shared pieces of the /v1/ views."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.request import Request
+
+from batchserver.errors import InvalidRequest, TooLarge
+
+
+def caller_project(request: Request):
+    return request.user.project
+
+
+def reject_oversized_body(request: Request, limit: int) -> None:
+    """Answer 413 from the Content-Length alone, before any of an oversized body is read."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    # Multipart framing adds a little around the file itself.
+    if length > limit + 64 * 1024:
+        raise TooLarge(f"The request body is {length} bytes; the limit is {limit} bytes for this endpoint.")
+
+
+def json_object_body(request: Request) -> dict:
+    """The JSON body, which must be an object (a list or a string is a 400, not a crash)."""
+    data = request.data
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return data
+
+
+def form_or_json_object(data, name: str) -> dict | None:
+    """A nested object sent as JSON or, in multipart forms, as name[key]=value fields (the SDK's encoding)."""
+    value = data.get(name)
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            raise InvalidRequest(f"Invalid '{name}': expected an object.", param=name) from None
+        if not isinstance(parsed, dict):
+            raise InvalidRequest(f"Invalid '{name}': expected an object.", param=name)
+        return parsed
+    if value is not None:
+        raise InvalidRequest(f"Invalid '{name}': expected an object.", param=name)
+    prefix = f"{name}["
+    nested = {key[len(prefix):-1]: data.get(key) for key in data.keys() if key.startswith(prefix) and key.endswith("]")}
+    return nested or None
+
+
+def healthz(request):
+    """Liveness: the process answers and the database is reachable."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any database failure means not healthy
+        return JsonResponse({"status": "error", "database": str(exc)}, status=503)
+    return JsonResponse({"status": "ok", "database": "ok", "models": list(settings.BATCHSERVER_MODELS)})
+
+
+class JsonOnlyNegotiation(DefaultContentNegotiation):
+    """Always JSON, whatever Accept says (the SDK asks for application/binary when it downloads content)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type

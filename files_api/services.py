@@ -1,0 +1,302 @@
+"""Writes for files and uploads. Bytes are streamed to and from Django's default storage in chunks."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files import File as DjangoFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from batchserver.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from batchserver.models import Project
+from files_api.models import File, Upload, UploadPart
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+DEFAULT_BATCH_FILE_TTL = timedelta(days=30)  # OpenAI: files for batches expire after 30 days
+UPLOAD_TTL = timedelta(hours=1)
+EXPIRES_AFTER_MIN, EXPIRES_AFTER_MAX = 3600, 2_592_000
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1024 / 1024:.0f} MB"
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def check_purpose(purpose: str | None, *, param: str = "purpose") -> str:
+    if not purpose:
+        raise InvalidRequest("Missing required parameter: 'purpose'.", param=param)
+    if purpose not in File.UPLOAD_PURPOSES:
+        raise InvalidRequest(
+            f"Invalid value for 'purpose': '{purpose}'. Supported values are: "
+            + ", ".join(f"'{p}'" for p in File.UPLOAD_PURPOSES) + ".",
+            param=param,
+        )
+    return purpose
+
+
+def check_expires_after(anchor: str | None, seconds: object, *, param: str) -> int | None:
+    """Seconds after creation at which the file expires, from OpenAI's `expires_after{anchor, seconds}`."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequest(f"Invalid '{param}.anchor': must be 'created_at'.", param=f"{param}.anchor")
+    try:
+        value = int(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"Invalid '{param}.seconds': expected an integer.", param=f"{param}.seconds") from None
+    if not EXPIRES_AFTER_MIN <= value <= EXPIRES_AFTER_MAX:
+        raise InvalidRequest(
+            f"Invalid '{param}.seconds': {value}. It must be between {EXPIRES_AFTER_MIN} (1 hour) and "
+            f"{EXPIRES_AFTER_MAX} (30 days).",
+            param=f"{param}.seconds",
+        )
+    return value
+
+
+def check_size(*, purpose: str, size: int, filename: str, param: str = "file") -> None:
+    limit = settings.BATCHSERVER_MAX_FILE_BYTES
+    if purpose == File.Purpose.BATCH:
+        limit = min(limit, settings.BATCHSERVER_MAX_BATCH_FILE_BYTES)
+    if size > limit:
+        raise TooLarge(
+            f"File '{filename}' is {_mb(size)}; files for purpose '{purpose}' may be at most {_mb(limit)}. "
+            "Split it into several files.",
+            param=param,
+        )
+
+
+def check_batch_input_name(*, purpose: str, filename: str, param: str = "file") -> None:
+    if purpose == File.Purpose.BATCH and not filename.lower().endswith(".jsonl"):
+        raise InvalidRequest(
+            f"Invalid file format for Batch API: '{filename}'. Must be .jsonl (one JSON request per line).",
+            param=param,
+        )
+
+
+def check_utf8(chunks: Iterable[bytes], *, filename: str, param: str = "file") -> None:
+    """Reject a batch input that is not UTF-8 text (binary files included), reading it once, chunk by chunk."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    try:
+        for chunk in chunks:
+            if b"\x00" in chunk:
+                raise InvalidRequest(
+                    f"File '{filename}' looks binary (it contains NUL bytes near byte {offset + chunk.index(0)}). "
+                    "A batch input must be UTF-8 JSONL text.",
+                    param=param,
+                )
+            decoder.decode(chunk)
+            offset += len(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"File '{filename}' is not valid UTF-8 (bad byte near position {offset + exc.start}). "
+            "A batch input must be UTF-8 JSONL text.",
+            param=param,
+        ) from None
+
+
+# ------------------------------------------------------------------------------------------------ files
+def _expiry(purpose: str, expires_after: int | None, created_at) -> object:
+    if expires_after is not None:
+        return created_at + timedelta(seconds=expires_after)
+    if purpose in (File.Purpose.BATCH, File.Purpose.BATCH_OUTPUT):
+        return created_at + DEFAULT_BATCH_FILE_TTL
+    return None
+
+
+def _store(*, project: Project, purpose: str, filename: str, content: DjangoFile, size: int,
+           expires_after: int | None = None) -> File:
+    """Save the bytes under a name we choose (never the client's), then record the row."""
+    created_at = timezone.now()
+    file = File(project=project, purpose=purpose, filename=filename[:512], bytes=size, created_at=created_at,
+                expires_at=_expiry(purpose, expires_after, created_at))
+    file.storage_name = default_storage.save(f"files/{file.id}", content)
+    try:
+        file.save(force_insert=True)
+    except Exception:
+        default_storage.delete(file.storage_name)
+        raise
+    return file
+
+
+def file_create(*, project: Project, content, purpose: str | None, expires_after: int | None = None) -> File:
+    """Store an uploaded file (a Django UploadedFile: already spooled to a temporary file when large)."""
+    if content is None:
+        raise InvalidRequest("Missing required parameter: 'file'. Send it as multipart/form-data.", param="file")
+    purpose = check_purpose(purpose)
+    filename = getattr(content, "name", None) or "upload"
+    check_batch_input_name(purpose=purpose, filename=filename)
+    check_size(purpose=purpose, size=content.size, filename=filename)
+    if purpose == File.Purpose.BATCH:
+        check_utf8(content.chunks(CHUNK), filename=filename)
+        content.seek(0)
+    return _store(project=project, purpose=purpose, filename=filename, content=content, size=content.size,
+                  expires_after=expires_after)
+
+
+def file_create_from_local(*, project: Project, path: str, purpose: str, filename: str,
+                           expires_after: int | None = None) -> File:
+    """Store a file the server wrote itself (batch output and error files)."""
+    with open(path, "rb") as fh:
+        content = DjangoFile(fh, name=filename)
+        return _store(project=project, purpose=purpose, filename=filename, content=content, size=content.size,
+                      expires_after=expires_after)
+
+
+def file_get(*, project: Project, file_id: str, param: str | None = None) -> File:
+    file = File.objects.filter(project=project, pk=file_id).first()
+    if file is None:
+        raise NotFound.object("file", file_id, param=param)
+    return file
+
+
+def file_open(file: File):
+    return default_storage.open(file.storage_name, "rb")
+
+
+def file_iter_chunks(file: File, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    with file_open(file) as fh:
+        while chunk := fh.read(chunk_size):
+            yield chunk
+
+
+def file_delete(*, file: File) -> None:
+    """Delete the row and its bytes. Refused while an unfinished batch still reads the file."""
+    from batches_api.models import Batch
+
+    with transaction.atomic():
+        using = Batch.objects.filter(input_file_id=file.id, status__in=Batch.ACTIVE_STATUSES).values_list(
+            "id", flat=True
+        )[:1]
+        if using:
+            raise Conflict(
+                f"File '{file.id}' is the input of batch '{using[0]}', which has not finished. Cancel the "
+                "batch or wait for it to finish, then delete the file.",
+                param="file_id",
+            )
+        File.objects.filter(pk=file.pk).delete()
+        transaction.on_commit(lambda name=file.storage_name: _delete_bytes(name))
+
+
+def _delete_bytes(name: str) -> None:
+    try:
+        default_storage.delete(name)
+    except Exception:  # the row is gone; stray bytes are only wasted space, never a wrong answer
+        logger.exception("Could not delete stored bytes %s", name)
+
+
+# ------------------------------------------------------------------------------------------------ uploads
+def upload_create(*, project: Project, filename: str, purpose: str, size: int, mime_type: str,
+                  expires_after: int | None = None) -> Upload:
+    purpose = check_purpose(purpose)
+    if not filename:
+        raise InvalidRequest("Missing required parameter: 'filename'.", param="filename")
+    check_batch_input_name(purpose=purpose, filename=filename, param="filename")
+    if size < 0:
+        raise InvalidRequest("Invalid 'bytes': must be zero or more.", param="bytes")
+    if size > settings.BATCHSERVER_MAX_UPLOAD_BYTES:
+        raise TooLarge(f"An Upload may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_BYTES)}.", param="bytes")
+    check_size(purpose=purpose, size=size, filename=filename, param="bytes")
+    now = timezone.now()
+    return Upload.objects.create(project=project, filename=filename[:512], purpose=purpose, bytes=size,
+                                 mime_type=mime_type, created_at=now, expires_at=now + UPLOAD_TTL,
+                                 file_expires_after=expires_after)
+
+
+def upload_get(*, project: Project, upload_id: str) -> Upload:
+    upload = Upload.objects.select_related("file").filter(project=project, pk=upload_id).first()
+    if upload is None:
+        raise NotFound.object("upload", upload_id)
+    return upload
+
+
+def _check_pending(upload: Upload) -> None:
+    if upload.status == Upload.Status.PENDING and upload.expires_at <= timezone.now():
+        Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING).update(status=Upload.Status.EXPIRED)
+        upload.status = Upload.Status.EXPIRED
+    if upload.status != Upload.Status.PENDING:
+        raise Conflict(f"Upload '{upload.id}' is {upload.status}; only a pending Upload takes this request. "
+                       "Start a new Upload.")
+
+
+def upload_add_part(*, upload: Upload, data) -> UploadPart:
+    if data is None:
+        raise InvalidRequest("Missing required parameter: 'data'. Send the part as multipart/form-data.",
+                             param="data")
+    _check_pending(upload)
+    if data.size > settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES:
+        raise TooLarge(f"A part may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES)}.", param="data")
+    part = UploadPart(upload=upload, bytes=data.size)
+    part.storage_name = default_storage.save(f"uploads/{upload.id}/{part.id}", data)
+    try:
+        part.save(force_insert=True)
+    except Exception:
+        default_storage.delete(part.storage_name)
+        raise
+    return part
+
+
+def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = None) -> Upload:
+    """Join the parts, in the order given, into a File; check the byte count (and md5 when given)."""
+    _check_pending(upload)
+    if not part_ids:
+        raise InvalidRequest("Missing required parameter: 'part_ids'.", param="part_ids")
+    if len(set(part_ids)) != len(part_ids):
+        raise InvalidRequest("Invalid 'part_ids': a part is listed twice.", param="part_ids")
+    parts = {p.id: p for p in upload.parts.filter(pk__in=part_ids)}
+    missing = [pid for pid in part_ids if pid not in parts]
+    if missing:
+        raise InvalidRequest(f"Invalid 'part_ids': no part '{missing[0]}' in Upload '{upload.id}'.",
+                             param="part_ids")
+    total = sum(parts[pid].bytes for pid in part_ids)
+    if total != upload.bytes:
+        raise InvalidRequest(
+            f"The parts add up to {total} bytes, but the Upload was created for {upload.bytes} bytes.",
+            param="part_ids",
+        )
+    digest = hashlib.md5(usedforsecurity=False)
+    with tempfile.TemporaryFile() as joined:
+        for pid in part_ids:
+            with default_storage.open(parts[pid].storage_name, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    digest.update(chunk)
+                    joined.write(chunk)
+        if md5 and md5.lower() != digest.hexdigest():
+            raise InvalidRequest(f"The md5 of the joined parts is {digest.hexdigest()}, not '{md5}'.", param="md5")
+        if upload.purpose == File.Purpose.BATCH:
+            joined.seek(0)
+            check_utf8(iter(lambda: joined.read(CHUNK), b""), filename=upload.filename, param="part_ids")
+        joined.seek(0)
+        content = DjangoFile(joined, name=upload.filename)
+        with transaction.atomic():
+            locked = Upload.objects.select_for_update().get(pk=upload.pk)
+            _check_pending(locked)
+            file = _store(project=upload.project, purpose=upload.purpose, filename=upload.filename,
+                          content=content, size=total, expires_after=upload.file_expires_after)
+            Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.COMPLETED, file=file)
+    _delete_parts(upload)
+    return upload_get(project=upload.project, upload_id=upload.id)
+
+
+def upload_cancel(*, upload: Upload) -> Upload:
+    _check_pending(upload)
+    Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING).update(status=Upload.Status.CANCELLED)
+    _delete_parts(upload)
+    return upload_get(project=upload.project, upload_id=upload.id)
+
+
+def _delete_parts(upload: Upload) -> None:
+    for part in upload.parts.all():
+        _delete_bytes(part.storage_name)
+    upload.parts.all().delete()

@@ -1,0 +1,99 @@
+"""/v1/files and /v1/uploads through the official SDK over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+
+import openai
+import pytest
+from openai.types import FileDeleted, FileObject
+from openai.types.upload import Upload
+
+from tests.helpers import jsonl, request_line, upload_batch_file
+
+
+def test_upload_retrieve_content_list_delete(client):
+    body = jsonl([request_line(f"r{i}") for i in range(3)])
+    before = int(time.time())
+    created = client.files.create(file=("requests.jsonl", io.BytesIO(body)), purpose="batch")
+    assert isinstance(created, FileObject)
+    assert created.id.startswith("file-")
+    assert created.object == "file"
+    assert created.bytes == len(body)
+    assert created.filename == "requests.jsonl"
+    assert created.purpose == "batch"
+    assert created.status == "processed"
+    assert before <= created.created_at <= int(time.time())
+    assert created.expires_at == created.created_at + 30 * 24 * 3600  # batch files: 30 days by default
+
+    assert client.files.retrieve(created.id) == created
+    assert client.files.content(created.id).read() == body
+    assert created.id in [f.id for f in client.files.list(purpose="batch")]
+
+    deleted = client.files.delete(created.id)
+    assert isinstance(deleted, FileDeleted)
+    assert (deleted.id, deleted.object, deleted.deleted) == (created.id, "file", True)
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(created.id)
+
+
+def test_expires_after_sets_expiry(client):
+    created = client.files.create(file=("notes.txt", io.BytesIO(b"hello")), purpose="user_data",
+                                  expires_after={"anchor": "created_at", "seconds": 7200})
+    assert created.expires_at == created.created_at + 7200
+    plain = client.files.create(file=("notes.txt", io.BytesIO(b"hello")), purpose="assistants")
+    assert plain.expires_at is None
+
+
+def test_list_pages_with_after_limit_and_order(client):
+    ids = [client.files.create(file=(f"f{i}.txt", io.BytesIO(b"x")), purpose="evals").id for i in range(5)]
+    first = client.files.list(purpose="evals", limit=2)
+    assert [f.id for f in first.data] == ids[::-1][:2]
+    assert first.has_more is True
+    assert first.first_id == ids[-1] and first.last_id == ids[-2]
+    everything = [f.id for f in client.files.list(purpose="evals", limit=2)]  # the SDK follows after=
+    assert everything[:5] == ids[::-1]
+    ascending = client.files.list(purpose="evals", order="asc", limit=10)
+    assert [f.id for f in ascending.data][-5:] == ids
+    assert ascending.has_more is False
+
+
+def test_upload_in_parts_with_the_sdk_helper(client, tmp_path):
+    path = tmp_path / "big.jsonl"
+    data = jsonl([request_line(f"part-{i}") for i in range(200)])
+    path.write_bytes(data)
+    upload = client.uploads.upload_file_chunked(file=path, mime_type="application/jsonl", purpose="batch",
+                                                part_size=1000, md5=hashlib.md5(data).hexdigest())
+    assert isinstance(upload, Upload)
+    assert upload.status == "completed"
+    assert upload.file is not None and upload.file.bytes == len(data)
+    assert upload.file.filename == "big.jsonl"
+    assert client.files.content(upload.file.id).read() == data
+
+
+def test_upload_complete_checks_byte_count_and_md5(client):
+    upload = client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl", purpose="batch")
+    part = client.uploads.parts.create(upload.id, data=b"0123")
+    with pytest.raises(openai.BadRequestError, match="4 bytes"):
+        client.uploads.complete(upload.id, part_ids=[part.id])
+    part2 = client.uploads.parts.create(upload.id, data=b"456789")
+    with pytest.raises(openai.BadRequestError, match="md5"):
+        client.uploads.complete(upload.id, part_ids=[part.id, part2.id], md5="0" * 32)
+    done = client.uploads.complete(upload.id, part_ids=[part2.id, part.id])
+    assert client.files.content(done.file.id).read() == b"4567890123"  # in the order given
+
+
+def test_cancelled_upload_takes_no_more_parts(client):
+    upload = client.uploads.create(bytes=4, filename="x.jsonl", mime_type="application/jsonl", purpose="batch")
+    cancelled = client.uploads.cancel(upload.id)
+    assert cancelled.status == "cancelled"
+    with pytest.raises(openai.ConflictError):
+        client.uploads.parts.create(upload.id, data=b"0123")
+
+
+def test_batch_file_uploaded_through_sdk_object_matches_list(client):
+    created = upload_batch_file(client, [request_line("a")])
+    listed = {f.id: f for f in client.files.list(purpose="batch").data}
+    assert listed[created.id] == created

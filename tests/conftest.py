@@ -1,0 +1,190 @@
+"""Shared fixtures: a real PostgreSQL test database, the server over real HTTP (gunicorn), the real django-q2
+task cluster, inference workers as real processes, and the official OpenAI SDK as the client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from openai import OpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class Proc:
+    """A process of the stack, with its output in a log file under test-artifacts/."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.name = name
+        self.log_path = ARTIFACTS / f"{name}.log"
+        self.log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> float:
+        """Signal the process; wait for it and everything it started. Returns the seconds it took."""
+        started = time.monotonic()
+        procs = self.tree()
+        if self.alive():
+            self.popen.send_signal(sig)
+        gone, alive = psutil.wait_procs(procs, timeout=timeout)
+        for proc in alive:
+            proc.kill()
+        self.popen.wait(5)
+        self.log.close()
+        return time.monotonic() - started
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment, django_db_blocker):
+    """The test database, created for the whole session whether or not a test is marked django_db: the
+    server and workers the tests start use it too."""
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="session")
+def stack_env(django_db_setup, django_db_blocker) -> dict[str, str]:
+    """The environment of every process the tests start: the same test database and data dir as pytest's."""
+    from django.conf import settings
+    from django.db import connection
+
+    assert connection.vendor == "postgresql", "the suite runs against PostgreSQL: set DATABASE_URL (make test does)"
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    with django_db_blocker.unblock():
+        from inference.schedules import install_schedules
+
+        install_schedules()
+    return {**os.environ, "DATABASE_URL": url, "BATCHSERVER_DATA_DIR": str(settings.DATA_DIR),
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="session")
+def server(stack_env) -> Iterator[str]:
+    """The API over real HTTP (gunicorn, as in production). Yields its base URL."""
+    port = free_port()
+    proc = Proc("server", [sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind", f"127.0.0.1:{port}",
+                           "--workers", "2", "--threads", "4", "--timeout", "120"], stack_env)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            assert proc.alive(), proc.tail()
+            return False
+
+    wait_for(up, 60, message="the server")
+    yield url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def task_cluster(stack_env) -> Iterator[Proc]:
+    """The django-q2 task cluster (validation, finalizing, schedules)."""
+    proc = Proc("tasks", [sys.executable, "manage.py", "qcluster"], stack_env)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def db_access(django_db_blocker):
+    """Read and write the test database directly, outside any test transaction (the server sees it)."""
+    with django_db_blocker.unblock():
+        yield
+
+
+@pytest.fixture(scope="session")
+def keys(django_db_blocker) -> dict[str, str]:
+    """API keys of two different owners, plus one revoked key."""
+    from batchserver.services import api_key_create, api_key_revoke
+
+    with django_db_blocker.unblock():
+        _, alice = api_key_create(name="alice-key", project_name="alice")
+        _, bob = api_key_create(name="bob-key", project_name="bob")
+        revoked, revoked_raw = api_key_create(name="old-key", project_name="alice")
+        api_key_revoke(key=revoked)
+    return {"alice": alice, "bob": bob, "revoked": revoked_raw}
+
+
+@pytest.fixture(scope="session")
+def client(server, task_cluster, keys) -> OpenAI:
+    return OpenAI(base_url=f"{server}/v1", api_key=keys["alice"], max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def other_client(server, task_cluster, keys) -> OpenAI:
+    return OpenAI(base_url=f"{server}/v1", api_key=keys["bob"], max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def http(server, keys) -> Iterator[httpx.Client]:
+    """Raw HTTP with alice's key, for what the SDK would refuse to send."""
+    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {keys['alice']}"}, timeout=60) as c:
+        yield c
+
+
+def wait_for_status(client: OpenAI, batch_id: str, statuses: set[str], timeout: float = 120):
+    def done():
+        batch = client.batches.retrieve(batch_id)
+        return batch if batch.status in statuses else None
+
+    return wait_for(done, timeout, interval=0.2, message=f"batch {batch_id} to reach {statuses}")
+
+
+def start_worker(stack_env: dict[str, str], name: str, models: list[str], extra_env: dict | None = None) -> Proc:
+    env = {**stack_env, "BATCHSERVER_WORKER_NAME": name, "BATCHSERVER_WORKER_MODELS": ",".join(models),
+           **(extra_env or {})}
+    return Proc(f"worker-{name}", [sys.executable, "manage.py", "runworker"], env)
