@@ -20,6 +20,8 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+import psutil
+
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
@@ -208,12 +210,26 @@ class ServingLoop:
         started = timezone.now()
         t0 = time.monotonic()
         logger.info("worker %s loading %s", self.worker_name, model)
-        self.last_tick = time.monotonic()
-        self.host.ensure_loaded(model_spec(model))
+        spec = model_spec(model)
+        if spec.engine == "vllm":
+            from inference.engines.vllm import engine_environment
+
+            os.environ.update(engine_environment(settings.DATA_DIR / "cache"))
+        self.host.ensure_loaded(spec)
         seconds = time.monotonic() - t0
         EngineLoad.objects.create(worker=self.worker, model=model, started_at=started, seconds=seconds)
-        Worker.objects.filter(pk=self.worker.pk).update(loaded_model=model, engine_pids=self.host.engine_pids())
+        Worker.objects.filter(pk=self.worker.pk).update(loaded_model=model, engine_pids=self._engine_pids())
         logger.info("worker %s loaded %s in %.1f s", self.worker_name, model, seconds)
+
+    def _engine_pids(self) -> list[list[float]]:
+        """The engine's processes with their start times, so that a later cleanup never hits a reused pid."""
+        pids = []
+        for pid in self.host.child_pids():
+            try:
+                pids.append([pid, psutil.Process(pid).create_time()])
+            except psutil.Error:
+                continue
+        return pids
 
     def _claim(self, model: str, room: int) -> list[tuple[BatchRequest, Batch]]:
         """Claim up to `room` requests, shared fairly among the model's batches so a small batch queued
@@ -280,7 +296,8 @@ class ServingLoop:
                 if item.pk not in owned:
                     continue  # handed to another worker meanwhile: theirs counts, never both
                 engine_failed = not isinstance(result, EngineResponse)
-                if item.pk in self.released or (engine_failed and (
+                aborted = not engine_failed and result.aborted
+                if item.pk in self.released or aborted or (engine_failed and (
                         self.stop_requested.is_set() or owned[item.pk] < MAX_ATTEMPTS)):
                     released.append(item.pk)  # aborted, or the engine failed: run it again later
                     continue

@@ -76,6 +76,23 @@ class Proc:
         self.log.close()
         return time.monotonic() - started
 
+    def crash(self) -> list[psutil.Process]:
+        """SIGKILL the stack's own processes, as a machine or OOM kill would, leaving the engine processes
+        they started (vLLM's engine core, the watchdog) to fend for themselves. Returns those."""
+        left = []
+        for proc in self.tree():
+            try:
+                cmdline = " ".join(proc.cmdline())
+                if "spawn_main" in cmdline or "watchdog" in cmdline or proc.name().startswith("VLLM"):
+                    left.append(proc)
+                else:
+                    proc.kill()
+            except psutil.Error:
+                continue
+        self.popen.wait(5)
+        self.log.close()
+        return left
+
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 

@@ -1,0 +1,209 @@
+"""End to end on the real engine: vLLM (CPU build) with SmolLM2-135M-Instruct and all-MiniLM-L6-v2, a real
+worker process, the real task cluster, PostgreSQL, and the official SDK over HTTP."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from datetime import timedelta
+
+import psutil
+import pytest
+from openai.types import Completion, CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion
+
+from tests.conftest import start_worker, wait_for, wait_for_status
+from tests.helpers import parse_jsonl, request_line, upload_batch_file
+
+pytestmark = pytest.mark.engine
+
+CHAT_MODEL = "SmolLM2-135M-Instruct"
+EMBED_MODEL = "all-MiniLM-L6-v2"
+
+
+def chat(custom_id: str, content: str, **body) -> dict:
+    return request_line(custom_id, body={"model": CHAT_MODEL, "messages": [{"role": "user", "content": content}],
+                                         "temperature": 0, **body})
+
+
+def run(client, lines, endpoint="/v1/chat/completions", statuses=("completed",), timeout=240):
+    file = upload_batch_file(client, lines)
+    batch = client.batches.create(input_file_id=file.id, endpoint=endpoint, completion_window="24h")
+    return wait_for_status(client, batch.id, set(statuses), timeout=timeout)
+
+
+def outputs(client, batch) -> tuple[list[dict], list[dict]]:
+    output = parse_jsonl(client.files.content(batch.output_file_id).read()) if batch.output_file_id else []
+    errors = parse_jsonl(client.files.content(batch.error_file_id).read()) if batch.error_file_id else []
+    return output, errors
+
+
+def engine_processes(tree: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for proc in tree:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.Error:
+            pass
+    return alive
+
+
+@pytest.fixture(scope="module")
+def vllm_worker(stack_env, task_cluster):
+    proc = start_worker(stack_env, "vllm-1", [CHAT_MODEL, EMBED_MODEL])
+    yield proc
+    if proc.alive():
+        proc.stop()
+
+
+def test_chat_batch_answers_and_usage_adds_up(client, vllm_worker):
+    lines = [chat("two-plus-two", "What is 2+2?", max_tokens=32),
+             chat("capital", "What is the capital of France?", max_tokens=24),
+             chat("seeded", "Write a word.", max_tokens=8, temperature=0.8, seed=7, n=2, logprobs=True,
+                  top_logprobs=2)]
+    batch = run(client, lines)
+    output, errors = outputs(client, batch)
+    assert errors == []
+    assert [line["custom_id"] for line in output] == ["two-plus-two", "capital", "seeded"]
+    completions = {line["custom_id"]: ChatCompletion.model_validate(line["response"]["body"]) for line in output}
+    assert "4" in completions["two-plus-two"].choices[0].message.content
+    assert len(completions["seeded"].choices) == 2
+    assert completions["seeded"].choices[0].logprobs.content[0].top_logprobs
+    assert all(line["response"]["status_code"] == 200 for line in output)
+    assert batch.model == CHAT_MODEL
+    assert batch.request_counts.model_dump() == {"total": 3, "completed": 3, "failed": 0}
+    assert batch.usage.input_tokens == sum(c.usage.prompt_tokens for c in completions.values()) > 0
+    assert batch.usage.output_tokens == sum(c.usage.completion_tokens for c in completions.values()) > 0
+
+
+def test_too_long_request_gets_its_own_400_line(client, vllm_worker):
+    lines = [chat("fine", "Say hi.", max_tokens=8), chat("too-long", "hello " * 3000, max_tokens=8),
+             chat("bad-type", "Say hi.", max_tokens="lots"), chat("also-fine", "Say bye.", max_tokens=8)]
+    batch = run(client, lines)
+    output, errors = outputs(client, batch)
+    assert errors == []
+    by_id = {line["custom_id"]: line["response"] for line in output}
+    for bad in ("too-long", "bad-type"):
+        assert by_id[bad]["status_code"] == 400
+        assert set(by_id[bad]["body"]["error"]) >= {"message", "type", "param", "code"}
+    assert by_id["fine"]["status_code"] == by_id["also-fine"]["status_code"] == 200
+    assert batch.request_counts.model_dump() == {"total": 4, "completed": 2, "failed": 2}
+
+
+def test_json_schema_response_format_and_stop(client, vllm_worker):
+    import json
+
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    lines = [chat("json", "What is 2+2? Answer in JSON.", max_tokens=40,
+                  response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}),
+             chat("stop", "Count from 1 to 10 separated by commas.", max_tokens=40, stop=["5"])]
+    output, _ = outputs(client, run(client, lines))
+    by_id = {line["custom_id"]: ChatCompletion.model_validate(line["response"]["body"]) for line in output}
+    assert isinstance(json.loads(by_id["json"].choices[0].message.content)["answer"], int)
+    assert "5" not in by_id["stop"].choices[0].message.content
+
+
+def test_completions_batch_on_a_warm_engine(client, vllm_worker, db_access):
+    from inference.models import EngineLoad, Worker
+
+    lines = [request_line(f"c{i}", url="/v1/completions",
+                          body={"model": CHAT_MODEL, "prompt": f"Once upon a time {i}", "max_tokens": 12,
+                                "temperature": 0}) for i in range(4)]
+    batch = run(client, lines, endpoint="/v1/completions")
+    output, _ = outputs(client, batch)
+    for line in output:
+        completion = Completion.model_validate(line["response"]["body"])
+        assert completion.choices[0].text and completion.usage.completion_tokens > 0
+    worker = Worker.objects.get(pid__in=[p.pid for p in vllm_worker.tree()], stopped_at__isnull=True)
+    # Three batches so far on this worker, one load of the chat model.
+    assert list(EngineLoad.objects.filter(worker=worker).values_list("model", flat=True)) == [CHAT_MODEL]
+
+
+def test_cancel_during_a_real_run(client, vllm_worker):
+    lines = [chat(f"short-{i}", "Say yes.", max_tokens=2) for i in range(4)] + [
+        chat(f"long-{i}", "Tell a very long story.", max_tokens=1500, ignore_eos=True) for i in range(6)]
+    file = upload_batch_file(client, lines)
+    batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 120,
+             message="the short requests")
+    started = time.monotonic()
+    client.batches.cancel(batch.id)
+    batch = wait_for_status(client, batch.id, {"cancelled"}, timeout=30)
+    assert time.monotonic() - started < 5
+    output, errors = outputs(client, batch)
+    assert {line["custom_id"] for line in output} >= {f"short-{i}" for i in range(4)}
+    assert sorted(line["custom_id"] for line in output + errors) == sorted(line["custom_id"] for line in lines)
+    assert all(line["error"]["code"] == "batch_cancelled" for line in errors)
+
+
+def test_expiry_during_a_real_run(client, vllm_worker, db_access):
+    from batches_api.models import Batch
+
+    lines = [chat(f"short-{i}", "Say yes.", max_tokens=2) for i in range(3)] + [
+        chat(f"long-{i}", "Tell a very long story.", max_tokens=1500, ignore_eos=True) for i in range(3)]
+    file = upload_batch_file(client, lines)
+    batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 3, 120)
+    Batch.objects.filter(pk=batch.id).update(expires_at=Batch.objects.get(pk=batch.id).created_at
+                                             - timedelta(seconds=1))
+    batch = wait_for_status(client, batch.id, {"expired"}, timeout=30)
+    output, errors = outputs(client, batch)
+    assert {line["custom_id"] for line in output} >= {f"short-{i}" for i in range(3)}
+    assert errors and all(line["error"]["code"] == "batch_expired" for line in errors)
+    assert sorted(line["custom_id"] for line in output + errors) == sorted(line["custom_id"] for line in lines)
+
+
+def test_embeddings_batch(client, vllm_worker):
+    sentences = {"cat": "A cat sits on the mat.", "cat2": "There is a cat sitting on a mat.",
+                 "market": "The stock market fell sharply today."}
+    lines = [request_line(key, url="/v1/embeddings", body={"model": EMBED_MODEL, "input": text})
+             for key, text in sentences.items()]
+    batch = run(client, lines, endpoint="/v1/embeddings")
+    output, _ = outputs(client, batch)
+    vectors = {}
+    for line in output:
+        response = CreateEmbeddingResponse.model_validate(line["response"]["body"])
+        vectors[line["custom_id"]] = response.data[0].embedding
+        assert response.usage.prompt_tokens > 0
+    assert all(len(v) == 384 for v in vectors.values())
+
+    def cosine(a, b):
+        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+    assert cosine(vectors["cat"], vectors["cat2"]) > cosine(vectors["cat"], vectors["market"]) + 0.2
+    assert batch.usage.input_tokens > 0 and batch.usage.output_tokens == 0
+
+
+def test_sigterm_stops_worker_and_engine_within_10_seconds(client, vllm_worker):
+    wait_for(lambda: len(vllm_worker.tree()) > 4, 30, message="the engine processes")
+    tree = vllm_worker.tree()
+    took = vllm_worker.stop(signal.SIGTERM)
+    assert took < 10, f"stopping took {took:.1f} s"
+    assert engine_processes(tree) == []
+
+
+def test_kill_9_mid_batch_then_a_new_worker_finishes_it(client, stack_env, task_cluster, db_access):
+    from batches_api.models import BatchRequest
+
+    first = start_worker(stack_env, "vllm-crash", [CHAT_MODEL])
+    lines = [chat(f"k{i}", f"Count to {i}.", max_tokens=24 if i % 3 else 200, ignore_eos=True)
+             for i in range(24)]
+    file = upload_batch_file(client, lines)
+    batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 180,
+             message="some results")
+    wait_for(lambda: BatchRequest.objects.filter(batch_id=batch.id, status="running").exists(), 30)
+    orphans = first.crash()  # SIGKILL of the worker's own processes; vLLM's engine core is left orphaned
+    assert orphans, "the engine processes should have outlived the killed worker"
+    wait_for(lambda: not engine_processes(orphans), 60, interval=1, message="orphaned engine processes to end")
+    second = start_worker(stack_env, "vllm-crash", [CHAT_MODEL])
+    try:
+        batch = wait_for_status(client, batch.id, {"completed"}, timeout=300)
+    finally:
+        second.stop()
+    output, errors = outputs(client, batch)
+    assert errors == []
+    assert [line["custom_id"] for line in output] == [line["custom_id"] for line in lines]
+    assert batch.request_counts.completed == 24
