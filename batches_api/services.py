@@ -27,6 +27,12 @@ METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
 INSERT_CHUNK = 1000
 
 
+def log_transition(batch_id: str, status: str, detail: str = "") -> None:
+    """One log line per batch transition, with the batch id as a field for JSON logs."""
+    logger.info("batch %s %s%s", batch_id, status, f" ({detail})" if detail else "",
+                extra={"batch_id": batch_id, "status": str(status)})
+
+
 def served_endpoints() -> list[str]:
     """Endpoints a batch may target: those some served model handles, in a stable order."""
     seen: dict[str, None] = {}
@@ -120,9 +126,9 @@ def batch_cancel(*, batch: Batch) -> Batch:
         if Batch.objects.filter(pk=batch.pk, status=S.VALIDATING).update(
             status=S.CANCELLED, cancelling_at=now, cancelled_at=now
         ):
-            logger.info("batch %s cancelled while validating", batch.id)
+            log_transition(batch.id, Batch.Status.CANCELLED, "while validating")
         elif Batch.objects.filter(pk=batch.pk, status=S.IN_PROGRESS).update(status=S.CANCELLING, cancelling_at=now):
-            logger.info("batch %s cancelling", batch.id)
+            log_transition(batch.id, Batch.Status.CANCELLING)
             enqueue("batches_api.tasks.finalize_batch", batch.id)
         else:
             batch.refresh_from_db()
@@ -168,9 +174,10 @@ def batch_validate(*, batch_id: str) -> Batch | None:
     with transaction.atomic():
         updated = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING).update(
             status=Batch.Status.IN_PROGRESS, in_progress_at=now, model=result.model, total_requests=result.total)
-    if not updated:  # cancelled while we read the file
+    if updated:
+        log_transition(batch.id, Batch.Status.IN_PROGRESS, f"{result.total} requests for {result.model}")
+    else:  # cancelled while we read the file
         BatchRequest.objects.filter(batch=batch).delete()
-    logger.info("batch %s validated: %s requests for %s", batch.id, result.total, result.model)
     batch.refresh_from_db()
     return batch
 
@@ -178,7 +185,7 @@ def batch_validate(*, batch_id: str) -> Batch | None:
 def _fail(batch: Batch, errors: list[dict]) -> Batch:
     Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING).update(
         status=Batch.Status.FAILED, failed_at=timezone.now(), errors=errors)
-    logger.info("batch %s failed validation: %s", batch.id, errors[0]["code"] if errors else "")
+    log_transition(batch.id, Batch.Status.FAILED, errors[0]["code"] if errors else "")
     batch.refresh_from_db()
     return batch
 
@@ -265,7 +272,7 @@ def batch_finalize(*, batch_id: str) -> Batch | None:
             if file is not None:
                 file_delete(file=file)
     else:
-        logger.info("batch %s %s: %s succeeded, %s failed", batch.id, final, succeeded, total - succeeded)
+        log_transition(batch.id, final, f"{succeeded} succeeded, {total - succeeded} failed")
     return Batch.objects.get(pk=batch.pk)
 
 
@@ -304,3 +311,45 @@ def _write_results(batch: Batch, status: str, kind: str) -> File | None:
         return file_create_from_local(project=batch.project, path=tmp.name, purpose=File.Purpose.BATCH_OUTPUT,
                                       filename=f"{batch.id}_{kind}.jsonl",
                                       expires_after=batch.output_expires_after)
+
+
+# ------------------------------------------------------------------------------------------------ retry
+def batch_retry_failed(*, batch: Batch) -> Batch:
+    """A new batch of the same owner, endpoint and metadata, made of the requests of a finished batch that did
+    not succeed: responses other than 2xx, and requests that never ran (errored, or left pending/running).
+    Their lines are copied byte for byte from the parent's input file into a new input file, in input order;
+    the new batch goes through batch_create (so it is validated like any other) and records its parent."""
+    if batch.status not in Batch.FINAL_STATUSES:
+        raise Conflict(f"Batch '{batch.id}' is {batch.status}; only a finished batch can be retried.")
+    retry = (BatchRequest.objects.filter(batch=batch)
+             .exclude(status=BatchRequest.Status.COMPLETED, status_code__gte=200, status_code__lt=300))
+    if not retry.exists():
+        raise Conflict(f"Batch '{batch.id}' has no failed or unrun requests to retry.")
+    input_file = File.objects.filter(pk=batch.input_file_id).first()
+    if input_file is None:
+        raise Conflict(f"The input file '{batch.input_file_id}' of batch '{batch.id}' was deleted; its requests "
+                       "cannot be read again.")
+    with tempfile.NamedTemporaryFile("w+b", suffix=".jsonl") as tmp, file_open(input_file) as source:
+        for offset, length in retry.order_by("line").values_list("offset", "length").iterator(chunk_size=2000):
+            source.seek(offset)
+            tmp.write(source.read(length))
+            tmp.write(b"\n")
+        tmp.flush()
+        new_file = file_create_from_local(project=batch.project, path=tmp.name, purpose=File.Purpose.BATCH,
+                                          filename=f"{batch.id}_retry.jsonl")
+    expires_after = ({"anchor": "created_at", "seconds": batch.output_expires_after}
+                     if batch.output_expires_after is not None else None)
+    try:
+        with transaction.atomic():
+            new = batch_create(project=batch.project, input_file_id=new_file.id, endpoint=batch.endpoint,
+                               completion_window=batch.completion_window, metadata=batch.metadata,
+                               output_expires_after=expires_after)
+            Batch.objects.filter(pk=new.pk).update(retry_of=batch)
+    except Exception:
+        from files_api.services import file_delete
+
+        file_delete(file=new_file)
+        raise
+    new.retry_of = batch
+    logger.info("batch %s retries %s", new.id, batch.id)
+    return new

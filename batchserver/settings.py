@@ -6,6 +6,7 @@ Every variable is documented in README.md ("Configuration").
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -60,6 +61,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "batchserver.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -271,13 +273,26 @@ if _q_name.startswith("inference"):
 else:
     Q_CLUSTER["ALT_CLUSTERS"] = {}
 
+# /metrics: allowed with this Bearer token, or from these networks.
+BATCHSERVER_METRICS_TOKEN = os.environ.get("BATCHSERVER_METRICS_TOKEN", "")
+try:
+    BATCHSERVER_METRICS_NETWORKS = [ipaddress.ip_network(net, strict=False) for net in
+                                    env_list("BATCHSERVER_METRICS_ALLOW", ["127.0.0.0/8", "::1/128"])]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"BATCHSERVER_METRICS_ALLOW: {exc}") from None
+
+# One line per request and per batch transition; JSON lines (with request and batch ids) on request.
+LOG_JSON = env_bool("BATCHSERVER_LOG_JSON", False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                 "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_JSON else "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("BATCHSERVER_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

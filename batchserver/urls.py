@@ -4,7 +4,8 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from batches_api.views import BatchViewSet, ModelViewSet
-from batchserver.views import healthz
+from batchserver.metrics import metrics_view
+from batchserver.views import healthz, readyz
 from files_api.views import FileViewSet, UploadViewSet
 
 router = DefaultRouter(trailing_slash=False)
@@ -19,6 +20,8 @@ urlpatterns = [
          name="openapi"),
     path("v1/", include(router.urls)),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]
 

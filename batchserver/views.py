@@ -56,6 +56,31 @@ def form_or_json_object(data, name: str) -> dict | None:
     return nested or None
 
 
+def readyz(request):
+    """Readiness: the database and the file storage answer, and every served model has a live worker."""
+    from django.core.files.storage import default_storage
+
+    from inference.models import Worker
+
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        return JsonResponse({"status": "error", "checks": {"database": str(exc)}}, status=503)
+    try:
+        default_storage.exists("readyz-probe")
+        checks["storage"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["storage"] = f"error: {exc}"
+    served = {model for worker in Worker.objects.alive() for model in worker.served_models}
+    for model in settings.BATCHSERVER_MODELS:
+        checks[f"model:{model}"] = "ok" if model in served else "no live worker serves it"
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
 def healthz(request):
     """Liveness: the process answers and the database is reachable."""
     try:

@@ -285,18 +285,18 @@ def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = No
             file = _store(project=upload.project, purpose=upload.purpose, filename=upload.filename,
                           content=content, size=total, expires_after=upload.file_expires_after)
             Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.COMPLETED, file=file)
-    _delete_parts(upload)
+    delete_upload_parts(upload)
     return upload_get(project=upload.project, upload_id=upload.id)
 
 
 def upload_cancel(*, upload: Upload) -> Upload:
     _check_pending(upload)
     Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING).update(status=Upload.Status.CANCELLED)
-    _delete_parts(upload)
+    delete_upload_parts(upload)
     return upload_get(project=upload.project, upload_id=upload.id)
 
 
-def _delete_parts(upload: Upload) -> None:
+def delete_upload_parts(upload: Upload) -> None:
     for part in upload.parts.all():
         _delete_bytes(part.storage_name)
     upload.parts.all().delete()

@@ -88,6 +88,7 @@ class ServingLoop:
         self.stop_requested = threading.Event()
         self.running = threading.Event()
         self.last_tick = time.monotonic()
+        self.loading = False  # a model load may take minutes: the heartbeat goes on meanwhile
         self.tokens: deque[tuple[float, int]] = deque()
         self._heartbeat: threading.Thread | None = None
         self._input_files: dict[str, tuple[str, object]] = {}  # batch id -> (file id, open handle)
@@ -107,7 +108,7 @@ class ServingLoop:
         """Renew the heartbeat while the loop is ticking; a hung loop stops beating and loses its work."""
         stale = settings.BATCHSERVER_WORKER_STALE_SECONDS
         while not self.stop_requested.is_set():
-            if time.monotonic() - self.last_tick < stale / 2:
+            if self.loading or time.monotonic() - self.last_tick < stale / 2:
                 try:
                     Worker.objects.filter(pk=self.worker.pk).update(
                         last_heartbeat_at=timezone.now(), inflight=len(self.inflight),
@@ -215,7 +216,12 @@ class ServingLoop:
             from inference.engines.vllm import engine_environment
 
             os.environ.update(engine_environment(settings.DATA_DIR / "cache"))
-        self.host.ensure_loaded(spec)
+        self.loading = True
+        try:
+            self.host.ensure_loaded(spec)
+        finally:
+            self.loading = False
+            self.last_tick = time.monotonic()
         seconds = time.monotonic() - t0
         EngineLoad.objects.create(worker=self.worker, model=model, started_at=started, seconds=seconds)
         Worker.objects.filter(pk=self.worker.pk).update(loaded_model=model, engine_pids=self._engine_pids())

@@ -4,98 +4,14 @@ task cluster, inference workers as real processes, and the official OpenAI SDK a
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from openai import OpenAI
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
-
-
-class Proc:
-    """A process of the stack, with its output in a log file under test-artifacts/."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.name = name
-        self.log_path = ARTIFACTS / f"{name}.log"
-        self.log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> float:
-        """Signal the process; wait for it and everything it started. Returns the seconds it took."""
-        started = time.monotonic()
-        procs = self.tree()
-        if self.alive():
-            self.popen.send_signal(sig)
-        gone, alive = psutil.wait_procs(procs, timeout=timeout)
-        for proc in alive:
-            proc.kill()
-        self.popen.wait(5)
-        self.log.close()
-        return time.monotonic() - started
-
-    def crash(self) -> list[psutil.Process]:
-        """SIGKILL the stack's own processes, as a machine or OOM kill would, leaving the engine processes
-        they started (vLLM's engine core, the watchdog) to fend for themselves. Returns those."""
-        left = []
-        for proc in self.tree():
-            try:
-                cmdline = " ".join(proc.cmdline())
-                if "spawn_main" in cmdline or "watchdog" in cmdline or proc.name().startswith("VLLM"):
-                    left.append(proc)
-                else:
-                    proc.kill()
-            except psutil.Error:
-                continue
-        self.popen.wait(5)
-        self.log.close()
-        return left
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
+from tests.stack import ROOT, Proc, free_port, start_worker, wait_for  # noqa: F401 - used by the tests
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_test_environment, django_db_blocker):
@@ -121,7 +37,7 @@ def stack_env(django_db_setup, django_db_blocker) -> dict[str, str]:
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
     url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     with django_db_blocker.unblock():
-        from inference.schedules import install_schedules
+        from batchserver.schedules import install_schedules
 
         install_schedules()
     return {**os.environ, "DATABASE_URL": url, "BATCHSERVER_DATA_DIR": str(settings.DATA_DIR),
@@ -199,9 +115,3 @@ def wait_for_status(client: OpenAI, batch_id: str, statuses: set[str], timeout: 
         return batch if batch.status in statuses else None
 
     return wait_for(done, timeout, interval=0.2, message=f"batch {batch_id} to reach {statuses}")
-
-
-def start_worker(stack_env: dict[str, str], name: str, models: list[str], extra_env: dict | None = None) -> Proc:
-    env = {**stack_env, "BATCHSERVER_WORKER_NAME": name, "BATCHSERVER_WORKER_MODELS": ",".join(models),
-           **(extra_env or {})}
-    return Proc(f"worker-{name}", [sys.executable, "manage.py", "runworker"], env)

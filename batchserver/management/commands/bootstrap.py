@@ -21,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args, key_file: str | None = None, **options):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
-        from inference.schedules import install_schedules
+        from batchserver.schedules import install_schedules
 
         install_schedules()
         raw = os.environ.get("BATCHSERVER_API_KEY")

@@ -7,6 +7,7 @@ from django.conf import settings
 SCHEDULES = {
     # name: (function, minutes between runs)
     "batches: finish cancelled, expired and stuck batches": ("batches_api.tasks.sweep", 1),
+    "files: delete expired files and uploads": ("files_api.tasks.delete_expired_files", 10),
 }
 
 

@@ -1,0 +1,254 @@
+"""The operator console's frame (site titles, the overview on the admin index) and the owners: projects and
+their API keys. A key is created through batchserver.services.api_key_create and shown exactly once, on the
+page that answers the form; it is never stored, put in a message or the session, or shown again."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from batches_api.admin import MEDIA_CSS, MEDIA_JS
+from batchserver.models import ApiKey, Project
+from batchserver.services import api_key_create, api_key_revoke
+
+admin.site.site_header = "batchserver console"
+admin.site.site_title = "batchserver"
+admin.site.index_title = "Overview"
+admin.site.index_template = "admin/batchserver/index.html"
+
+
+# ------------------------------------------------------------------------------------------------ overview
+def throughput_chart(throughput, width: int = 720, height: int = 140) -> str:
+    """Output tokens/s per minute over the last hour as an inline SVG bar chart (server-rendered, no JS)."""
+    top, bottom, left = 12, 18, 44
+    plot_w, plot_h = width - left - 4, height - top - bottom
+    peak = throughput.peak or 1.0
+    slot = plot_w / max(1, len(throughput.buckets))
+    bars = []
+    for i, (start, value) in enumerate(throughput.buckets):
+        bar_h = plot_h * value / peak if value else 0
+        bars.append((f"{left + i * slot + 0.5:.1f}", f"{top + plot_h - bar_h:.1f}", f"{max(slot - 1.5, 1):.1f}",
+                     f"{bar_h:.1f}", timezone.localtime(start).strftime("%H:%M"), f"{value:,.1f}"))
+    return format_html(
+        '<svg class="bs-chart" viewBox="0 0 {w} {h}" role="img" aria-label="Output tokens per second, last hour">'
+        '<line class="bs-axis" x1="{l}" y1="{base}" x2="{w}" y2="{base}"></line>'
+        '<line class="bs-axis" x1="{l}" y1="{top}" x2="{l}" y2="{base}"></line>'
+        '<text x="{lt}" y="{ty}" text-anchor="end">{peak}</text><text x="{lt}" y="{base}" text-anchor="end">0</text>'
+        '<text x="{l}" y="{h1}">{start}</text><text x="{w}" y="{h1}" text-anchor="end">now</text>'
+        '{bars}</svg>',
+        w=width, h=height, l=left, lt=left - 4, top=top, ty=top + 4, base=top + plot_h, h1=height - 4,
+        peak=f"{throughput.peak:,.0f}", start="60 min ago",
+        bars=format_html_join("", '<rect class="bs-bar" x="{}" y="{}" width="{}" height="{}">'
+                                  '<title>{} · {} tokens/s</title></rect>', bars),
+    )
+
+
+_default_index = admin.site.index
+
+
+def index(request, extra_context=None):
+    """The admin index with the overview above the app list (for staff who may see batches)."""
+    context = dict(extra_context or {})
+    if request.user.is_active and request.user.is_staff and request.user.has_perm("batches_api.view_batch"):
+        from batches_api.admin import human_duration
+        from batches_api.selectors import overview
+
+        data = overview()
+        oldest = data["oldest_waiting"]
+        if oldest is not None:
+            data["oldest_wait"] = human_duration((timezone.now() - oldest.created_at).total_seconds())
+        data["chart"] = throughput_chart(data["throughput"])
+        context["overview"] = data
+    return _default_index(request, extra_context=context)
+
+
+admin.site.index = index
+
+
+# ------------------------------------------------------------------------------------------------ projects
+def _count(queryset, field: str):
+    """A correlated COUNT subquery, part of the page query: no query per row."""
+    return Coalesce(Subquery(queryset.filter(**{field: OuterRef("pk")}).order_by().values(field)
+                             .annotate(n=Count("*")).values("n")[:1], output_field=IntegerField()), Value(0))
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_at", "active_keys", "batch_count", "file_count")
+    search_fields = ("name",)
+    ordering = ("name",)
+    fields = ("name", "created_at")
+    readonly_fields = ("created_at",)
+
+    def get_queryset(self, request):
+        from batches_api.models import Batch
+        from files_api.models import File
+
+        return super().get_queryset(request).annotate(
+            _active_keys=_count(ApiKey.objects.filter(revoked_at__isnull=True), "project"),
+            _batches=_count(Batch.objects.all(), "project"), _files=_count(File.objects.all(), "project"))
+
+    @admin.display(description="API keys", ordering="_active_keys")
+    def active_keys(self, obj):
+        url = reverse("admin:batchserver_apikey_changelist") + f"?project__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj._active_keys)
+
+    @admin.display(description="batches", ordering="_batches")
+    def batch_count(self, obj):
+        url = reverse("admin:batches_api_batch_changelist") + f"?project__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, f"{obj._batches:,}")
+
+    @admin.display(description="files", ordering="_files")
+    def file_count(self, obj):
+        url = reverse("admin:files_api_file_changelist") + f"?project__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, f"{obj._files:,}")
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # deleting a project would delete its files and batches: not from a click
+
+
+# ------------------------------------------------------------------------------------------------ API keys
+class ApiKeyCreateForm(forms.ModelForm):
+    project_name = forms.CharField(
+        label="Project", max_length=200, required=False,
+        help_text="The owner of the files and batches made with this key: an existing project, or a new one. "
+                  "Empty: a project named like the key.")
+
+    class Meta:
+        model = ApiKey
+        fields = ("name",)
+
+
+class RevokedFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "shown_prefix", "owner", "created_at", "last_used_at", "state")
+    list_select_related = ("project",)
+    list_filter = (RevokedFilter, ("project", admin.RelatedFieldListFilter))
+    search_fields = ("name", "prefix", "project__name")
+    ordering = ("-created_at",)
+    actions = ("revoke_keys",)
+    readonly_fields = ("shown_prefix", "owner", "created_at", "last_used_at", "state")
+    change_form_template = "admin/batchserver/apikey/change_form.html"
+
+    class Media:
+        css = MEDIA_CSS
+        js = MEDIA_JS
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: the row keeps who used what, and when
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": ("name", "project_name"),
+                            "description": "The key is shown once, on the next page. Only its SHA-256 and its "
+                                           "first 12 characters are stored."})]
+        return [(None, {"fields": ("name", "shown_prefix", "owner", "state", "created_at", "last_used_at")})]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    @admin.display(description="key", ordering="prefix")
+    def shown_prefix(self, obj):
+        return format_html('<span class="bs-mono">{}…</span>', obj.prefix)
+
+    @admin.display(description="owner", ordering="project__name")
+    def owner(self, obj):
+        return obj.project.name
+
+    @admin.display(description="state", ordering="revoked_at")
+    def state(self, obj):
+        if obj.revoked_at:
+            return format_html('<span class="bs-badge bs-key-revoked">revoked</span> <span class="bs-quiet">{}'
+                               '</span>', timezone.localtime(obj.revoked_at).strftime("%Y-%m-%d %H:%M"))
+        return mark_safe('<span class="bs-badge bs-key-active">active</span>')
+
+    def add_view(self, request, form_url="", extra_context=None):
+        context = {"show_save_and_continue": False, "show_save_and_add_another": False, **(extra_context or {})}
+        return super().add_view(request, form_url, context)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        key, raw_key = api_key_create(name=form.cleaned_data["name"],
+                                      project_name=form.cleaned_data.get("project_name") or None)
+        obj.pk, obj.project_id, obj.prefix, obj.key_hash, obj.created_at = (
+            key.pk, key.project_id, key.prefix, key.key_hash, key.created_at)
+        obj._state.adding = False
+        request._batchserver_new_key = raw_key  # for response_add only: this request, never stored
+
+    def response_add(self, request, obj, post_url_continue=None):
+        raw_key = getattr(request, "_batchserver_new_key", None)
+        if raw_key is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "opts": self.opts,
+            "key": obj,
+            "project": obj.project,
+            "raw_key": raw_key,
+            "base_url": request.build_absolute_uri("/v1"),
+            "media": self.media,
+        }
+        response = TemplateResponse(request, "admin/batchserver/apikey/created.html", context)
+        response["Cache-Control"] = "no-store, private"
+        response["Pragma"] = "no-cache"
+        return response
+
+    # -------------------------------------------------------------------------------------- revoke
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [path("<path:object_id>/revoke/", self.admin_site.admin_view(self.revoke_view),
+                     name="%s_%s_revoke" % info)] + super().get_urls()
+
+    def revoke_view(self, request, object_id):
+        if request.method != "POST":
+            raise PermissionDenied
+        key = self.get_object(request, unquote(object_id))
+        if key is None:
+            raise Http404("No such API key.")
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        if key.revoked_at is None:
+            api_key_revoke(key=key)
+            self.log_change(request, key, "Revoked.")
+            self.message_user(request, f"Revoked the key “{key}”. Requests with it now get a 401.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"The key “{key}” was already revoked.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:batchserver_apikey_change", args=[key.pk]))
+
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(key=key)
+            self.log_change(request, key, "Revoked.")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key{'s' if revoked != 1 else ''}.", messages.SUCCESS)

@@ -1,0 +1,147 @@
+"""/metrics in Prometheus text format.
+
+Batch, request, token and worker figures are read from the database at scrape time, so they are right
+however many web and worker processes there are. HTTP request counts are per process; under gunicorn they
+are aggregated with prometheus-client's multiprocess mode (see gunicorn.conf.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.http import HttpResponse
+from prometheus_client import CollectorRegistry, Counter, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+HTTP_REQUESTS = Counter("batchserver_http_requests", "HTTP requests by endpoint and status code.",
+                        ["method", "endpoint", "status"], registry=None)
+
+WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+RUN_BUCKETS = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
+LOAD_BUCKETS = (1, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+
+
+def _histogram(name: str, doc: str, queryset, duration, buckets) -> HistogramMetricFamily:
+    """A histogram of a duration expression over rows, counted in the database (one query)."""
+    rows = queryset.annotate(_d=ExpressionWrapper(duration, output_field=DurationField()))
+    aggregates = {f"le{i}": Count("pk", filter=Q(_d__lte=timedelta(seconds=le))) for i, le in enumerate(buckets)}
+    aggregates["total"] = Count("pk")
+    aggregates["sum"] = Sum("_d")
+    result = rows.aggregate(**aggregates)
+    total_sum = result["sum"].total_seconds() if result["sum"] else 0.0
+    values = [(str(float(le)), result[f"le{i}"]) for i, le in enumerate(buckets)] + [("+Inf", result["total"])]
+    return HistogramMetricFamily(name, doc, buckets=values, sum_value=total_sum)
+
+
+class DatabaseCollector:
+    def collect(self):
+        from batches_api.models import Batch, BatchRequest
+        from inference.models import EngineLoad, Worker
+
+        batches = GaugeMetricFamily("batchserver_batches", "Batches by status and model.", labels=["status", "model"])
+        requests = CounterMetricFamily("batchserver_requests", "Requests finished, by model and outcome.",
+                                       labels=["model", "outcome"])
+        tokens = CounterMetricFamily("batchserver_tokens", "Tokens of finished requests, by model and kind.",
+                                     labels=["model", "kind"])
+        for row in Batch.objects.values("status", "model").annotate(
+                n=Count("pk"), ok=Sum("completed_requests"), failed=Sum("failed_requests"),
+                tin=Sum("input_tokens"), tout=Sum("output_tokens")).order_by():
+            model = row["model"] or ""
+            batches.add_metric([row["status"], model], row["n"])
+        for row in Batch.objects.values("model").annotate(
+                ok=Sum("completed_requests"), failed=Sum("failed_requests"), tin=Sum("input_tokens"),
+                tout=Sum("output_tokens")).order_by():
+            model = row["model"] or ""
+            requests.add_metric([model, "completed"], row["ok"] or 0)
+            requests.add_metric([model, "failed"], row["failed"] or 0)
+            tokens.add_metric([model, "input"], row["tin"] or 0)
+            tokens.add_metric([model, "output"], row["tout"] or 0)
+        yield batches
+        yield requests
+        yield tokens
+
+        pending = GaugeMetricFamily("batchserver_pending_requests", "Requests waiting or running, by model.",
+                                    labels=["model"])
+        pending_by_model = dict(BatchRequest.objects.filter(
+            status__in=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING],
+            batch__status=Batch.Status.IN_PROGRESS).values_list("batch__model").annotate(n=Count("pk")).order_by())
+        for model in settings.BATCHSERVER_MODELS:
+            pending.add_metric([model], pending_by_model.get(model, 0))
+        yield pending
+
+        alive = list(Worker.objects.alive())
+        served = {model for worker in alive for model in worker.served_models}
+        orphaned = GaugeMetricFamily("batchserver_batches_without_worker",
+                                     "In-progress batches whose model no live worker serves: they wait.",
+                                     labels=["model"])
+        waiting = dict(Batch.objects.filter(status=Batch.Status.IN_PROGRESS).values_list("model")
+                       .annotate(n=Count("pk")).order_by())
+        for model in settings.BATCHSERVER_MODELS:
+            orphaned.add_metric([model], 0 if model in served else waiting.get(model, 0))
+        yield orphaned
+
+        workers = GaugeMetricFamily("batchserver_workers", "Inference workers by state.", labels=["state"])
+        workers.add_metric(["alive"], len(alive))
+        workers.add_metric(["lost"], Worker.objects.lost().count())
+        yield workers
+        rate = GaugeMetricFamily("batchserver_worker_output_tokens_per_second",
+                                 "Output tokens per second of each live worker over the last minute.",
+                                 labels=["worker", "model"])
+        for worker in alive:
+            rate.add_metric([worker.name, worker.loaded_model or ""], worker.tokens_per_second)
+        yield rate
+
+        yield _histogram("batchserver_batch_queue_wait_seconds", "From created to in_progress.",
+                         Batch.objects.filter(in_progress_at__isnull=False), F("in_progress_at") - F("created_at"),
+                         WAIT_BUCKETS)
+        yield _histogram("batchserver_batch_run_seconds", "From in_progress to completed.",
+                         Batch.objects.filter(completed_at__isnull=False, in_progress_at__isnull=False),
+                         F("completed_at") - F("in_progress_at"), RUN_BUCKETS)
+        loads = EngineLoad.objects.aggregate(n=Count("pk"), total=Sum("seconds"),
+                                             **{f"le{i}": Count("pk", filter=Q(seconds__lte=le))
+                                                for i, le in enumerate(LOAD_BUCKETS)})
+        yield HistogramMetricFamily(
+            "batchserver_engine_load_seconds", "Seconds a worker took to load a model.",
+            buckets=[(str(float(le)), loads[f"le{i}"]) for i, le in enumerate(LOAD_BUCKETS)] + [("+Inf", loads["n"])],
+            sum_value=loads["total"] or 0.0)
+
+
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector())
+    if MULTIPROCESS:
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(HTTP_REQUESTS)
+    return registry
+
+
+def _allowed(request) -> bool:
+    token = settings.BATCHSERVER_METRICS_TOKEN
+    header = request.headers.get("Authorization", "")
+    if token and secrets.compare_digest(header.encode(), f"Bearer {token}".encode()):
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in network for network in settings.BATCHSERVER_METRICS_NETWORKS)
+
+
+def metrics_view(request):
+    if not _allowed(request):
+        return HttpResponse("Forbidden: /metrics needs BATCHSERVER_METRICS_TOKEN as a Bearer token, or a client "
+                            "address in BATCHSERVER_METRICS_ALLOW.\n", status=403, content_type="text/plain")
+    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def record_http(method: str, endpoint: str, status: int) -> None:
+    HTTP_REQUESTS.labels(method, endpoint, str(status)).inc()

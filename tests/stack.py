@@ -1,0 +1,165 @@
+"""Processes of the stack for tests and benchmarks: start, watch, stop and crash them."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class Proc:
+    """A process of the stack, with its output in a log file under test-artifacts/."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.name = name
+        self.log_path = ARTIFACTS / f"{name}.log"
+        self.log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> float:
+        """Signal the process; wait for it and everything it started. Returns the seconds it took."""
+        started = time.monotonic()
+        procs = self.tree()
+        if self.alive():
+            self.popen.send_signal(sig)
+        gone, alive = psutil.wait_procs(procs, timeout=timeout)
+        for proc in alive:
+            proc.kill()
+        self.popen.wait(5)
+        self.log.close()
+        return time.monotonic() - started
+
+    def crash(self) -> list[psutil.Process]:
+        """SIGKILL the stack's own processes, as a machine or OOM kill would, leaving the engine processes
+        they started (vLLM's engine core, the watchdog) to fend for themselves. Returns those."""
+        left = []
+        for proc in self.tree():
+            try:
+                cmdline = " ".join(proc.cmdline())
+                if "spawn_main" in cmdline or "watchdog" in cmdline or proc.name().startswith("VLLM"):
+                    left.append(proc)
+                else:
+                    proc.kill()
+            except psutil.Error:
+                continue
+        self.popen.wait(5)
+        self.log.close()
+        return left
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+
+
+def start_worker(stack_env: dict[str, str], name: str, models: list[str], extra_env: dict | None = None) -> Proc:
+    env = {**stack_env, "BATCHSERVER_WORKER_NAME": name, "BATCHSERVER_WORKER_MODELS": ",".join(models),
+           **(extra_env or {})}
+    return Proc(f"worker-{name}", [sys.executable, "manage.py", "runworker"], env)
+
+
+class Stack:
+    """A whole deployment for a benchmark: a fresh PostgreSQL database, the server, the task cluster and
+    workers, each a real process. Use as a context manager; everything is stopped on exit."""
+
+    def __init__(self, name: str, *, models_file: Path | None = None,
+                 admin_url: str = "postgres://postgres@127.0.0.1:5432/postgres", extra_env: dict | None = None):
+        import os
+
+        import psycopg
+
+        self.name = name
+        db = f"batchserver_{name}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{db}"')
+        data_dir = ROOT / "var" / name
+        self.env = {**os.environ, "DATABASE_URL": admin_url.rsplit("/", 1)[0] + f"/{db}",
+                    "BATCHSERVER_DATA_DIR": str(data_dir), "BATCHSERVER_MODELS_DIR": str(ROOT / "var" / "models"),
+                    "BATCHSERVER_MODELS_FILE": str(models_file or ROOT / "tests" / "models.json"),
+                    "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        self.procs: list[Proc] = []
+        subprocess.run([sys.executable, "manage.py", "bootstrap"], cwd=ROOT, env=self.env, check=True,
+                       capture_output=True)
+        created = subprocess.run([sys.executable, "manage.py", "apikey", "create", "--name", name], cwd=ROOT,
+                                 env=self.env, check=True, capture_output=True, text=True)
+        self.api_key = created.stdout.strip()
+        self.url = ""
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def start_server(self) -> str:
+        import httpx
+
+        port = free_port()
+        self.procs.append(Proc(f"{self.name}-server", [
+            sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+            "--threads", "4"], self.env))
+        self.url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, message="the server")
+        self.procs.append(Proc(f"{self.name}-tasks", [sys.executable, "manage.py", "qcluster"], self.env))
+        return self.url
+
+    def start_worker(self, name: str, models: list[str], extra_env: dict | None = None) -> Proc:
+        proc = start_worker(self.env, f"{self.name}-{name}", models, extra_env)
+        self.procs.append(proc)
+        return proc
+
+    def client(self):
+        from openai import OpenAI
+
+        return OpenAI(base_url=f"{self.url}/v1", api_key=self.api_key, max_retries=2, timeout=120)
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(self.procs):
+            if proc.alive():
+                proc.stop()
