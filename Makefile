@@ -39,6 +39,8 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) BATCHSERVER_DATA_DIR=$(CURDIR)/var
 	BATCHSERVER_WORKER_STALE_SECONDS=10
 
 test: install
+	@# The admin's browser tests drive Debian's Chromium (nothing downloads a browser of its own).
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(TEST_ENV) $(BIN)/python manage.py prepare_models
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 

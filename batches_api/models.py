@@ -65,6 +65,8 @@ class Batch(models.Model):
 
     # Validation runs as a task; a task that was lost is enqueued again (see tasks.sweep).
     validation_attempts = models.PositiveSmallIntegerField(default=0)
+    # A batch made by "retry failed requests" in the admin points at the batch it retries.
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
 
     class Meta:
         verbose_name_plural = "batches"

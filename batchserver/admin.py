@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -24,7 +24,10 @@ from batchserver.services import api_key_create, api_key_revoke
 admin.site.site_header = "batchserver console"
 admin.site.site_title = "batchserver"
 admin.site.index_title = "Overview"
+admin.site.site_url = None  # no "view site": the server has no pages besides the API and this console
 admin.site.index_template = "admin/batchserver/index.html"
+# The console's pages are wide tables: the overview, the app list and the breadcrumbs lead everywhere.
+admin.site.enable_nav_sidebar = False
 
 
 # ------------------------------------------------------------------------------------------------ overview
@@ -189,8 +192,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
                                '</span>', timezone.localtime(obj.revoked_at).strftime("%Y-%m-%d %H:%M"))
         return mark_safe('<span class="bs-badge bs-key-active">active</span>')
 
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "API keys", **(extra_context or {})})
+
     def add_view(self, request, form_url="", extra_context=None):
-        context = {"show_save_and_continue": False, "show_save_and_add_another": False, **(extra_context or {})}
+        context = {"title": "Create an API key", "show_save_and_continue": False,
+                   "show_save_and_add_another": False, **(extra_context or {})}
         return super().add_view(request, form_url, context)
 
     def save_model(self, request, obj, form, change):
@@ -242,7 +249,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             self.message_user(request, f"Revoked the key “{key}”. Requests with it now get a 401.", messages.SUCCESS)
         else:
             self.message_user(request, f"The key “{key}” was already revoked.", messages.WARNING)
-        return HttpResponseRedirect(reverse("admin:batchserver_apikey_change", args=[key.pk]))
+        return HttpResponseRedirect(reverse("admin:batchserver_apikey_change", args=[quote(key.pk)]))
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_keys(self, request, queryset):

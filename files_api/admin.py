@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
@@ -140,7 +140,7 @@ class FileAdmin(admin.ModelAdmin):
             return "—"
         shown = format_html_join(
             ", ", '<a href="{}" title="{} · {}">{}</a>',
-            ((reverse("admin:batches_api_batch_change", args=[batch_id]), role, status, batch_id)
+            ((reverse("admin:batches_api_batch_change", args=[quote(batch_id)]), role, status, batch_id)
              for batch_id, status, role in used[:USED_BY_SHOWN]))
         if len(used) > USED_BY_SHOWN:
             return format_html('{} <a href="{}?q={}">+{} more</a>', shown,
@@ -151,7 +151,7 @@ class FileAdmin(admin.ModelAdmin):
     def used_by_detail(self, obj: File):
         used = (Batch.objects.filter(Q(input_file_id=obj.pk) | Q(output_file_id=obj.pk) | Q(error_file_id=obj.pk))
                 .order_by("-created_at").values_list("id", "status", "input_file_id", "output_file_id")[:50])
-        rows = [(reverse("admin:batches_api_batch_change", args=[bid]), bid,
+        rows = [(reverse("admin:batches_api_batch_change", args=[quote(bid)]), bid,
                  "input" if inp == obj.pk else "output" if out == obj.pk else "errors", status_badge(status))
                 for bid, status, inp, out in used]
         if not rows:
@@ -180,12 +180,15 @@ class FileAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "private, no-store"
         return response
 
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Files", **(extra_context or {})})
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         file = self.get_object(request, unquote(object_id))
-        context = dict(extra_context or {})
+        context = {"title": "File", **(extra_context or {})}
         if file is not None and self.has_view_permission(request, file):
             context["preview"] = preview_lines(file)
-            context["download_url"] = reverse("admin:files_api_file_download", args=[file.pk])
+            context["download_url"] = reverse("admin:files_api_file_download", args=[quote(file.pk)])
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     # -------------------------------------------------------------------------------------- delete
@@ -197,7 +200,7 @@ class FileAdmin(admin.ModelAdmin):
             return super().delete_view(request, object_id, extra_context)
         except ApiError as exc:  # e.g. Conflict: an unfinished batch reads this file
             self.message_user(request, exc.message, messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:files_api_file_change", args=[unquote(object_id)]))
+            return HttpResponseRedirect(reverse("admin:files_api_file_change", args=[object_id]))
 
     @admin.action(description="Delete selected files", permissions=["delete"])
     def delete_selected(self, request, queryset):

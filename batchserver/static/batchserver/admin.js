@@ -6,7 +6,7 @@
  * selection checkboxes, the action menu and the scroll position stay as they are. While rows are selected the
  * list waits. When the fresh page no longer asks for refreshing (the batch finished), it stops. */
 'use strict';
-{
+function batchserverConsole() {
     const meta = document.querySelector('meta[name="bs-refresh"]');
     if (meta) {
         const every = Math.max(1, Number(meta.content) || 5) * 1000;
@@ -18,8 +18,19 @@
         const apply = (fresh) => {
             document.querySelectorAll('[data-live]').forEach((el) => {
                 const twin = fresh.querySelector('[data-live="' + CSS.escape(el.dataset.live) + '"]');
-                if (twin && twin.innerHTML !== el.innerHTML) {
+                if (!twin) {
+                    return;
+                }
+                // A region with a version (forms: their CSRF token differs on every render) changes only when
+                // its version does, so a button is never swapped under the operator's pointer.
+                const changed = twin.dataset.liveVersion !== undefined
+                    ? twin.dataset.liveVersion !== el.dataset.liveVersion
+                    : twin.innerHTML !== el.innerHTML;
+                if (changed) {
                     el.innerHTML = twin.innerHTML;
+                    if (twin.dataset.liveVersion !== undefined) {
+                        el.dataset.liveVersion = twin.dataset.liveVersion;
+                    }
                 }
             });
             const stamp = document.querySelector('[data-bs-refreshed]');
@@ -89,4 +100,9 @@
     document.querySelectorAll('input[data-bs-select-on-focus]').forEach((input) => {
         input.addEventListener('focus', () => input.select());
     });
+}
+if (document.readyState === 'loading') {
+    document.addEventListener('DOMContentLoaded', batchserverConsole);
+} else {
+    batchserverConsole();
 }

@@ -1,0 +1,99 @@
+"""Reads for the operator console (the admin overview). Each is one aggregate query, whatever the row counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+
+from batches_api.models import Batch, BatchRequest
+from inference.models import Worker, stale_before
+
+THROUGHPUT_WINDOW = timedelta(hours=1)
+THROUGHPUT_BUCKET = timedelta(minutes=1)
+
+
+def batches_by_status() -> list[dict]:
+    """Every status with its number of batches (zero included), in lifecycle order."""
+    counts = dict(Batch.objects.order_by().values_list("status").annotate(n=Count("id")))
+    return [{"status": value, "label": label, "count": counts.get(value, 0)}
+            for value, label in Batch.Status.choices]
+
+
+def requests_pending_per_model() -> list[dict]:
+    """Requests waiting for (pending) or held by (running) a worker, per model of their batch."""
+    S = BatchRequest.Status
+    rows = (BatchRequest.objects.filter(status__in=[S.PENDING, S.RUNNING]).order_by()
+            .values("batch__model")
+            .annotate(pending=Count("id", filter=Q(status=S.PENDING)), running=Count("id", filter=Q(status=S.RUNNING))))
+    return sorted(({"model": row["batch__model"], "pending": row["pending"], "running": row["running"]}
+                   for row in rows), key=lambda row: (-row["pending"] - row["running"], row["model"] or ""))
+
+
+@dataclass
+class Throughput:
+    since: datetime
+    buckets: list[tuple[datetime, float]]  # (start of the minute, output tokens/s in it), oldest first
+    total_tokens: int
+
+    @property
+    def average(self) -> float:
+        return self.total_tokens / THROUGHPUT_WINDOW.total_seconds()
+
+    @property
+    def peak(self) -> float:
+        return max((value for _, value in self.buckets), default=0.0)
+
+    @property
+    def recent(self) -> float:
+        """The mean of the last five one-minute buckets (the current, partial minute included)."""
+        return sum(value for _, value in self.buckets[-5:]) / min(5, len(self.buckets) or 1)
+
+
+def output_throughput(now: datetime | None = None) -> Throughput:
+    """Output tokens/s per minute over the last hour, from the requests' finished_at and output_tokens.
+
+    finished_at has no index of its own: the query reaches the requests through their batches (the ones still
+    running, or that finished within the hour), then the (batch, status, line) index."""
+    now = now or timezone.now()
+    end = now.replace(second=0, microsecond=0) + THROUGHPUT_BUCKET
+    since = end - THROUGHPUT_WINDOW
+    recent = Batch.objects.filter(
+        Q(status__in=Batch.ACTIVE_STATUSES) | Q(completed_at__gte=since) | Q(cancelled_at__gte=since)
+        | Q(expired_at__gte=since) | Q(finalizing_at__gte=since)
+    ).values("id")
+    rows = (BatchRequest.objects.filter(batch__in=recent, status=BatchRequest.Status.COMPLETED,
+                                        finished_at__gte=since).order_by()
+            .annotate(minute=TruncMinute("finished_at")).values("minute").annotate(tokens=Sum("output_tokens")))
+    per_minute = {row["minute"]: row["tokens"] or 0 for row in rows}
+    seconds = THROUGHPUT_BUCKET.total_seconds()
+    buckets = []
+    start = since
+    while start < end:
+        buckets.append((start, per_minute.get(start, 0) / seconds))
+        start += THROUGHPUT_BUCKET
+    return Throughput(since=since, buckets=buckets, total_tokens=sum(per_minute.values()))
+
+
+def oldest_waiting_batch() -> Batch | None:
+    """The oldest batch that is not finished and still has work to do (validating, or in progress)."""
+    return (Batch.objects.filter(status__in=[Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS])
+            .select_related("project").order_by("created_at").first())
+
+
+def overview() -> dict:
+    workers = Worker.objects.filter(stopped_at__isnull=True).order_by()
+    alive_since = stale_before()
+    counts = workers.aggregate(alive=Count("id", filter=Q(last_heartbeat_at__gte=alive_since)),
+                               lost=Count("id", filter=Q(last_heartbeat_at__lt=alive_since)))
+    return {
+        "by_status": batches_by_status(),
+        "pending_per_model": requests_pending_per_model(),
+        "throughput": output_throughput(),
+        "oldest_waiting": oldest_waiting_batch(),
+        "workers_alive": counts["alive"],
+        "workers_lost": counts["lost"],
+    }
