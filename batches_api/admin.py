@@ -26,6 +26,7 @@ from batches_api import services
 from batches_api.models import Batch, BatchRequest
 from batchserver.errors import ApiError
 from files_api.models import File
+from inference.models import Worker
 
 MEDIA_CSS = {"all": ("batchserver/admin.css",)}
 MEDIA_JS = ("batchserver/admin.js",)
@@ -252,7 +253,13 @@ class BatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status_detail(self, obj: Batch):
-        return live("status", status_badge(obj.status))
+        badge = status_badge(obj.status)
+        if obj.status == Batch.Status.IN_PROGRESS and obj.model not in Worker.objects.alive().served_models():
+            badge = format_html(
+                '{} <span class="bs-warning">Waiting: no live worker serves {}. Start one with '
+                "<code>BATCHSERVER_WORKER_MODELS={} python manage.py runworker</code>.</span>",
+                badge, obj.model, obj.model)
+        return live("status", badge)
 
     @admin.display(description="retries")
     def lineage(self, obj: Batch):

@@ -78,7 +78,7 @@ class DatabaseCollector:
         yield pending
 
         alive = list(Worker.objects.alive())
-        served = {model for worker in alive for model in worker.served_models}
+        served = Worker.objects.alive().served_models()
         orphaned = GaugeMetricFamily("batchserver_batches_without_worker",
                                      "In-progress batches whose model no live worker serves: they wait.",
                                      labels=["model"])

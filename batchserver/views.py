@@ -74,7 +74,7 @@ def readyz(request):
         checks["storage"] = "ok"
     except Exception as exc:  # noqa: BLE001
         checks["storage"] = f"error: {exc}"
-    served = {model for worker in Worker.objects.alive() for model in worker.served_models}
+    served = Worker.objects.alive().served_models()
     for model in settings.BATCHSERVER_MODELS:
         checks[f"model:{model}"] = "ok" if model in served else "no live worker serves it"
     ready = all(value == "ok" for value in checks.values())

@@ -13,6 +13,10 @@ class WorkerQuerySet(models.QuerySet):
     def alive(self) -> WorkerQuerySet:
         return self.filter(stopped_at__isnull=True, last_heartbeat_at__gte=stale_before())
 
+    def served_models(self) -> set[str]:
+        """Models that some worker of this queryset serves (use on .alive())."""
+        return {model for served in self.values_list("served_models", flat=True) for model in served}
+
     def lost(self) -> WorkerQuerySet:
         return self.filter(stopped_at__isnull=True, last_heartbeat_at__lt=stale_before())
 

@@ -138,6 +138,18 @@ def test_running_batch_page_refreshes_and_offers_cancel(admin_client, project):
     assert "about " in html and " left" in html  # the estimate
 
 
+def test_batch_page_says_why_a_batch_waits_for_a_worker(admin_client, project):
+    from django.utils import timezone
+
+    from inference.models import Worker
+
+    batch = make_batch(project, total=3, model="fake-echo-b")
+    assert "no live worker serves fake-echo-b" in admin_client.get(page(batch)).content.decode()
+    Worker.objects.create(name="b", hostname="h", pid=1, served_models=["fake-echo-b"],
+                          last_heartbeat_at=timezone.now())
+    assert "no live worker serves" not in admin_client.get(page(batch)).content.decode()
+
+
 def test_validation_errors_are_a_table_with_escaped_messages(admin_client, project):
     batch = make_batch(project, status="failed", failed_at=timezone.now(), errors=[
         {"code": "invalid_json_line", "message": "Line 2 is not <b>JSON</b>", "param": None, "line": 2},
