@@ -1,0 +1,148 @@
+"""The engine interface: one loaded model that turns OpenAI request bodies into response bodies.
+
+Plain Python (no Django); configuration comes in as a ``ModelSpec``.
+An ``Engine`` lives on one asyncio event loop (``EngineHost`` runs that loop in a background
+thread of the worker process). ``process`` is called concurrently for many requests at once;
+the engine batches them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+CHAT_COMPLETIONS = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
+ALL_ENDPOINTS = frozenset({CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, RESPONSES})
+
+
+@dataclass
+class ModelSpec:
+    """One served model, from configuration."""
+
+    name: str  # served model name, e.g. "SmolLM2-135M-Instruct" (what request bodies put in "model")
+    path: str  # local folder
+    engine: str = "vllm"  # factory key: "vllm" or "fake"
+    # For "vllm": keyword arguments of vLLM's AsyncEngineArgs (max_model_len, dtype,
+    # enforce_eager, gpu_memory_utilization, tensor_parallel_size, runner="pooling", ...);
+    # options of vLLM's OpenAI frontend (the `vllm serve` flags such as chat_template,
+    # enable_auto_tool_choice, tool_call_parser, enable_prompt_tokens_details) are accepted
+    # in the same dict. For "fake": see FakeEngine.
+    engine_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EngineResponse:
+    status_code: int  # 200, or the 4xx (rarely 5xx) that `vllm serve` would have returned
+    body: dict  # exactly the JSON body `vllm serve` would return (success or {"error": {...}})
+    input_tokens: int = 0  # usage.prompt_tokens / input_tokens; 0 for errors
+    output_tokens: int = 0  # usage.completion_tokens / output_tokens (0 for embeddings)
+    cached_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens if present
+    reasoning_tokens: int = 0  # usage.completion_tokens_details.reasoning_tokens if present
+    # True when abort() ended this request: the body is then a partial result
+    # (finish_reason "abort") or an error, and the request should not count as done.
+    aborted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+def error_body(
+    message: str,
+    *,
+    type: str = "BadRequestError",
+    code: int = 400,
+    param: str | None = None,
+) -> dict:
+    """An error body shaped like vLLM's ``ErrorResponse`` (``{"error": {...}}``)."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(
+    message: str,
+    *,
+    status_code: int = 400,
+    type: str = "BadRequestError",
+    param: str | None = None,
+    aborted: bool = False,
+) -> EngineResponse:
+    return EngineResponse(
+        status_code=status_code,
+        body=error_body(message, type=type, code=status_code, param=param),
+        aborted=aborted,
+    )
+
+
+def usage_counts(body: dict) -> dict[str, int]:
+    """Token counts from an OpenAI response body's ``usage`` (chat, completions,
+    embeddings and responses spell them differently)."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return {"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0, "reasoning_tokens": 0}
+
+    def _int(value: Any) -> int:
+        return value if isinstance(value, int) else 0
+
+    input_tokens = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    output_tokens = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    in_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cached_tokens": _int(in_details.get("cached_tokens")) if isinstance(in_details, dict) else 0,
+        "reasoning_tokens": _int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0,
+    }
+
+
+def success_response(body: dict, *, status_code: int = 200, aborted: bool = False) -> EngineResponse:
+    return EngineResponse(status_code=status_code, body=body, aborted=aborted, **usage_counts(body))
+
+
+def unsupported_endpoint(endpoint: str, endpoints: frozenset[str], model: str) -> EngineResponse:
+    served = ", ".join(sorted(endpoints)) or "none"
+    return error_response(
+        f"The model {model!r} does not serve {endpoint}; it serves: {served}.",
+        param="url",
+    )
+
+
+def streaming_not_supported() -> EngineResponse:
+    return error_response("Streaming is not supported in batches: remove \"stream\" or set it to false.", param="stream")
+
+
+class Engine(ABC):
+    """One loaded model on an asyncio loop."""
+
+    # Which of "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"
+    # this engine serves.
+    endpoints: frozenset[str] = frozenset()
+    spec: ModelSpec
+
+    @classmethod
+    @abstractmethod
+    async def load(cls, spec: ModelSpec) -> "Engine":
+        """Load the model (slow: seconds to minutes) and return a ready engine."""
+
+    @abstractmethod
+    async def process(self, request_id: str, endpoint: str, body: dict) -> EngineResponse:
+        """Run one request. Never raises for a bad request: bad input gives a 4xx
+        EngineResponse with an OpenAI error body; an unsupported endpoint a 400 naming the
+        endpoints served. Raises only when the engine itself failed (e.g. it died)."""
+
+    @abstractmethod
+    async def abort(self, request_ids: list[str]) -> None:
+        """End these in-flight requests promptly; their process() calls return
+        (with ``aborted=True``). Unknown or finished ids are ignored."""
+
+    @abstractmethod
+    async def shutdown(self) -> None:
+        """Stop the engine and release its processes and memory. Idempotent."""
+
+    def child_pids(self) -> list[int]:
+        """Pids of the engine processes this engine started (watched by the watchdog)."""
+        return []

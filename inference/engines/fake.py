@@ -1,0 +1,406 @@
+"""FakeEngine: a deterministic TEST engine with no model weights ("fake" factory key).
+
+It serves /v1/chat/completions, /v1/completions and /v1/embeddings with bodies shaped like
+vLLM's (same keys, same error bodies), so the batch state machine can be unit-tested and
+the queue benchmarked without loading a model. It is not a language model: the text it
+returns is a deterministic word salad derived from the prompt.
+
+Tokens are whitespace-separated words. engine_args (all optional):
+
+* ``seconds_per_token`` (float, 0): delay per output token, to make requests slow;
+* ``load_seconds`` (float, 0): delay of ``load()``;
+* ``max_model_len`` (int, 2048): prompt tokens + max_tokens limit (a longer prompt is a 400);
+* ``default_max_tokens`` (int, 16): length of a reply when max_tokens is not given
+  (the reply then ends with finish_reason "stop"; when max_tokens cuts it, "length");
+* ``embedding_dim`` (int, 384);
+* ``max_num_seqs`` (int, unlimited): at most this many requests generate at once;
+* ``raise_on`` (str): a prompt containing this text makes process() raise RuntimeError
+  (simulates an internal engine failure);
+* ``endpoints`` (list[str]): restrict the endpoints served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import time
+from typing import Any
+
+from .base import (
+    CHAT_COMPLETIONS,
+    COMPLETIONS,
+    EMBEDDINGS,
+    Engine,
+    EngineResponse,
+    ModelSpec,
+    error_response,
+    streaming_not_supported,
+    success_response,
+    unsupported_endpoint,
+)
+
+FAKE_FINGERPRINT = "fake-engine"
+
+_WORDS = (
+    "the a batch model token answer request engine quick brown fox jumps over lazy dog "
+    "queue worker result file line output input data value number small large fast slow "
+    "four two plus equals yes no maybe ok done"
+).split()
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def _validation_error(loc: str, type_: str, msg: str, value: Any) -> EngineResponse:
+    """A 400 shaped like `vllm serve`'s answer to a body that fails validation."""
+    shown = value if isinstance(value, (str, int, float, bool)) or value is None else f"<{type(value).__name__}>"
+    detail = {"type": type_, "loc": f"body.{loc}", "msg": msg}
+    if type_ != "missing" or value is not None:
+        detail["input"] = shown
+    message = f"1 validation error:\n  {detail!r}"
+    return error_response(message, type="Bad Request", param=f"body.{loc}")
+
+
+def _words(seed_text: str, count: int, salt: int = 0) -> list[str]:
+    seed = int.from_bytes(hashlib.sha256(f"{salt}:{seed_text}".encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    return [rng.choice(_WORDS) for _ in range(count)]
+
+
+def _embedding(text: str, dim: int) -> list[float]:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    vec = [rng.gauss(0.0, 1.0) for _ in range(dim)]
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class FakeEngine(Engine):
+    """Deterministic stand-in for VLLMEngine (tests and queue benchmarks only)."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        args = dict(spec.engine_args or {})
+        self.seconds_per_token = float(args.get("seconds_per_token", 0.0))
+        self.max_model_len = int(args.get("max_model_len", 2048))
+        self.default_max_tokens = int(args.get("default_max_tokens", 16))
+        self.embedding_dim = int(args.get("embedding_dim", 384))
+        self.raise_on = args.get("raise_on")
+        max_num_seqs = args.get("max_num_seqs")
+        self._slots = asyncio.Semaphore(int(max_num_seqs)) if max_num_seqs else None
+        served = args.get("endpoints")
+        self.endpoints = frozenset(served) if served else frozenset({CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS})
+        self._abort_events: dict[str, asyncio.Event] = {}
+        self._closed = False
+        self.processed = 0  # requests answered (for tests)
+
+    @classmethod
+    async def load(cls, spec: ModelSpec) -> "FakeEngine":
+        delay = float((spec.engine_args or {}).get("load_seconds", 0.0))
+        if delay:
+            await asyncio.sleep(delay)
+        return cls(spec)
+
+    # ---- helpers ----
+
+    def _check_common(self, body: dict) -> EngineResponse | None:
+        if body.get("stream"):
+            return streaming_not_supported()
+        model = body.get("model")
+        if model is not None and model != self.spec.name:
+            return error_response(
+                f"The model `{model}` does not exist. Valid aliases: {self.spec.name}.",
+                status_code=404,
+                type="NotFoundError",
+                param="model",
+            )
+        for key in ("max_tokens", "max_completion_tokens", "n"):
+            if key in body and body[key] is not None and not _is_int(body[key]):
+                value = body[key]
+                if isinstance(value, str):
+                    return _validation_error(
+                        key, "int_parsing", "Input should be a valid integer, unable to parse string as an integer", value
+                    )
+                return _validation_error(key, "int_type", "Input should be a valid integer", value)
+        return None
+
+    def _max_tokens(self, body: dict, prompt_tokens: int) -> tuple[int | None, EngineResponse | None]:
+        requested = body.get("max_completion_tokens")
+        if requested is None:
+            requested = body.get("max_tokens")
+        if prompt_tokens > self.max_model_len:
+            return None, error_response(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, your "
+                f"prompt contains at least {prompt_tokens} input tokens, which exceeds this limit even "
+                "without any output tokens. Please reduce the length of the input prompt. "
+                f"(parameter=input_tokens, value={prompt_tokens})",
+                param="input_tokens",
+            )
+        if requested is not None and requested < 1:
+            return None, error_response(
+                f"max_tokens must be at least 1, got {requested}.", param="max_tokens"
+            )
+        room = self.max_model_len - prompt_tokens
+        if requested is None:
+            return max(0, min(self.default_max_tokens, room)), None
+        return max(0, min(requested, room)), None
+
+    async def _generate(self, request_id: str, prompt: str, max_tokens: int, capped: bool, salt: int):
+        """-> (text, n_tokens, finish_reason, aborted).
+
+        With max_tokens given, the reply is exactly max_tokens long (finish_reason
+        "length", like a model that never emits EOS), so benchmarks control output
+        length; without, it is default_max_tokens long and ends with "stop"."""
+        if capped:
+            n_tokens, finish = max_tokens, "length"
+        else:
+            n_tokens, finish = max_tokens, ("stop" if max_tokens == self.default_max_tokens else "length")
+        words = _words(prompt, n_tokens, salt)
+        produced = n_tokens
+        aborted = False
+        if self.seconds_per_token > 0 and n_tokens:
+            event = self._abort_events[request_id]
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(event.wait(), timeout=self.seconds_per_token * n_tokens)
+                aborted = True
+            except asyncio.TimeoutError:
+                pass
+            if aborted:
+                produced = min(n_tokens, int((time.monotonic() - started) / self.seconds_per_token))
+        elif self._abort_events[request_id].is_set():
+            aborted, produced = True, 0
+        if aborted:
+            finish = "abort"
+        return " ".join(words[:produced]), produced, finish, aborted
+
+    def _base(self, request_id: str, prefix: str, obj: str) -> dict:
+        return {
+            "id": f"{prefix}{request_id}",
+            "object": obj,
+            "created": int(time.time()),
+            "model": self.spec.name,
+        }
+
+    @staticmethod
+    def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+        return {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens": completion_tokens,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": None,
+        }
+
+    # ---- endpoints ----
+
+    async def _chat(self, request_id: str, body: dict) -> EngineResponse:
+        messages = body.get("messages")
+        if messages is None:
+            return _validation_error("messages", "missing", "Field required", None)
+        if not isinstance(messages, list):
+            return _validation_error("messages", "list_type", "Input should be a valid list", messages)
+        if not messages:
+            return error_response("The messages list must not be empty.", param="messages")
+        texts = []
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or "role" not in message:
+                return _validation_error(f"messages.{i}.role", "missing", "Field required", None)
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        prompt = "\n".join(texts)
+        if self.raise_on and self.raise_on in prompt:
+            raise RuntimeError(f"fake engine failure (raise_on={self.raise_on!r})")
+        prompt_tokens = count_tokens(prompt)
+        max_tokens, err = self._max_tokens(body, prompt_tokens)
+        if err:
+            return err
+        capped = body.get("max_completion_tokens", body.get("max_tokens")) is not None
+        n = body.get("n") or 1
+        results = await asyncio.gather(
+            *(self._generate(request_id, prompt, max_tokens, capped, salt) for salt in range(n))
+        )
+        choices = []
+        for index, (text, _, finish, _) in enumerate(results):
+            choices.append(
+                {
+                    "index": index,
+                    "message": {
+                        "role": "assistant",
+                        "content": text,
+                        "refusal": None,
+                        "annotations": None,
+                        "audio": None,
+                        "function_call": None,
+                        "reasoning": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "stop_reason": None,
+                    "token_ids": None,
+                    "routed_experts": None,
+                }
+            )
+        completion_tokens = sum(r[1] for r in results)
+        out = self._base(request_id, "chatcmpl-", "chat.completion")
+        out.update(
+            {
+                "choices": choices,
+                "service_tier": None,
+                "system_fingerprint": FAKE_FINGERPRINT,
+                "usage": self._usage(prompt_tokens, completion_tokens),
+                "prompt_logprobs": None,
+                "prompt_token_ids": None,
+                "prompt_text": None,
+                "kv_transfer_params": None,
+                "ec_transfer_params": None,
+                "metrics": None,
+            }
+        )
+        return success_response(out, aborted=any(r[3] for r in results))
+
+    @staticmethod
+    def _prompts(value: Any, field: str) -> list[str] | EngineResponse:
+        """str | list[str] | list[int] | list[list[int]] -> prompt texts."""
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and value:
+            if all(isinstance(v, str) for v in value):
+                return list(value)
+            if all(_is_int(v) for v in value):
+                return [" ".join(str(v) for v in value)]
+            if all(isinstance(v, list) and v and all(_is_int(t) for t in v) for v in value):
+                return [" ".join(str(t) for t in v) for v in value]
+        if value is None:
+            return _validation_error(field, "missing", "Field required", None)
+        return error_response(f"Invalid {field}: expected a string, a list of strings or token ids.", param=field)
+
+    async def _completion(self, request_id: str, body: dict) -> EngineResponse:
+        prompts = self._prompts(body.get("prompt"), "prompt")
+        if isinstance(prompts, EngineResponse):
+            return prompts
+        if self.raise_on and any(self.raise_on in p for p in prompts):
+            raise RuntimeError(f"fake engine failure (raise_on={self.raise_on!r})")
+        n = body.get("n") or 1
+        capped = body.get("max_tokens") is not None
+        jobs = []
+        prompt_tokens = 0
+        for prompt in prompts:
+            tokens = count_tokens(prompt)
+            prompt_tokens += tokens
+            max_tokens, err = self._max_tokens(body, tokens)
+            if err:
+                return err
+            jobs.extend(self._generate(request_id, prompt, max_tokens, capped, salt) for salt in range(n))
+        results = await asyncio.gather(*jobs)
+        choices = [
+            {
+                "index": index,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": finish,
+                "stop_reason": None,
+                "token_ids": None,
+                "prompt_logprobs": None,
+                "prompt_token_ids": None,
+                "routed_experts": None,
+            }
+            for index, (text, _, finish, _) in enumerate(results)
+        ]
+        out = self._base(request_id, "cmpl-", "text_completion")
+        out.update(
+            {
+                "choices": choices,
+                "service_tier": None,
+                "system_fingerprint": FAKE_FINGERPRINT,
+                "usage": self._usage(prompt_tokens, sum(r[1] for r in results)),
+                "kv_transfer_params": None,
+                "ec_transfer_params": None,
+                "metrics": None,
+            }
+        )
+        return success_response(out, aborted=any(r[3] for r in results))
+
+    async def _embedding(self, request_id: str, body: dict) -> EngineResponse:
+        inputs = self._prompts(body.get("input"), "input")
+        if isinstance(inputs, EngineResponse):
+            return inputs
+        if body.get("encoding_format") not in (None, "float"):
+            return error_response("The fake engine only returns encoding_format 'float'.", param="encoding_format")
+        prompt_tokens = 0
+        data = []
+        for index, text in enumerate(inputs):
+            tokens = count_tokens(text)
+            if tokens > self.max_model_len:
+                return error_response(
+                    f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                    f"requested {tokens} tokens in the input for embedding generation. Please reduce the "
+                    "length of the input.",
+                    param="input_tokens",
+                )
+            prompt_tokens += tokens
+            data.append({"index": index, "object": "embedding", "embedding": _embedding(text, self.embedding_dim)})
+        if self.seconds_per_token > 0:
+            try:
+                await asyncio.wait_for(self._abort_events[request_id].wait(), timeout=self.seconds_per_token)
+            except asyncio.TimeoutError:
+                pass
+        out = self._base(request_id, "embd-", "list")
+        out.update({"data": data, "usage": self._usage(prompt_tokens, 0)})
+        return success_response(out, aborted=self._abort_events[request_id].is_set())
+
+    # ---- Engine API ----
+
+    async def process(self, request_id: str, endpoint: str, body: dict) -> EngineResponse:
+        if self._closed:
+            raise RuntimeError("engine is shut down")
+        if endpoint not in self.endpoints:
+            return unsupported_endpoint(endpoint, self.endpoints, self.spec.name)
+        if not isinstance(body, dict):
+            return error_response("The request body must be a JSON object.", param="body")
+        err = self._check_common(body)
+        if err is not None:
+            return err
+        if request_id in self._abort_events:
+            raise ValueError(f"request id {request_id!r} is already in flight")
+        self._abort_events[request_id] = asyncio.Event()
+        try:
+            if self._slots is not None:
+                await self._slots.acquire()
+            try:
+                if endpoint == CHAT_COMPLETIONS:
+                    response = await self._chat(request_id, body)
+                elif endpoint == COMPLETIONS:
+                    response = await self._completion(request_id, body)
+                else:
+                    response = await self._embedding(request_id, body)
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
+        finally:
+            event = self._abort_events.pop(request_id, None)
+        if event is not None and event.is_set():
+            response.aborted = True
+        self.processed += 1
+        return response
+
+    async def abort(self, request_ids: list[str]) -> None:
+        for rid in request_ids:
+            event = self._abort_events.get(rid)
+            if event is not None:
+                event.set()
+
+    async def shutdown(self) -> None:
+        self._closed = True
+        for event in self._abort_events.values():
+            event.set()
