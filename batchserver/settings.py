@@ -171,13 +171,13 @@ DEFAULT_MODELS = {
         "source": "smollm2",
         "path": "SmolLM2-135M-Instruct",
         "engine": "vllm",
-        "engine_args": {"max_model_len": 2048, "enforce_eager": True, "dtype": "float32"},
+        "engine_args": {"max_model_len": 2048},
     },
     "all-MiniLM-L6-v2": {
         "source": "minilm",
         "path": "all-MiniLM-L6-v2",
         "engine": "vllm",
-        "engine_args": {"runner": "pooling", "max_model_len": 256, "enforce_eager": True},
+        "engine_args": {"runner": "pooling", "max_model_len": 256},
     },
 }
 
@@ -205,7 +205,8 @@ def _load_models() -> dict[str, dict]:
         spec.setdefault("engine_args", {})
         pooling = spec["engine_args"].get("runner") == "pooling"
         spec.setdefault(
-            "endpoints", ["/v1/embeddings"] if pooling else ["/v1/chat/completions", "/v1/completions"]
+            "endpoints",
+            ["/v1/embeddings"] if pooling else ["/v1/chat/completions", "/v1/completions", "/v1/responses"],
         )
         spec.setdefault("created", 1_700_000_000)
         spec.setdefault("owned_by", "batchserver")

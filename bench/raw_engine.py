@@ -17,9 +17,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(path: str, model_path: str, engine_args_json: str) -> None:
-    from inference.engines.vllm import engine_environment
+    from inference.engines.vllm import DEFAULT_ENGINE_ARGS_CPU, engine_environment, is_cpu_build
 
     os.environ.update(engine_environment(ROOT / "var" / "bench_cache"))
+    engine_args = json.loads(engine_args_json)
+    if is_cpu_build():  # the same defaults the worker's engine applies on a CPU
+        engine_args = {**DEFAULT_ENGINE_ARGS_CPU, **engine_args}
     from vllm import LLM, SamplingParams
 
     lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
@@ -27,7 +30,7 @@ def main(path: str, model_path: str, engine_args_json: str) -> None:
     params = SamplingParams(max_tokens=body["max_tokens"], temperature=body["temperature"],
                             ignore_eos=body.get("ignore_eos", False))
     started = time.monotonic()
-    llm = LLM(model=model_path, **json.loads(engine_args_json))
+    llm = LLM(model=model_path, **engine_args)
     loaded = time.monotonic()
     outputs = llm.chat([line["body"]["messages"] for line in lines], params, use_tqdm=False)
     done = time.monotonic()

@@ -23,7 +23,7 @@ MAX_TOKENS = 32
 
 def main() -> None:
     lines = chat_lines(3, max_tokens=MAX_TOKENS)
-    with Stack("bench_small") as stack:
+    with Stack("bench_small", models_file=ROOT / "bench" / "models.json") as stack:
         stack.start_server()
         stack.start_worker("w", [CHAT_MODEL])
         client = stack.client()
@@ -41,7 +41,7 @@ def main() -> None:
                 row = conn.execute("SELECT EXTRACT(EPOCH FROM max(finished_at) - min(claimed_at)) FROM "
                                    "batches_api_batchrequest WHERE batch_id = %s", [batch_id]).fetchone()
                 generation.append(float(row[0]))
-    model = json.loads((ROOT / "tests" / "models.json").read_text())[CHAT_MODEL]
+    model = json.loads((ROOT / "bench" / "models.json").read_text())[CHAT_MODEL]
     with tempfile.TemporaryDirectory() as tmp:
         src, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
         with open(src, "wb") as fh:
@@ -52,7 +52,7 @@ def main() -> None:
         started = time.monotonic()
         subprocess.run([sys.executable, "-m", "vllm.entrypoints.openai.run_batch", "-i", src, "-o", out,
                         "--model", str(ROOT / "var" / "models" / model["path"]), "--served-model-name", CHAT_MODEL,
-                        "--enforce-eager", "--dtype", "float32", "--max-model-len", "2048"],
+                        "--enforce-eager", "--max-model-len", "2048"],
                        env=env, check=True, capture_output=True)
         run_batch_seconds = time.monotonic() - started
     best = min(range(len(runs)), key=lambda i: runs[i][0])

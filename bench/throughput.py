@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     lines = chat_lines(args.requests, max_tokens=args.max_tokens)
 
-    with Stack("bench_throughput") as stack:
+    with Stack("bench_throughput", models_file=ROOT / "bench" / "models.json") as stack:
         stack.start_server()
         stack.start_worker("w", [CHAT_MODEL])
         client = stack.client()
@@ -32,7 +32,7 @@ def main() -> None:
         batch, seconds = run_batch(client, lines)
         assert batch.status == "completed" and batch.request_counts.completed == args.requests, batch
         server_tokens = batch.usage.output_tokens
-        model = json.loads((ROOT / "tests" / "models.json").read_text())[CHAT_MODEL]
+        model = json.loads((ROOT / "bench" / "models.json").read_text())[CHAT_MODEL]
 
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as tmp:
         tmp.write(to_jsonl(lines))

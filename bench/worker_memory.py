@@ -11,7 +11,7 @@ import threading
 import time
 
 import psutil
-from common import CHAT_MODEL, chat_lines, submit, wait_done
+from common import CHAT_MODEL, ROOT, chat_lines, submit, wait_done
 
 from tests.stack import Stack
 
@@ -44,8 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engine", choices=["vllm", "fake"], default="vllm")
     args = parser.parse_args()
-    model = CHAT_MODEL if args.engine == "vllm" else "fake-echo"
-    with Stack("bench_memory") as stack:
+    model = CHAT_MODEL if args.engine == "vllm" else "fake-fast"
+    with Stack("bench_memory", models_file=ROOT / "bench" / "models.json") as stack:
         stack.start_server()
         stack.start_worker("w", [model])
         client = stack.client()

@@ -515,11 +515,12 @@ class VLLMEngine(Engine):
 
         try:
             result = await route.call(request)
+            # Serializing can fail too (e.g. a NaN that JSON refuses): `vllm serve` answers 500.
+            return self._to_response(result, route)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return self._error_from_exception(exc)
-        return self._to_response(result, route)
 
     def _to_response(self, result: Any, route: _Route) -> EngineResponse:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse

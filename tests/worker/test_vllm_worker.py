@@ -121,6 +121,20 @@ def test_completions_batch_on_a_warm_engine(client, vllm_worker, db_access):
     assert list(EngineLoad.objects.filter(worker=worker).values_list("model", flat=True)) == [CHAT_MODEL]
 
 
+def test_responses_batch(client, vllm_worker):
+    from openai.types.responses import Response
+
+    lines = [request_line(f"resp-{i}", url="/v1/responses",
+                          body={"model": CHAT_MODEL, "input": "What is 2+2?", "max_output_tokens": 24,
+                                "temperature": 0}) for i in range(2)]
+    batch = run(client, lines, endpoint="/v1/responses")
+    output, errors = outputs(client, batch)
+    assert errors == []
+    responses = [Response.model_validate(line["response"]["body"]) for line in output]
+    assert all(r.output_text and r.usage.output_tokens > 0 for r in responses)
+    assert batch.usage.output_tokens == sum(r.usage.output_tokens for r in responses)
+
+
 def test_cancel_during_a_real_run(client, vllm_worker):
     lines = [chat(f"short-{i}", "Say yes.", max_tokens=2) for i in range(4)] + [
         chat(f"long-{i}", "Tell a very long story.", max_tokens=1500, ignore_eos=True) for i in range(6)]

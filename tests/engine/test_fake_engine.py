@@ -1,0 +1,198 @@
+"""The fake engine through EngineHost: response shapes, max_tokens, 400s, abort.
+
+Plain pytest (no Django, no database, no vLLM)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import time
+
+import pytest
+
+from inference.engines import get_engine_class
+from inference.engines.base import EngineResponse, ModelSpec
+from inference.engines.fake import FakeEngine
+from inference.engines.host import EngineHost
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
+
+MODEL = "fake-model"
+
+
+@pytest.fixture(scope="module")
+def host():
+    host = EngineHost()
+    host.ensure_loaded(ModelSpec(name=MODEL, path="unused", engine="fake", engine_args={"max_model_len": 64}))
+    yield host
+    host.shutdown()
+
+
+def run(host: EngineHost, endpoint: str, body: dict, request_id: str | None = None) -> EngineResponse:
+    run.counter += 1
+    return host.submit(request_id or f"req-{run.counter}", endpoint, body).result(timeout=10)
+
+
+run.counter = 0
+
+
+def test_factory_picks_fake_engine():
+    assert get_engine_class("fake") is FakeEngine
+
+
+def test_ensure_loaded_is_idempotent(host):
+    assert host.loaded_model == MODEL
+    assert host.ensure_loaded(ModelSpec(name=MODEL, path="unused", engine="fake", engine_args={"max_model_len": 64})) is False
+    assert host.child_pids() == []  # in-process engine: nothing to watch
+    assert host.watchdog_pid is None
+
+
+def test_chat_shape_and_usage(host):
+    r = run(host, CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "What is two plus two"}], "max_tokens": 5})
+    assert r.status_code == 200 and r.ok and not r.aborted
+    body = r.body
+    assert body["object"] == "chat.completion"
+    assert body["id"].startswith("chatcmpl-")
+    assert body["model"] == MODEL
+    assert isinstance(body["created"], int)
+    (choice,) = body["choices"]
+    assert choice["index"] == 0
+    assert choice["message"]["role"] == "assistant"
+    assert len(choice["message"]["content"].split()) == 5
+    assert choice["finish_reason"] == "length"
+    assert body["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 5,
+        "total_tokens": 10,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": None,
+    }
+    assert (r.input_tokens, r.output_tokens) == (5, 5)
+
+
+def test_chat_is_deterministic_and_default_length(host):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}]}
+    a, b = run(host, CHAT, body), run(host, CHAT, body)
+    assert a.body["choices"][0]["message"]["content"] == b.body["choices"][0]["message"]["content"]
+    assert a.body["choices"][0]["finish_reason"] == "stop"
+    assert a.output_tokens == 16
+
+
+def test_chat_n_choices(host):
+    r = run(host, CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "n": 3})
+    assert [c["index"] for c in r.body["choices"]] == [0, 1, 2]
+    assert r.output_tokens == 9
+
+
+def test_completions_shape(host):
+    r = run(host, COMPLETIONS, {"model": MODEL, "prompt": ["one two", "three"], "max_tokens": 4})
+    assert r.status_code == 200
+    assert r.body["object"] == "text_completion"
+    assert r.body["id"].startswith("cmpl-")
+    assert [c["index"] for c in r.body["choices"]] == [0, 1]
+    assert all(len(c["text"].split()) == 4 for c in r.body["choices"])
+    assert r.input_tokens == 3 and r.output_tokens == 8
+
+
+def test_embeddings_shape(host):
+    r = run(host, EMBEDDINGS, {"model": MODEL, "input": ["a b c", "d e"]})
+    assert r.status_code == 200
+    assert r.body["object"] == "list"
+    assert [d["index"] for d in r.body["data"]] == [0, 1]
+    vec = r.body["data"][0]["embedding"]
+    assert len(vec) == 384
+    assert math.isclose(sum(v * v for v in vec), 1.0, rel_tol=1e-6)
+    assert r.input_tokens == 5 and r.output_tokens == 0
+    assert r.body["usage"]["total_tokens"] == 5
+
+
+@pytest.mark.parametrize(
+    "endpoint,body,status,param",
+    [
+        (CHAT, {"model": MODEL}, 400, "body.messages"),
+        (CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": "lots"}, 400, "body.max_tokens"),
+        (CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "word " * 65}]}, 400, "input_tokens"),
+        (CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}, 400, "stream"),
+        (CHAT, {"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+        (COMPLETIONS, {"model": MODEL}, 400, "body.prompt"),
+        ("/v1/responses", {"model": MODEL, "input": "x"}, 400, "url"),
+    ],
+)
+def test_bad_requests_are_error_responses(host, endpoint, body, status, param):
+    r = run(host, endpoint, body)
+    assert r.status_code == status
+    error = r.body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == status and error["param"] == param and error["message"]
+    assert r.input_tokens == 0 and r.output_tokens == 0
+
+
+def test_unsupported_endpoint_names_served_ones(host):
+    r = run(host, "/v1/responses", {"model": MODEL, "input": "x"})
+    assert "/v1/chat/completions" in r.body["error"]["message"]
+
+
+def test_abort_pending_requests():
+    host = EngineHost()
+    try:
+        host.ensure_loaded(ModelSpec(name=MODEL, path="x", engine="fake", engine_args={"seconds_per_token": 0.05}))
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "slow"}], "max_tokens": 200}  # 10 s each
+        futures = {f"slow-{i}": host.submit(f"slow-{i}", CHAT, body) for i in range(20)}
+        quick = host.submit("quick", CHAT, {**body, "max_tokens": 2})
+        assert quick.result(timeout=5).body["choices"][0]["finish_reason"] == "length"
+        time.sleep(0.3)
+        started = time.monotonic()
+        host.abort(list(futures))
+        results = [f.result(timeout=3) for f in futures.values()]
+        assert time.monotonic() - started < 2
+        for r in results:
+            assert r.aborted and r.status_code == 200
+            assert r.body["choices"][0]["finish_reason"] == "abort"
+            assert r.output_tokens < 200
+        host.abort(["unknown-id"])  # unknown ids are ignored
+    finally:
+        host.shutdown()
+
+
+def test_concurrent_requests_overlap():
+    host = EngineHost()
+    try:
+        host.ensure_loaded(ModelSpec(name=MODEL, path="x", engine="fake", engine_args={"seconds_per_token": 0.01}))
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}  # 0.5 s each
+        started = time.monotonic()
+        futures = [host.submit(f"c-{i}", CHAT, body) for i in range(200)]
+        done, _ = concurrent.futures.wait(futures, timeout=10)
+        assert len(done) == 200 and all(f.result().status_code == 200 for f in futures)
+        assert time.monotonic() - started < 3  # concurrent, not 100 s in series
+    finally:
+        host.shutdown()
+
+
+def test_switching_models_and_shutdown_idempotent():
+    host = EngineHost()
+    assert host.ensure_loaded(ModelSpec(name="a", path="x", engine="fake")) is True
+    assert host.ensure_loaded(ModelSpec(name="b", path="x", engine="fake")) is True
+    assert host.loaded_model == "b"
+    assert host.load_seconds is not None
+    host.shutdown()
+    host.shutdown()
+    assert host.loaded_model is None
+    with pytest.raises(RuntimeError):
+        host.submit("x", CHAT, {})
+    # usable again after shutdown (the loop restarts lazily)
+    assert host.ensure_loaded(ModelSpec(name="c", path="x", engine="fake")) is True
+    assert run(host, CHAT, {"messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    host.shutdown()
+
+
+def test_internal_failure_raises():
+    host = EngineHost()
+    try:
+        host.ensure_loaded(ModelSpec(name=MODEL, path="x", engine="fake", engine_args={"raise_on": "BOOM"}))
+        with pytest.raises(RuntimeError):
+            host.submit("boom", CHAT, {"messages": [{"role": "user", "content": "BOOM"}]}).result(timeout=5)
+        assert run(host, CHAT, {"messages": [{"role": "user", "content": "fine"}]}).status_code == 200
+    finally:
+        host.shutdown()

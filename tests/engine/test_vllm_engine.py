@@ -1,0 +1,368 @@
+"""The real vLLM engine through EngineHost, with the real SmolLM2 and MiniLM folders.
+
+Plain pytest (no Django, no database). The model folders are prepared by
+inference.model_setup (once) under $BATCHSERVER_MODELS_DIR, or $BATCHSERVER_DATA_DIR/models
+(default /work/main/var/models). Each model is loaded once for the module. Takes about
+2-3 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytest.importorskip("vllm")
+
+from inference.engines.base import EngineResponse, ModelSpec  # noqa: E402
+from inference.engines.host import EngineHost  # noqa: E402
+from inference.engines.vllm import engine_environment  # noqa: E402
+from inference.model_setup import prepare_minilm, prepare_smollm2  # noqa: E402
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("BATCHSERVER_DATA_DIR", ROOT / "var"))
+MODELS_DIR = Path(os.environ.get("BATCHSERVER_MODELS_DIR", DATA_DIR / "models"))
+CACHE_DIR = DATA_DIR / "cache"
+
+CHAT_MODEL = "SmolLM2-135M-Instruct"
+EMBED_MODEL = "all-MiniLM-L6-v2"
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
+
+
+def chat_spec() -> ModelSpec:
+    return ModelSpec(name=CHAT_MODEL, path=str(MODELS_DIR / CHAT_MODEL), engine_args={"max_model_len": 2048})
+
+
+def embed_spec() -> ModelSpec:
+    return ModelSpec(
+        name=EMBED_MODEL,
+        path=str(MODELS_DIR / EMBED_MODEL),
+        engine_args={"runner": "pooling", "max_model_len": 256},
+    )
+
+
+@pytest.fixture(scope="module")
+def engine_env():
+    """The engine environment (1 GiB KV cache, caches under the data dir) for this module."""
+    env = {**engine_environment(CACHE_DIR, kv_cache_gib=1), "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def models(engine_env) -> Path:
+    prepare_smollm2(MODELS_DIR / CHAT_MODEL)
+    prepare_minilm(MODELS_DIR / EMBED_MODEL)
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="module")
+def chat_host(models):
+    host = EngineHost()
+    assert host.ensure_loaded(chat_spec()) is True
+    yield host
+    host.shutdown()
+
+
+@pytest.fixture(scope="module")
+def embed_host(models):
+    host = EngineHost()
+    assert host.ensure_loaded(embed_spec()) is True
+    yield host
+    host.shutdown()
+
+
+_counter = iter(range(1_000_000))
+
+
+def call(host: EngineHost, endpoint: str, body: dict, timeout: float = 60) -> EngineResponse:
+    return host.submit(f"t{next(_counter)}", endpoint, body).result(timeout=timeout)
+
+
+def ask(content: str, **params) -> dict:
+    return {"model": CHAT_MODEL, "messages": [{"role": "user", "content": content}], **params}
+
+
+def assert_error(r: EngineResponse, status: int, param: str | None = None) -> dict:
+    assert r.status_code == status, r.body
+    error = r.body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == status and error["message"]
+    if param is not None:
+        assert error["param"] == param
+    assert (r.input_tokens, r.output_tokens) == (0, 0)
+    return error
+
+
+# ---- chat model ----
+
+
+def test_load_is_warm_and_watched(chat_host):
+    assert chat_host.loaded_model == CHAT_MODEL
+    assert chat_host.ensure_loaded(chat_spec()) is False  # no reload for the same spec
+    assert {CHAT, COMPLETIONS} <= chat_host.endpoints
+    pids = chat_host.child_pids()
+    assert pids and all(psutil.pid_exists(p) for p in pids)
+    assert chat_host.watchdog_pid is not None
+
+
+def test_greedy_chat(chat_host):
+    r = call(chat_host, CHAT, ask("What is 2+2?", temperature=0, max_tokens=30))
+    assert r.status_code == 200, r.body
+    body = r.body
+    assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
+    assert body["model"] == CHAT_MODEL
+    choice = body["choices"][0]
+    assert "4" in choice["message"]["content"]
+    assert choice["finish_reason"] == "stop"
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 5 and 0 < usage["completion_tokens"] <= 30
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert (r.input_tokens, r.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert body["system_fingerprint"].startswith("vllm-")
+
+
+def test_completions(chat_host):
+    r = call(chat_host, COMPLETIONS, {"model": CHAT_MODEL, "prompt": ["The capital of France is", "1, 2, 3,"], "max_tokens": 8, "temperature": 0})
+    assert r.status_code == 200, r.body
+    assert r.body["object"] == "text_completion" and r.body["id"].startswith("cmpl-")
+    assert [c["index"] for c in r.body["choices"]] == [0, 1]
+    assert "Paris" in r.body["choices"][0]["text"]
+    assert r.output_tokens == 16 and r.input_tokens > 0
+
+
+def test_n_and_seed(chat_host):
+    body = ask("Name a fruit.", n=3, temperature=1.0, seed=1234, max_tokens=12)
+    a, b = call(chat_host, CHAT, body), call(chat_host, CHAT, body)
+    assert a.status_code == 200, a.body
+    assert [c["index"] for c in a.body["choices"]] == [0, 1, 2]
+    texts = [c["message"]["content"] for c in a.body["choices"]]
+    assert texts == [c["message"]["content"] for c in b.body["choices"]]  # same seed, same samples
+    assert 3 <= a.output_tokens <= 36
+
+
+def test_logprobs(chat_host):
+    r = call(chat_host, CHAT, ask("Say hello.", temperature=0, max_tokens=5, logprobs=True, top_logprobs=2))
+    assert r.status_code == 200, r.body
+    content = r.body["choices"][0]["logprobs"]["content"]
+    assert len(content) == r.output_tokens
+    assert all(len(tok["top_logprobs"]) == 2 and tok["logprob"] <= 0 for tok in content)
+
+
+def test_response_format_json_schema(chat_host):
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    r = call(
+        chat_host,
+        CHAT,
+        ask(
+            "What is 2+2? Reply in JSON.",
+            temperature=0,
+            max_tokens=40,
+            response_format={"type": "json_schema", "json_schema": {"name": "sum", "schema": schema}},
+        ),
+    )
+    assert r.status_code == 200, r.body
+    parsed = json.loads(r.body["choices"][0]["message"]["content"])
+    assert isinstance(parsed["answer"], int)
+
+
+def test_stop(chat_host):
+    r = call(chat_host, COMPLETIONS, {"model": CHAT_MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 20, "temperature": 0, "stop": ["7"]})
+    assert r.status_code == 200, r.body
+    choice = r.body["choices"][0]
+    assert choice["finish_reason"] == "stop" and choice["stop_reason"] == "7"
+    assert "7" not in choice["text"] and "6" in choice["text"]
+
+
+def test_responses_endpoint(chat_host):
+    r = call(chat_host, RESPONSES, {"model": CHAT_MODEL, "input": "What is 2+2?", "temperature": 0, "max_output_tokens": 30})
+    assert r.status_code == 200, r.body
+    assert r.body["object"] == "response" and r.body["status"] == "completed"
+    text = r.body["output"][-1]["content"][0]["text"]
+    assert "4" in text
+    assert r.input_tokens > 0 and r.output_tokens > 0
+
+
+def test_prompt_too_long_is_400(chat_host):
+    r = call(chat_host, CHAT, ask("hello " * 2100, max_tokens=5))
+    error = assert_error(r, 400, "input_tokens")
+    assert "maximum context length is 2048" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "endpoint,body,status,param",
+    [
+        (CHAT, ask("hi", max_tokens="lots"), 400, "body.max_tokens"),
+        (CHAT, {"model": CHAT_MODEL}, 400, "body.messages"),
+        (CHAT, ask("hi", temperature=-1), 400, None),
+        (CHAT, ask("hi", stream=True), 400, "stream"),
+        (CHAT, {**ask("hi"), "model": "no-such-model"}, 404, "model"),
+        (COMPLETIONS, {"model": CHAT_MODEL, "prompt": "x", "n": 0}, 400, None),
+        (EMBEDDINGS, {"model": CHAT_MODEL, "input": "x"}, 400, "url"),
+    ],
+)
+def test_bad_requests(chat_host, endpoint, body, status, param):
+    assert_error(call(chat_host, endpoint, body), status, param)
+
+
+def test_concurrent_requests(chat_host):
+    futures = [chat_host.submit(f"conc-{i}", CHAT, ask(f"Count to {i}.", max_tokens=16, temperature=0)) for i in range(24)]
+    results = [f.result(timeout=120) for f in futures]
+    assert all(r.status_code == 200 for r in results)
+    assert {r.body["id"] for r in results} == {f"chatcmpl-conc-{i}" for i in range(24)}
+
+
+def test_abort_in_flight(chat_host):
+    long = ask("Write a very long story about a dragon.", max_tokens=1900, ignore_eos=True)
+    chat_future = chat_host.submit("long-chat", CHAT, long)
+    completion_future = chat_host.submit(
+        "long-cmpl", COMPLETIONS, {"model": CHAT_MODEL, "prompt": ["Once", "Twice"], "max_tokens": 1900, "ignore_eos": True}
+    )
+    time.sleep(2.0)
+    assert not chat_future.done() and not completion_future.done()
+    started = time.monotonic()
+    chat_host.abort(["long-chat", "long-cmpl"])
+    chat_r = chat_future.result(timeout=5)
+    completion_r = completion_future.result(timeout=5)
+    assert time.monotonic() - started < 2.0
+    assert chat_r.aborted and completion_r.aborted
+    assert chat_r.status_code == 200 and chat_r.body["choices"][0]["finish_reason"] == "abort"
+    assert 0 < chat_r.output_tokens < 1900
+    assert all(c["finish_reason"] == "abort" for c in completion_r.body["choices"])
+    # the engine is still healthy
+    assert call(chat_host, CHAT, ask("What is 2+2?", temperature=0, max_tokens=20)).status_code == 200
+
+
+# ---- embedding model ----
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def test_embeddings(embed_host):
+    assert embed_host.endpoints == frozenset({EMBEDDINGS})
+    sentences = ["The cat sits on the mat.", "A cat is sitting on a rug.", "Stock markets fell sharply today."]
+    r = call(embed_host, EMBEDDINGS, {"model": EMBED_MODEL, "input": sentences})
+    assert r.status_code == 200, r.body
+    assert r.body["object"] == "list" and r.body["id"].startswith("embd-")
+    vectors = [d["embedding"] for d in sorted(r.body["data"], key=lambda d: d["index"])]
+    assert all(len(v) == 384 for v in vectors)
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.2
+    assert r.input_tokens > 0 and r.output_tokens == 0
+
+
+def test_embedding_errors(embed_host):
+    assert_error(call(embed_host, EMBEDDINGS, {"model": EMBED_MODEL, "input": "word " * 300}), 400, "input_tokens")
+    assert_error(call(embed_host, CHAT, {"model": EMBED_MODEL, "messages": [{"role": "user", "content": "x"}]}), 400, "url")
+    assert_error(call(embed_host, EMBEDDINGS, {"model": EMBED_MODEL}), 400)
+
+
+# ---- processes ----
+
+
+def test_shutdown_leaves_no_child_process(chat_host, embed_host):
+    engine_pids = chat_host.child_pids() + embed_host.child_pids()
+    watchdogs = [chat_host.watchdog_pid, embed_host.watchdog_pid]
+    assert engine_pids and all(watchdogs)
+    chat_host.shutdown()
+    embed_host.shutdown()
+    chat_host.shutdown()  # idempotent
+    assert chat_host.loaded_model is None and embed_host.loaded_model is None
+    deadline = time.monotonic() + 10
+    while psutil.Process().children(recursive=True) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftovers = [(p.pid, p.name()) for p in psutil.Process().children(recursive=True)]
+    assert leftovers == []
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until the processes are gone (zombies count as gone: they are not our
+    children, so we cannot reap them). Returns those still alive."""
+
+    def alive(p: psutil.Process) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in procs):
+            return []
+        time.sleep(0.2)
+    return [p for p in procs if alive(p)]
+
+
+WATCHED_WORKER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+    sys.path.insert(0, {root!r})
+    from inference.engines.base import ModelSpec
+    from inference.engines.host import get_host
+
+    if __name__ == "__main__":
+        host = get_host()
+        host.ensure_loaded(ModelSpec(name={name!r}, path={path!r}, engine_args={args!r}))
+        print("WATCHED " + json.dumps({{"pids": host.child_pids(), "watchdog": host.watchdog_pid}}), flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_watchdog_reaps_engine_of_killed_worker(models, engine_env, tmp_path):
+    spec = embed_spec()
+    script = tmp_path / "worker.py"
+    script.write_text(WATCHED_WORKER.format(root=str(ROOT), name=spec.name, path=spec.path, args=spec.engine_args))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        # vLLM logs to stdout too: wait for our line (blocks until the engine is loaded)
+        info = None
+        for line in proc.stdout:
+            if line.startswith("WATCHED "):
+                info = json.loads(line[len("WATCHED ") :])
+                break
+        assert info is not None, "worker died before loading"
+        engine_pids, watchdog_pid = info["pids"], info["watchdog"]
+        assert engine_pids and watchdog_pid
+        family = [psutil.Process(p) for p in engine_pids]
+        for p in list(family):
+            family.extend(p.children(recursive=True))
+        watchdog = psutil.Process(watchdog_pid)
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+        alive = wait_gone(family, timeout=12)
+        assert alive == [], f"engine processes survived their worker: {alive}"
+        assert wait_gone([watchdog], timeout=5) == []  # and the watchdog exits too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
