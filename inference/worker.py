@@ -138,6 +138,7 @@ class ServingLoop:
         self.running.set()
         deadline = time.monotonic() + seconds
         last_flush = last_control = last_claim = 0.0
+        claim_every = 0.0  # no pause after a claim that found work; a short one after one that found none
         try:
             while True:
                 now = self.last_tick = time.monotonic()
@@ -154,10 +155,11 @@ class ServingLoop:
                 if self.inflight and now - last_control >= CONTROL_SECONDS:
                     self._control()
                     last_control = now
-                if len(self.inflight) < self.max_inflight and (
-                        len(self.inflight) <= self.max_inflight // 2 or now - last_claim >= 0.5):
+                half_full = len(self.inflight) > self.max_inflight // 2
+                if len(self.inflight) < self.max_inflight and now - last_claim >= (0.5 if half_full else claim_every):
                     claimed = self._fill()
                     last_claim = now
+                    claim_every = 0.0 if claimed else IDLE_POLL_SECONDS
                     if not claimed and not self.inflight and not self.results:
                         self.stop_requested.wait(IDLE_POLL_SECONDS)
         finally:

@@ -15,7 +15,7 @@ def test_killed_worker_loses_nothing_and_runs_nothing_twice(client, stack_env, t
     from batches_api.models import BatchRequest
 
     first = start_worker(stack_env, "crashy", [FAKE])
-    lines = [chat(f"c{i}", max_tokens=1 if i % 2 else 60) for i in range(60)]
+    lines = [chat(f"c{i}", max_tokens=1 if i % 2 else 3000) for i in range(60)]  # 3000 tokens: about 6 s
     batch = run_batch(client, lines)
     wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10, 60,
              message="some results to be written")
