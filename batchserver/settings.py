@@ -269,6 +269,8 @@ if _q_name.startswith("inference"):
             "retry": BATCHSERVER_WORKER_SLICE_SECONDS + 240,
             "max_attempts": 0,
             "ack_failures": True,
+            # Its queue only ever holds the next serving slice: poll it rarely, leave the CPU to the engine.
+            "poll": 2.0,
         }
     }
 else:

@@ -1,7 +1,7 @@
 """vLLM's offline `LLM.chat` on the same chat requests: the baseline of bench/throughput.py.
 
 Run as its own process (the engine needs the `if __name__ == "__main__"` guard): reads a JSONL file of chat
-requests, prints one JSON line {"load_seconds", "generate_seconds", "output_tokens"}.
+requests, prints a line "RESULT {json}" with load_seconds, generate_seconds and output_tokens (vLLM logs to stdout too).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def main(path: str, model_path: str, engine_args_json: str) -> None:
     outputs = llm.chat([line["body"]["messages"] for line in lines], params, use_tqdm=False)
     done = time.monotonic()
     tokens = sum(len(choice.token_ids) for output in outputs for choice in output.outputs)
-    print(json.dumps({"load_seconds": loaded - started, "generate_seconds": done - loaded, "output_tokens": tokens}))
+    print("RESULT " + json.dumps({"load_seconds": loaded - started, "generate_seconds": done - loaded,
+                                 "output_tokens": tokens}))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ from inference.models import EngineLoad, Worker, stale_before
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0  # results are written in small bulks about this often
-CONTROL_SECONDS = 0.5  # how often cancellation and expiry of the batches being run are checked
+CONTROL_SECONDS = 1.0  # how often cancellation and expiry of the batches being run are checked
+BUSY_CLAIM_SECONDS = 1.0  # how often a worker with a half-full engine looks for more work
 HEARTBEAT_SECONDS = 2.0
 IDLE_POLL_SECONDS = 0.2
 THROUGHPUT_WINDOW = 60.0
@@ -82,7 +83,7 @@ class ServingLoop:
         self.host = get_host()
         self.worker: Worker | None = None
         self.inflight: dict[int, InFlight] = {}
-        self.done: queue.Queue[InFlight] = queue.Queue()
+        self.done: queue.Queue[InFlight | None] = queue.Queue()
         self.results: list[tuple[InFlight, EngineResponse | BaseException]] = []
         self.released: set[int] = set()  # aborted because their batch was cancelled/expired: back to pending
         self.stop_requested = threading.Event()
@@ -130,6 +131,7 @@ class ServingLoop:
 
     def request_stop(self, *_args) -> None:
         self.stop_requested.set()
+        self.done.put(None)  # wake the loop if it sleeps
 
     # ------------------------------------------------------------------------------------------ the loop
     def run(self, *, seconds: float) -> str:
@@ -137,8 +139,7 @@ class ServingLoop:
         self.register()
         self.running.set()
         deadline = time.monotonic() + seconds
-        last_flush = last_control = last_claim = 0.0
-        claim_every = 0.0  # no pause after a claim that found work; a short one after one that found none
+        next_flush = next_control = next_claim = 0.0
         try:
             while True:
                 now = self.last_tick = time.monotonic()
@@ -148,20 +149,23 @@ class ServingLoop:
                 if now >= deadline:
                     self._flush()
                     return "slice ended"
-                self._collect(timeout=0.05 if self.inflight else 0.0)
-                if self.results and (now - last_flush >= FLUSH_SECONDS or not self.inflight):
+                if self.results and (now >= next_flush or not self.inflight):
                     self._flush()
-                    last_flush = now
-                if self.inflight and now - last_control >= CONTROL_SECONDS:
+                    next_flush = now + FLUSH_SECONDS
+                if self.inflight and now >= next_control:
                     self._control()
-                    last_control = now
-                half_full = len(self.inflight) > self.max_inflight // 2
-                if len(self.inflight) < self.max_inflight and now - last_claim >= (0.5 if half_full else claim_every):
+                    next_control = now + CONTROL_SECONDS
+                room = len(self.inflight) < self.max_inflight
+                if room and now >= next_claim:
                     claimed = self._fill()
-                    last_claim = now
-                    claim_every = 0.0 if claimed else IDLE_POLL_SECONDS
-                    if not claimed and not self.inflight and not self.results:
-                        self.stop_requested.wait(IDLE_POLL_SECONDS)
+                    # Straight on while claims find work and the engine is not half full; else now and then.
+                    busy = len(self.inflight) > self.max_inflight // 2
+                    next_claim = now + (BUSY_CLAIM_SECONDS if busy else 0.0 if claimed else IDLE_POLL_SECONDS)
+                # Sleep until a result arrives (or a stop), or the next timer is due: on a small machine every
+                # wake-up of ours is CPU taken from the engine.
+                timers = [deadline, next_claim if room else deadline, next_flush if self.results else deadline,
+                          next_control if self.inflight else deadline]
+                self._collect(timeout=max(0.0, min(timers) - time.monotonic()))
         finally:
             self.running.clear()
             close_old_connections()
@@ -172,6 +176,8 @@ class ServingLoop:
         except queue.Empty:
             return
         while True:
+            if item is None:  # request_stop's wake-up call
+                return
             self.inflight.pop(item.pk, None)
             try:
                 self.results.append((item, item.future.result()))

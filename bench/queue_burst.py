@@ -1,7 +1,7 @@
 """Queue: 1,000 small batches created in a burst, two workers on a fast test engine (no model: the figure is
 the queue's own overhead). Prints batches per second finished and the p99 wait from created to in_progress.
 
-Usage: .venv/bin/python bench/queue.py [--batches 1000]
+Usage: .venv/bin/python bench/queue_burst.py [--batches 1000]
 """
 
 from __future__ import annotations
