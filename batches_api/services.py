@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from batchserver.db import bulk_update_rows
 from batchserver.errors import Conflict, InvalidRequest, NotFound
 from batchserver.ids import new_id
 from batchserver.models import Project
@@ -292,7 +293,7 @@ def _mark_not_run(batch: Batch, code: str, message: str) -> None:
             item.finished_at = now
             item.result_line = error_line(custom_id=item.custom_id, code=code, message=message)
         with transaction.atomic():
-            BatchRequest.objects.bulk_update(chunk, ["status", "error_code", "finished_at", "result_line"])
+            bulk_update_rows(BatchRequest, chunk, ["status", "error_code", "finished_at", "result_line"])
 
 
 def _write_results(batch: Batch, status: str, kind: str) -> File | None:

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from batches_api.models import Batch, BatchRequest
 from batches_api.services import enqueue, error_line, output_line
+from batchserver.db import bulk_update_rows
 from batchserver.ids import new_id
 from files_api.models import File
 from files_api.services import file_open
@@ -140,6 +141,7 @@ class ServingLoop:
         self.running.set()
         deadline = time.monotonic() + seconds
         next_flush = next_control = next_claim = 0.0
+        found_work = False
         try:
             while True:
                 now = self.last_tick = time.monotonic()
@@ -156,11 +158,12 @@ class ServingLoop:
                     self._control()
                     next_control = now + CONTROL_SECONDS
                 room = len(self.inflight) < self.max_inflight
-                if room and now >= next_claim:
-                    claimed = self._fill()
-                    # Straight on while claims find work and the engine is not half full; else now and then.
+                low = len(self.inflight) <= self.max_inflight // 2
+                # Refill at once when the engine runs half empty while there is work; otherwise now and then.
+                if room and (now >= next_claim or (found_work and low)):
+                    found_work = bool(self._fill())
                     busy = len(self.inflight) > self.max_inflight // 2
-                    next_claim = now + (BUSY_CLAIM_SECONDS if busy else 0.0 if claimed else IDLE_POLL_SECONDS)
+                    next_claim = now + (BUSY_CLAIM_SECONDS if busy else 0.0 if found_work else IDLE_POLL_SECONDS)
                 # Sleep until a result arrives (or a stop), or the next timer is due: on a small machine every
                 # wake-up of ours is CPU taken from the engine.
                 timers = [deadline, next_claim if room else deadline, next_flush if self.results else deadline,
@@ -342,9 +345,9 @@ class ServingLoop:
                 c[5] += row.reasoning_tokens
             if released:
                 BatchRequest.objects.filter(pk__in=released).update(status=BatchRequest.Status.PENDING, worker=None)
-            BatchRequest.objects.bulk_update(rows, ["status", "status_code", "error_code", "finished_at",
-                                                    "input_tokens", "output_tokens", "cached_tokens",
-                                                    "reasoning_tokens", "result_line"], batch_size=500)
+            bulk_update_rows(BatchRequest, rows, ["status", "status_code", "error_code", "finished_at",
+                                                  "input_tokens", "output_tokens", "cached_tokens",
+                                                  "reasoning_tokens", "result_line"])
             for batch_id, (ok, failed, tin, tcached, tout, treason) in counts.items():
                 Batch.objects.filter(pk=batch_id).update(
                     completed_requests=F("completed_requests") + ok, failed_requests=F("failed_requests") + failed,
