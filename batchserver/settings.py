@@ -94,7 +94,11 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # Persistent connections: django-q2's ORM broker closes "old" connections around every enqueue and
+        # poll, and with a max age of 0 that means a new connection each time (measured: 23 ms per enqueued
+        # task instead of 2).
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -249,7 +253,10 @@ Q_CLUSTER = {
     "retry": 1900,
     "max_attempts": 3,
     "ack_failures": True,
-    "save_limit": 1000,
+    # Keep successful tasks without django-q2's pruning (it locks and reads every saved success on each task);
+    # files_api.tasks.delete_expired_files prunes those older than a day instead.
+    "save_limit": 0,
+    "bulk": 4,
     "poll": 0.2,
     "catch_up": False,
     "label": "Task queue",
