@@ -45,8 +45,12 @@ test: install
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
+	$(BIN)/python manage.py prepare_models
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/small_batch.py
+	$(BIN)/python bench/worker_memory.py
+	$(BIN)/python bench/queue_burst.py
+	$(BIN)/python bench/claiming.py
 
 clean:
 	rm -rf $(VENV) var

@@ -10,10 +10,12 @@ from rest_framework.response import Response
 from batches_api import services
 from batches_api.models import Batch
 from batchserver.errors import NotFound
+from batchserver.openapi import batches_schema, models_schema
 from batchserver.pagination import cursor_page, list_page, parse_limit
 from batchserver.views import caller_project, json_object_body
 
 
+@batches_schema
 class BatchViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"
 
@@ -52,6 +54,7 @@ def model_to_dict(name: str, spec: dict) -> dict:
     return {"id": name, "object": "model", "created": spec["created"], "owned_by": spec["owned_by"]}
 
 
+@models_schema
 class ModelViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"  # model ids may hold dots; names with a slash are not served here
 

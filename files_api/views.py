@@ -10,6 +10,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from batchserver.errors import InvalidRequest
+from batchserver.openapi import files_schema, uploads_schema
 from batchserver.pagination import cursor_page, parse_limit, parse_order
 from batchserver.views import caller_project, form_or_json_object, json_object_body, reject_oversized_body
 from files_api import services
@@ -23,6 +24,7 @@ def _expires_after(data, name: str = "expires_after") -> int | None:
     return services.check_expires_after(value.get("anchor"), value.get("seconds"), param=name)
 
 
+@files_schema
 class FileViewSet(viewsets.ViewSet):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     lookup_value_regex = "[^/]+"
@@ -67,6 +69,7 @@ class FileViewSet(viewsets.ViewSet):
         return response
 
 
+@uploads_schema
 class UploadViewSet(viewsets.ViewSet):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     lookup_value_regex = "[^/]+"
