@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.routers import DefaultRouter
 
 from batches_api.views import BatchViewSet, ModelViewSet
@@ -16,7 +16,7 @@ router.register("batches", BatchViewSet, basename="batch")
 router.register("models", ModelViewSet, basename="model")
 
 urlpatterns = [
-    path("v1/openapi.json", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
+    path("v1/openapi.json", SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
          name="openapi"),
     path("v1/", include(router.urls)),
     path("healthz", healthz, name="healthz"),
