@@ -10,7 +10,7 @@ from django.db import connections, models
 def bulk_update_rows(model: type[models.Model], objs: Sequence[models.Model], fields: Sequence[str], *,
                      using: str = "default", batch_size: int = 1000) -> None:
     """Set different values on many rows in one statement per batch_size rows:
-    UPDATE t SET f = v.f, … FROM (VALUES (pk, f, …), …) AS v(pk, f, …) WHERE t.pk = v.pk.
+    WITH v(pk, f, …) AS (VALUES (…), …) UPDATE t SET f = v.f, … FROM v WHERE t.pk = v.pk.
 
     Django's bulk_update builds a CASE WHEN expression per field and row in Python, which costs milliseconds
     per row; this is the same write for a fraction of that. Works on PostgreSQL and SQLite (3.33+).
@@ -40,7 +40,7 @@ def bulk_update_rows(model: type[models.Model], objs: Sequence[models.Model], fi
                 for field in columns:
                     params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
             cursor.execute(
-                f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([row_sql] * len(chunk))}) AS v({names}) "
-                f"WHERE {table}.{quote(pk.column)} = v.{quote(pk.column)}",
+                f"WITH v({names}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "
+                f"UPDATE {table} SET {sets} FROM v WHERE {table}.{quote(pk.column)} = v.{quote(pk.column)}",
                 params,
             )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
+RESTART_PAUSE_SECONDS = 5
 
 
 def queue_name(worker_name: str) -> str:
@@ -28,7 +30,16 @@ def serve() -> str:
     from inference.worker import get_loop
 
     loop = get_loop()
-    reason = loop.run(seconds=settings.BATCHSERVER_WORKER_SLICE_SECONDS)
+    try:
+        reason = loop.run(seconds=settings.BATCHSERVER_WORKER_SLICE_SECONDS)
+    except Exception:
+        # A failure must not end the worker: django-q2 would not queue the next slice. Give the work back,
+        # pause, and go on; the log has the error.
+        logger.exception("the serving loop of worker %s failed; it starts again in %s s", loop.worker_name,
+                         RESTART_PAUSE_SECONDS)
+        loop.recover()
+        time.sleep(RESTART_PAUSE_SECONDS)
+        reason = "restarted after an error"
     if reason == "stopped":
         loop.shutdown()
         logger.info("worker %s stopped", loop.worker_name)

@@ -302,6 +302,13 @@ class ServingLoop:
         if not self.results:
             return
         results, self.results = self.results, []
+        try:
+            self._write_results(results)
+        except BaseException:
+            self.results = results + self.results  # nothing was written: keep them for the next try
+            raise
+
+    def _write_results(self, results: list) -> None:
         now = timezone.now()
         touched = {item.batch_id for item, _ in results}
         with transaction.atomic():
@@ -414,6 +421,25 @@ class ServingLoop:
             self.inflight.clear()
         for batch_id in list(self._input_files):
             self._close_input(batch_id)
+
+    def recover(self) -> None:
+        """After an unexpected error in the loop: abort what is in flight and give back every request this
+        worker holds, so that nothing waits on a loop that is starting over."""
+        try:
+            if self.inflight:
+                self.host.abort([item.engine_request_id for item in self.inflight.values()])
+            self.inflight.clear()
+            self.results.clear()
+            self.released.clear()
+            while not self.done.empty():
+                self.done.get_nowait()
+            if self.worker is not None:
+                BatchRequest.objects.filter(worker=self.worker, status=BatchRequest.Status.RUNNING).update(
+                    status=BatchRequest.Status.PENDING, worker=None)
+        except Exception:
+            logger.exception("could not give back the requests of worker %s", self.worker_name)
+        finally:
+            close_old_connections()
 
     def shutdown(self) -> None:
         """Stop for good: give back work, record the stop, unload the engine (no engine process stays)."""

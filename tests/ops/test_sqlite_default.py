@@ -1,0 +1,28 @@
+"""The embedded default (SQLite, no configuration) runs the worker's database paths too."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.stack import ROOT
+
+SCRIPT = """
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from batchserver.db import bulk_update_rows
+from batchserver.models import Project
+a, b = Project.objects.create(name="a"), Project.objects.create(name="b")
+bulk_update_rows(Project, [Project(pk=a.pk, name="a2"), Project(pk=b.pk, name="b2")], ["name"])
+print(sorted(Project.objects.values_list("name", flat=True)))
+"""
+
+
+def test_bulk_result_writes_work_on_sqlite(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "batchserver.settings",
+           "BATCHSERVER_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['a2', 'b2']"
