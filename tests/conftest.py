@@ -11,7 +11,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.stack import ROOT, Proc, free_port, start_worker, wait_for  # noqa: F401 - used by the tests
+from tests.stack import ROOT, Proc, free_port, start_web, start_worker, wait_for  # noqa: F401 - used by the tests
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_test_environment, django_db_blocker):
@@ -47,19 +47,7 @@ def stack_env(django_db_setup, django_db_blocker) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def server(stack_env) -> Iterator[str]:
     """The API over real HTTP (gunicorn, as in production). Yields its base URL."""
-    port = free_port()
-    proc = Proc("server", [sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind", f"127.0.0.1:{port}",
-                           "--workers", "2", "--threads", "4", "--timeout", "120"], stack_env)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            assert proc.alive(), proc.tail()
-            return False
-
-    wait_for(up, 60, message="the server")
+    proc, url = start_web("server", stack_env)
     yield url
     proc.stop()
 

@@ -93,6 +93,26 @@ class Proc:
 
 
 
+def start_web(name: str, env: dict[str, str]) -> tuple[Proc, str]:
+    """gunicorn serving the project, as in production; returns the process and its base URL once it answers."""
+    import httpx
+
+    port = free_port()
+    proc = Proc(name, [sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind", f"127.0.0.1:{port}",
+                       "--workers", "2", "--threads", "4", "--timeout", "120"], env)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            assert proc.alive(), proc.tail()
+            return False
+
+    wait_for(up, 60, message=f"the web server {name}")
+    return proc, url
+
+
 def start_worker(stack_env: dict[str, str], name: str, models: list[str], extra_env: dict | None = None) -> Proc:
     env = {**stack_env, "BATCHSERVER_WORKER_NAME": name, "BATCHSERVER_WORKER_MODELS": ",".join(models),
            **(extra_env or {})}
@@ -131,21 +151,8 @@ class Stack:
         return self
 
     def start_server(self) -> str:
-        import httpx
-
-        port = free_port()
-        self.procs.append(Proc(f"{self.name}-server", [
-            sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--threads", "4"], self.env))
-        self.url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 60, message="the server")
+        proc, self.url = start_web(f"{self.name}-server", self.env)
+        self.procs.append(proc)
         self.procs.append(Proc(f"{self.name}-tasks", [sys.executable, "manage.py", "qcluster"], self.env))
         return self.url
 

@@ -14,11 +14,10 @@ import shutil
 import subprocess
 import sys
 
-import httpx
 import pytest
 from openai import OpenAI
 
-from tests.conftest import ROOT, Proc, free_port, start_worker, wait_for
+from tests.stack import ROOT, start_web, start_worker, wait_for
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -45,20 +44,7 @@ def console(stack_env, task_cluster):
     manifest storage, served by WhiteNoise) exist when it boots."""
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=stack_env,
                    check=True)
-    port = free_port()
-    proc = Proc("admin-console", [sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind",
-                                  f"127.0.0.1:{port}", "--workers", "2", "--threads", "4", "--timeout", "120"],
-                stack_env)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            assert proc.alive(), proc.tail()
-            return False
-
-    wait_for(up, 60, message="the console's web server")
+    proc, url = start_web("admin-console", stack_env)
     yield url
     proc.stop()
 
