@@ -1,8 +1,13 @@
-"""gunicorn settings read from the working directory: HTTP metrics aggregated across gunicorn workers."""
+"""gunicorn settings read from the working directory: HTTP metrics aggregated across gunicorn workers, and a
+stop that fits in the 5 s a process manager (honcho, systemd's TimeoutStopSec) grants."""
 
 import os
 import shutil
+import signal
 from pathlib import Path
+
+# In-flight requests get this long to finish on SIGTERM (a download of a large file may not).
+graceful_timeout = 4
 
 
 def on_starting(server):
@@ -11,6 +16,13 @@ def on_starting(server):
     directory = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "prometheus"))
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)
+
+
+def when_ready(server):
+    # Stop when the process that started us goes away without stopping us (killed outright): no orphan.
+    from batchserver.supervisor import watch_parent
+
+    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def child_exit(server, worker):

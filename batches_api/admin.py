@@ -23,10 +23,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from batches_api import services
-from batches_api.models import Batch, BatchRequest
+from batches_api.models import Batch, BatchRequest, Worker, succeeded_q
 from batchserver.errors import ApiError
 from files_api.models import File
-from inference.models import Worker
 
 MEDIA_CSS = {"all": ("batchserver/admin.css",)}
 MEDIA_JS = ("batchserver/admin.js",)
@@ -290,8 +289,8 @@ class BatchAdmin(admin.ModelAdmin):
         counts = BatchRequest.objects.filter(batch=obj).order_by().aggregate(
             pending=Count("id", filter=Q(status=S.PENDING)),
             running=Count("id", filter=Q(status=S.RUNNING)),
-            succeeded=Count("id", filter=Q(status=S.COMPLETED, status_code__gte=200, status_code__lt=300)),
-            failed=Count("id", filter=Q(status=S.COMPLETED) & ~Q(status_code__gte=200, status_code__lt=300)),
+            succeeded=Count("id", filter=succeeded_q()),
+            failed=Count("id", filter=Q(status=S.RESPONDED) & ~succeeded_q()),
             not_run=Count("id", filter=Q(status=S.ERRORED)),
         )
         rows = [("Pending", counts["pending"]), ("Running", counts["running"]),
@@ -363,9 +362,7 @@ class BatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="requests")
     def failed_requests_table(self, obj: Batch):
-        failed = (BatchRequest.objects.filter(batch=obj)
-                  .filter(Q(status=BatchRequest.Status.ERRORED)
-                          | Q(status=BatchRequest.Status.COMPLETED) & ~Q(status_code__gte=200, status_code__lt=300))
+        failed = (BatchRequest.objects.filter(batch=obj).not_succeeded()
                   .order_by("line").values_list("line", "custom_id", "status_code", "error_code")[:FAILED_SHOWN])
         rows = format_html_join(
             "", '<tr><td class="bs-num">{}</td><td class="bs-mono">{}</td><td class="bs-mono">{}</td></tr>',

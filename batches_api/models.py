@@ -1,8 +1,14 @@
-"""Batches (OpenAI's Batch object) and their requests, one row per line of the input file."""
+"""Batches (OpenAI's Batch object), their requests (one row per line of the input file), and the workers that
+claim the requests. The rules that several places need ("succeeded", "terminal", "held by a live worker") are
+defined once here, as queryset methods."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from batchserver.ids import new_id, unix
@@ -14,6 +20,70 @@ def new_batch_id() -> str:
     return new_id("batch_", 16)
 
 
+# ------------------------------------------------------------------------------------------------ workers
+def stale_before() -> datetime:
+    """A worker whose last heartbeat is older than this is lost: its requests are handed out again."""
+    return timezone.now() - timedelta(seconds=settings.BATCHSERVER_WORKER_STALE_SECONDS)
+
+
+def live_worker(prefix: str = "") -> Q:
+    """The one definition of a live worker: not stopped, heartbeat fresh. `prefix` reaches it through a
+    relation (e.g. "worker__" from a request)."""
+    return Q(**{f"{prefix}stopped_at__isnull": True, f"{prefix}last_heartbeat_at__gte": stale_before()})
+
+
+def gone_worker(relation: str) -> Q:
+    """The negation of live_worker through a nullable relation: no worker, a stopped one, or a silent one."""
+    return (Q(**{f"{relation}__isnull": True}) | Q(**{f"{relation}__stopped_at__isnull": False})
+            | Q(**{f"{relation}__last_heartbeat_at__lt": stale_before()}))
+
+
+class WorkerQuerySet(models.QuerySet):
+    def alive(self) -> WorkerQuerySet:
+        return self.filter(live_worker())
+
+    def lost(self) -> WorkerQuerySet:
+        return self.filter(stopped_at__isnull=True, last_heartbeat_at__lt=stale_before())
+
+    def served_models(self) -> set[str]:
+        """Models that some worker of this queryset serves (use on .alive())."""
+        return {model for served in self.values_list("served_models", flat=True) for model in served}
+
+
+class Worker(models.Model):
+    """One run of a serving loop (an inference worker process), as it reports itself: created when the loop
+    starts, kept after it stops. Requests it holds are handed out again once it is no longer live."""
+
+    name = models.CharField(max_length=200)  # BATCHSERVER_WORKER_NAME
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    served_models = models.JSONField(default=list)
+    loaded_model = models.CharField(max_length=255, null=True, blank=True)
+    engine_pids = models.JSONField(default=list)  # [[pid, create_time], ...] of its engine processes
+    started_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    current_batches = models.JSONField(default=list)  # ids of batches it holds requests of
+    inflight = models.PositiveIntegerField(default=0)
+    requests_done = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    tokens_per_second = models.FloatField(default=0.0)  # output tokens/s over the last minute
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["stopped_at", "last_heartbeat_at"], name="inference_w_stopped_951749_idx")]
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (pid {self.pid} on {self.hostname})"
+
+    @property
+    def is_alive(self) -> bool:
+        return self.stopped_at is None and self.last_heartbeat_at >= stale_before()
+
+
+# ------------------------------------------------------------------------------------------------ batches
 class Batch(models.Model):
     class Status(models.TextChoices):
         VALIDATING = "validating"
@@ -27,6 +97,10 @@ class Batch(models.Model):
 
     ACTIVE_STATUSES = (Status.VALIDATING, Status.IN_PROGRESS, Status.FINALIZING, Status.CANCELLING)
     FINAL_STATUSES = (Status.FAILED, Status.COMPLETED, Status.EXPIRED, Status.CANCELLED)
+    # The timestamp each status sets when a batch enters it.
+    STAMPS = {Status.IN_PROGRESS: "in_progress_at", Status.FINALIZING: "finalizing_at",
+              Status.COMPLETED: "completed_at", Status.FAILED: "failed_at", Status.EXPIRED: "expired_at",
+              Status.CANCELLING: "cancelling_at", Status.CANCELLED: "cancelled_at"}
 
     id = models.CharField(primary_key=True, max_length=64, default=new_batch_id, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches")
@@ -55,15 +129,19 @@ class Batch(models.Model):
     cancelled_at = models.DateTimeField(null=True, blank=True)
 
     total_requests = models.PositiveIntegerField(default=0)
-    completed_requests = models.PositiveIntegerField(default=0)
-    failed_requests = models.PositiveIntegerField(default=0)
+    completed_requests = models.PositiveIntegerField(default=0)  # succeeded (2xx), as OpenAI counts them
+    failed_requests = models.PositiveIntegerField(default=0)  # everything else that ended
 
     input_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
 
-    # Validation runs as a task; a task that was lost is enqueued again (see tasks.sweep).
+    # The task-cluster job (validation, or finalizing) that holds the batch: its owner token and heartbeat.
+    # A job whose heartbeat stopped is lost, and the sweep enqueues it again (see services.sweep).
+    job_owner = models.CharField(max_length=64, null=True, blank=True)
+    job_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    job_enqueued_at = models.DateTimeField(null=True, blank=True)
     validation_attempts = models.PositiveSmallIntegerField(default=0)
     # A batch made by "retry failed requests" in the admin points at the batch it retries.
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
@@ -121,14 +199,47 @@ class Batch(models.Model):
         }
 
 
+# ------------------------------------------------------------------------------------------------ requests
+class BatchRequestQuerySet(models.QuerySet):
+    def open(self) -> BatchRequestQuerySet:
+        """Not ended yet: waiting for a worker, or held by one."""
+        return self.filter(status__in=BatchRequest.OPEN)
+
+    def terminal(self) -> BatchRequestQuerySet:
+        return self.filter(status__in=BatchRequest.TERMINAL)
+
+    def succeeded(self) -> BatchRequestQuerySet:
+        """A 2xx response: what OpenAI's request_counts.completed counts."""
+        return self.filter(succeeded_q())
+
+    def not_succeeded(self) -> BatchRequestQuerySet:
+        """Ended without a 2xx response: a 4xx/5xx response line, or a line in the error file."""
+        return self.terminal().exclude(succeeded_q())
+
+    def held_by_live_worker(self) -> BatchRequestQuerySet:
+        return self.filter(live_worker("worker__"), status=BatchRequest.Status.RUNNING)
+
+    def claimable(self) -> BatchRequestQuerySet:
+        """Waiting for a worker: pending, or running on a worker that is no longer live."""
+        return self.filter(Q(status=BatchRequest.Status.PENDING)
+                           | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING))
+
+
+def succeeded_q() -> Q:
+    return Q(status=BatchRequest.Status.RESPONDED, status_code__gte=200, status_code__lt=300)
+
+
 class BatchRequest(models.Model):
     """One request (one input line) of a batch: the unit of work that workers claim."""
 
     class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        COMPLETED = "completed"  # has a response (any status code): a line in the output file
-        ERRORED = "errored"  # never ran (cancelled, expired, internal error): a line in the error file
+        PENDING = "pending"  # waiting for a worker
+        RUNNING = "running"  # claimed by a worker
+        RESPONDED = "responded"  # has a response (any status code): a line in the output file
+        ERRORED = "errored"  # never produced a response (cancelled, expired, failed): a line in the error file
+
+    OPEN = (Status.PENDING, Status.RUNNING)
+    TERMINAL = (Status.RESPONDED, Status.ERRORED)
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="requests")
     line = models.PositiveIntegerField()  # 1-based line number in the input file
@@ -136,8 +247,8 @@ class BatchRequest(models.Model):
     offset = models.BigIntegerField()  # where the line starts in the input file, in bytes
     length = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    worker = models.ForeignKey("inference.Worker", null=True, blank=True, on_delete=models.SET_NULL,
-                               related_name="requests")
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests")
+    # Claims that did not end with a result or a clean give-back (the worker died, or the engine failed).
     attempts = models.PositiveSmallIntegerField(default=0)
     claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -147,8 +258,10 @@ class BatchRequest(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
-    # The exact JSONL line for the output file (status COMPLETED) or the error file (status ERRORED).
+    # The exact JSONL line for the output file (RESPONDED) or the error file (ERRORED).
     result_line = models.TextField(null=True, blank=True)
+
+    objects = BatchRequestQuerySet.as_manager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["batch", "line"], name="batch_request_line_unique")]
@@ -159,7 +272,3 @@ class BatchRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}:{self.line} ({self.custom_id})"
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status == self.Status.COMPLETED and self.status_code is not None and self.status_code < 400

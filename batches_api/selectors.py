@@ -9,11 +9,10 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from batches_api.models import Batch, BatchRequest
-from inference.models import Worker, stale_before
+from batches_api.models import Batch, BatchRequest, Worker, stale_before
 
-THROUGHPUT_WINDOW = timedelta(hours=1)
-THROUGHPUT_BUCKET = timedelta(minutes=1)
+CHART_WINDOW = timedelta(hours=1)
+CHART_BUCKET = timedelta(minutes=1)
 
 
 def batches_by_status() -> list[dict]:
@@ -41,7 +40,7 @@ class Throughput:
 
     @property
     def average(self) -> float:
-        return self.total_tokens / THROUGHPUT_WINDOW.total_seconds()
+        return self.total_tokens / CHART_WINDOW.total_seconds()
 
     @property
     def peak(self) -> float:
@@ -59,22 +58,22 @@ def output_throughput(now: datetime | None = None) -> Throughput:
     finished_at has no index of its own: the query reaches the requests through their batches (the ones still
     running, or that finished within the hour), then the (batch, status, line) index."""
     now = now or timezone.now()
-    end = now.replace(second=0, microsecond=0) + THROUGHPUT_BUCKET
-    since = end - THROUGHPUT_WINDOW
+    end = now.replace(second=0, microsecond=0) + CHART_BUCKET
+    since = end - CHART_WINDOW
     recent = Batch.objects.filter(
         Q(status__in=Batch.ACTIVE_STATUSES) | Q(completed_at__gte=since) | Q(cancelled_at__gte=since)
         | Q(expired_at__gte=since) | Q(finalizing_at__gte=since)
     ).values("id")
-    rows = (BatchRequest.objects.filter(batch__in=recent, status=BatchRequest.Status.COMPLETED,
+    rows = (BatchRequest.objects.filter(batch__in=recent, status=BatchRequest.Status.RESPONDED,
                                         finished_at__gte=since).order_by()
             .annotate(minute=TruncMinute("finished_at")).values("minute").annotate(tokens=Sum("output_tokens")))
     per_minute = {row["minute"]: row["tokens"] or 0 for row in rows}
-    seconds = THROUGHPUT_BUCKET.total_seconds()
+    seconds = CHART_BUCKET.total_seconds()
     buckets = []
     start = since
     while start < end:
         buckets.append((start, per_minute.get(start, 0) / seconds))
-        start += THROUGHPUT_BUCKET
+        start += CHART_BUCKET
     return Throughput(since=since, buckets=buckets, total_tokens=sum(per_minute.values()))
 
 

@@ -1,31 +1,54 @@
-"""Writes for batches: create, cancel, validate the input, finalize the results."""
+"""Every write of a batch, of its requests and of the workers that run them. Each state transition is one
+conditional update here (`WHERE status IN (…)`), so two processes that race can never both win.
+
+- Batches: create, cancel, validate (a claimed task-cluster job), finalize (a claimed job), retry.
+- Requests: claimed by workers, recorded (only while the worker still holds them), released, marked not run.
+- The sweep (run by `manage.py runtasks` every few seconds) enqueues what nobody is doing: lost validations,
+  batches whose requests have all ended, cancelled and expired batches, and ends requests that keep killing
+  their worker.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import tempfile
-from datetime import timedelta
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q, Sum
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Exists, F, OuterRef, Q, Sum
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from batchserver.db import bulk_update_rows
 from batchserver.errors import Conflict, InvalidRequest, NotFound
 from batchserver.ids import new_id
 from batchserver.models import Project
-from batches_api.models import Batch, BatchRequest
+from batches_api.models import Batch, BatchRequest, Worker, gone_worker, succeeded_q
 from batches_api.validation import InputValidator, iter_lines
 from files_api.models import File
-from files_api.services import check_expires_after, file_create_from_local, file_get, file_open
+from files_api.services import check_expires_after, file_create_from_local, file_delete, file_get, file_open
 
 logger = logging.getLogger(__name__)
 
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
 METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
 INSERT_CHUNK = 1000
+
+# A task-cluster job (validation, finalizing) renews its claim this often; silent for JOB_STALE it is lost.
+JOB_HEARTBEAT_SECONDS = 2.0
+# A job the sweep enqueued is not enqueued again for this long (it may wait in the queue behind others).
+JOB_ENQUEUE_GRACE = timedelta(seconds=20)
+MAX_VALIDATION_ATTEMPTS = 3
+# A request claimed this many times without an outcome (its worker died with it each time, or the engine
+# failed on it) gets an error line instead of another try. Its last try runs alone in the engine, so that a
+# request that kills the engine takes no innocent requests down with it.
+MAX_ATTEMPTS = 3
 
 
 def log_transition(batch_id: str, status: str, detail: str = "") -> None:
@@ -49,6 +72,22 @@ def enqueue(func: str, *args) -> None:
 
     transaction.on_commit(lambda: async_task(func, *args, cluster=settings.TASKS_CLUSTER,
                                              task_name=f"{func.rsplit('.', 1)[-1]} {' '.join(map(str, args))}"))
+
+
+def _transition(batch_id: str, *, from_statuses: Iterable[str], to: str, job: str | None = None,
+                detail: str = "", **fields) -> bool:
+    """Move a batch to `to` if it is in one of `from_statuses` (and still held by `job`, when given); stamp the
+    time of the new status. The only way a batch's status changes."""
+    batches = Batch.objects.filter(pk=batch_id, status__in=list(from_statuses))
+    if job is not None:
+        batches = batches.filter(job_owner=job)
+    stamp = Batch.STAMPS.get(to)
+    if stamp:
+        fields.setdefault(stamp, timezone.now())
+    if not batches.update(status=to, **fields):
+        return False
+    log_transition(batch_id, to, detail)
+    return True
 
 
 def check_metadata(metadata) -> dict | None:
@@ -103,7 +142,7 @@ def batch_create(*, project: Project, input_file_id, endpoint, completion_window
     with transaction.atomic():
         batch = Batch.objects.create(
             project=project, endpoint=endpoint, completion_window=completion_window, input_file=file,
-            metadata=metadata, output_expires_after=expires_after, created_at=now,
+            metadata=metadata, output_expires_after=expires_after, created_at=now, job_enqueued_at=now,
             expires_at=now + COMPLETION_WINDOWS[completion_window],
         )
         enqueue("batches_api.tasks.validate_batch", batch.id)
@@ -119,79 +158,184 @@ def batch_get(*, project: Project, batch_id: str) -> Batch:
 
 # ------------------------------------------------------------------------------------------------ cancel
 def batch_cancel(*, batch: Batch) -> Batch:
-    """Validating: cancelled at once. In progress: cancelling, finished by the worker (or the task cluster when
-    no worker holds its requests) with partial results."""
-    now = timezone.now()
+    """Validating: cancelled at once. In progress or finalizing: cancelling, then cancelled once no worker
+    runs its requests any more, with the results so far in the output file."""
     S = Batch.Status
+    now = timezone.now()
     with transaction.atomic():
-        if Batch.objects.filter(pk=batch.pk, status=S.VALIDATING).update(
-            status=S.CANCELLED, cancelling_at=now, cancelled_at=now
-        ):
-            log_transition(batch.id, Batch.Status.CANCELLED, "while validating")
-        elif Batch.objects.filter(pk=batch.pk, status=S.IN_PROGRESS).update(status=S.CANCELLING, cancelling_at=now):
-            log_transition(batch.id, Batch.Status.CANCELLING)
-            enqueue("batches_api.tasks.finalize_batch", batch.id)
+        if _transition(batch.id, from_statuses=[S.VALIDATING], to=S.CANCELLED, detail="while validating",
+                       cancelling_at=now, cancelled_at=now):
+            pass
+        elif _transition(batch.id, from_statuses=[S.IN_PROGRESS, S.FINALIZING], to=S.CANCELLING,
+                         cancelling_at=now):
+            batch_enqueue_finalize(batch.id, force=True)
         else:
-            batch.refresh_from_db()
-            if batch.status != S.CANCELLING:
-                raise Conflict(f"Cannot cancel a batch with status '{batch.status}'.")
+            current = Batch.objects.get(pk=batch.pk)
+            if current.status != S.CANCELLING:
+                raise Conflict(f"Cannot cancel a batch with status '{current.status}'.")
     batch.refresh_from_db()
     return batch
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+class JobLost(Exception):
+    """The job's claim on its batch was taken over (its heartbeat went silent), or the batch moved on."""
+
+
+@dataclass
+class Job:
+    batch_id: str
+    owner: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    def guard(self, *statuses: str) -> None:
+        """Inside a transaction: lock the batch row and check that this job still holds it in one of
+        `statuses`; raise JobLost otherwise. Writes after a guard commit only if the claim held."""
+        held = (Batch.objects.select_for_update().filter(pk=self.batch_id, job_owner=self.owner,
+                                                         status__in=statuses).exists())
+        if not held:
+            raise JobLost(self.batch_id)
+
+
+def _job_stale_before() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.BATCHSERVER_JOB_STALE_SECONDS)
+
+
+def _job_free() -> Q:
+    return Q(job_owner__isnull=True) | Q(job_heartbeat_at__lt=_job_stale_before())
+
+
+@contextmanager
+def batch_job(batch_id: str, statuses: Iterable[str], **claim_fields) -> Iterator[Job | None]:
+    """Claim the batch for one task-cluster job while it is in `statuses` and no live job holds it; renew the
+    claim in the background; release it at the end. Yields None when the claim failed (another job runs, or
+    the batch moved on): whatever django-q2 delivers twice runs once."""
+    owner = new_id("job_", 8)
+    claimed = Batch.objects.filter(_job_free(), pk=batch_id, status__in=list(statuses)).update(
+        job_owner=owner, job_heartbeat_at=timezone.now(), **claim_fields)
+    if not claimed:
+        yield None
+        return
+    job = Job(batch_id=batch_id, owner=owner)
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(JOB_HEARTBEAT_SECONDS):
+                try:
+                    if not Batch.objects.filter(pk=batch_id, job_owner=owner).update(job_heartbeat_at=timezone.now()):
+                        job.lost.set()
+                        return
+                except Exception:  # the database blinked: the next beat tries again
+                    logger.warning("heartbeat of job %s on batch %s failed", owner, batch_id, exc_info=True)
+                    close_old_connections()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"job-{batch_id}", daemon=True)
+    thread.start()
+    try:
+        yield job
+    finally:
+        stop.set()
+        thread.join(timeout=JOB_HEARTBEAT_SECONDS * 2)
+        try:
+            Batch.objects.filter(pk=batch_id, job_owner=owner).update(job_owner=None, job_heartbeat_at=None)
+        except Exception:  # it goes stale by itself
+            logger.warning("could not release job %s on batch %s", owner, batch_id, exc_info=True)
+
+
+def batch_enqueue_finalize(batch_id: str, *, force: bool = False) -> bool:
+    """Ask the task cluster to finalize the batch, unless that was asked a moment ago (`force`: ask anyway).
+    Safe inside or outside a transaction; the task is queued when it commits."""
+    batches = Batch.objects.filter(pk=batch_id)
+    if not force:
+        batches = batches.filter(Q(job_enqueued_at__isnull=True)
+                                 | Q(job_enqueued_at__lt=timezone.now() - JOB_ENQUEUE_GRACE))
+    with transaction.atomic():
+        if not batches.update(job_enqueued_at=timezone.now()):
+            return False
+        enqueue("batches_api.tasks.finalize_batch", batch_id)
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ validate
 def batch_validate(*, batch_id: str) -> Batch | None:
-    """Stream the input once; record one BatchRequest per line, or fail the batch with errors (code, line)."""
-    batch = Batch.objects.filter(pk=batch_id).select_related("input_file").first()
-    if batch is None or batch.status != Batch.Status.VALIDATING:
-        return batch  # cancelled meanwhile, or a second delivery of the task
-    Batch.objects.filter(pk=batch.pk).update(validation_attempts=batch.validation_attempts + 1)
-    BatchRequest.objects.filter(batch=batch).delete()  # a previous attempt that died half-way
+    """Stream the input once, as a claimed job; record one BatchRequest per line and move the batch to
+    in_progress, or fail it with every error found (code, line)."""
+    with batch_job(batch_id, [Batch.Status.VALIDATING],
+                   validation_attempts=F("validation_attempts") + 1) as job:
+        if job is not None:
+            try:
+                _validate(job)
+            except JobLost:
+                logger.info("validation of batch %s stopped: the batch moved on or another job took it", batch_id)
+                _drop_requests_of_cancelled(batch_id)
+            except Exception:  # the sweep tries again, up to MAX_VALIDATION_ATTEMPTS
+                logger.exception("validation of batch %s failed", batch_id, extra={"batch_id": batch_id})
+    return Batch.objects.filter(pk=batch_id).first()
+
+
+def _validate(job: Job) -> None:
+    batch = Batch.objects.get(pk=job.batch_id)
+    V = Batch.Status.VALIDATING
+    file = File.objects.filter(pk=batch.input_file_id).first()
+    if file is None:
+        _fail_validation(job, [{"code": "invalid_request", "param": "input_file_id", "line": None,
+                                "message": f"The input file '{batch.input_file_id}' was deleted before the batch "
+                                           "started. Upload it again and create a new batch."}])
+        return
+    with transaction.atomic():
+        job.guard(V)
+        BatchRequest.objects.filter(batch_id=job.batch_id).delete()  # rows of an earlier attempt that died
     validator = InputValidator(endpoint=batch.endpoint, models=settings.BATCHSERVER_MODELS,
                                max_requests=settings.BATCHSERVER_MAX_BATCH_REQUESTS)
-    try:
-        file = File.objects.get(pk=batch.input_file_id)
-    except File.DoesNotExist:
-        return _fail(batch, [{"code": "invalid_request", "message": f"The input file '{batch.input_file_id}' "
-                              "was deleted before the batch started.", "param": "input_file_id", "line": None}])
     pending: list[BatchRequest] = []
     with file_open(file) as fh:
         for number, offset, raw in iter_lines(fh):
+            if job.lost.is_set():
+                raise JobLost(job.batch_id)
             parsed = validator.check(number, offset, raw)
-            if parsed is None or validator.result.error_count:
+            if validator.result.error_count:
                 pending.clear()  # the batch will fail: stop writing rows, keep reading to report every error
                 continue
-            pending.append(BatchRequest(batch=batch, line=parsed.line, custom_id=parsed.custom_id,
-                                        offset=parsed.offset, length=parsed.length))
+            if parsed is not None:
+                pending.append(BatchRequest(batch_id=job.batch_id, line=parsed.line, custom_id=parsed.custom_id,
+                                            offset=parsed.offset, length=parsed.length))
             if len(pending) >= INSERT_CHUNK:
-                BatchRequest.objects.bulk_create(pending)
+                with transaction.atomic():
+                    job.guard(V)
+                    BatchRequest.objects.bulk_create(pending)
                 pending.clear()
     result = validator.finish()
     if result.error_count:
-        BatchRequest.objects.filter(batch=batch).delete()
-        return _fail(batch, result.errors)
-    BatchRequest.objects.bulk_create(pending)
-    now = timezone.now()
+        _fail_validation(job, result.errors)
+        return
     with transaction.atomic():
-        updated = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING).update(
-            status=Batch.Status.IN_PROGRESS, in_progress_at=now, model=result.model, total_requests=result.total)
-    if updated:
-        log_transition(batch.id, Batch.Status.IN_PROGRESS, f"{result.total} requests for {result.model}")
-    else:  # cancelled while we read the file
-        BatchRequest.objects.filter(batch=batch).delete()
-    batch.refresh_from_db()
-    return batch
+        job.guard(V)
+        BatchRequest.objects.bulk_create(pending)
+        _transition(job.batch_id, from_statuses=[V], to=Batch.Status.IN_PROGRESS, job=job.owner,
+                    detail=f"{result.total} requests for {result.model}", model=result.model,
+                    total_requests=result.total)
 
 
-def _fail(batch: Batch, errors: list[dict]) -> Batch:
-    Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING).update(
-        status=Batch.Status.FAILED, failed_at=timezone.now(), errors=errors)
-    log_transition(batch.id, Batch.Status.FAILED, errors[0]["code"] if errors else "")
-    batch.refresh_from_db()
-    return batch
+def _fail_validation(job: Job, errors: list[dict]) -> None:
+    with transaction.atomic():
+        job.guard(Batch.Status.VALIDATING)
+        BatchRequest.objects.filter(batch_id=job.batch_id).delete()
+        _transition(job.batch_id, from_statuses=[Batch.Status.VALIDATING], to=Batch.Status.FAILED, job=job.owner,
+                    detail=errors[0]["code"] if errors else "", errors=errors)
 
 
-# ------------------------------------------------------------------------------------------------ results
+def _drop_requests_of_cancelled(batch_id: str) -> None:
+    """A batch cancelled while it was validated never runs: the rows written so far are of no use."""
+    with transaction.atomic():
+        if Batch.objects.select_for_update().filter(pk=batch_id, status=Batch.Status.CANCELLED,
+                                                    total_requests=0).exists():
+            BatchRequest.objects.filter(batch_id=batch_id).delete()
+
+
+# ------------------------------------------------------------------------------------------------ result lines
 def output_line(*, custom_id: str, status_code: int, body: dict) -> str:
     """A line of the output file, in OpenAI's format."""
     return json.dumps({
@@ -212,88 +356,288 @@ def error_line(*, custom_id: str, code: str, message: str) -> str:
     }, ensure_ascii=False, separators=(",", ":"))
 
 
-NOT_RUN = {
-    Batch.Status.CANCELLING: ("batch_cancelled", "This request was not run: the batch was cancelled."),
-    Batch.Status.IN_PROGRESS: ("batch_expired",
-                               "This request could not be executed before the completion window expired."),
-}
+@dataclass(frozen=True)
+class NotRun:
+    """Why requests that never produced a response end in the error file."""
+
+    code: str
+    message: str
+
+
+CANCELLED = NotRun("batch_cancelled", "This request was not run: the batch was cancelled.")
+EXPIRED = NotRun("batch_expired", "This request could not be executed before the completion window expired.")
+POISONED = NotRun("server_error", f"The engine process failed {MAX_ATTEMPTS} times while running this request, so "
+                                  "it was not run again. Check the request (for example its size and parameters) "
+                                  "and send it in a new batch.")
+
+
+def engine_failed(error: object) -> NotRun:
+    return NotRun("server_error", f"The engine failed on this request {MAX_ATTEMPTS} times: {str(error)[:300]}. "
+                                  "Check the request and send it in a new batch.")
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def worker_register(*, name: str, hostname: str, pid: int, served_models: list[str]) -> Worker:
+    return Worker.objects.create(name=name, hostname=hostname, pid=pid, served_models=served_models)
+
+
+def worker_heartbeat(*, worker_id: int, **report) -> bool:
+    """Renew a worker's heartbeat (and what it reports about itself). False: it was marked stopped."""
+    return bool(Worker.objects.filter(pk=worker_id, stopped_at__isnull=True).update(
+        last_heartbeat_at=timezone.now(), **report))
+
+
+def workers_stop(*, worker_ids: Iterable[int]) -> int:
+    """Mark workers stopped (they stopped, or their process is gone): what they held is claimable at once."""
+    return Worker.objects.filter(pk__in=list(worker_ids), stopped_at__isnull=True).update(
+        stopped_at=timezone.now(), inflight=0)
+
+
+# ------------------------------------------------------------------------------------------------ requests
+@dataclass(frozen=True)
+class ClaimedRequest:
+    id: int
+    batch_id: str
+    custom_id: str
+    offset: int
+    length: int
+    attempts: int  # including this claim
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a request ended: a response (any status code, a line of the output file), or an error line."""
+
+    request: ClaimedRequest
+    status_code: int | None = None  # None: no response, see not_run
+    body: dict | None = None
+    not_run: NotRun | None = None
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def runnable_batches(models: Iterable[str]):
+    """In-progress batches of these models, within their window, oldest first."""
+    return Batch.objects.filter(status=Batch.Status.IN_PROGRESS, model__in=list(models),
+                                expires_at__gt=timezone.now()).order_by("created_at")
+
+
+def _claimable(*, last_try: bool) -> Q:
+    """Requests a worker may claim: for a normal claim those with tries left after this one, for a claim of
+    a request's last try (run alone) those with exactly one left."""
+    attempts = Q(attempts=MAX_ATTEMPTS - 1) if last_try else Q(attempts__lt=MAX_ATTEMPTS - 1)
+    return attempts & (Q(status=BatchRequest.Status.PENDING)
+                       | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING))
+
+
+def models_with_work(models: Iterable[str]) -> list[str]:
+    """The models among these that have claimable requests, the one whose oldest batch waits longest first."""
+    rows = (runnable_batches(models).filter(Exists(BatchRequest.objects.filter(
+        Q(_claimable(last_try=False)) | Q(_claimable(last_try=True)), batch=OuterRef("pk"))))
+        .values_list("model", flat=True)[:200])
+    return list(dict.fromkeys(rows))
+
+
+def requests_claim(*, worker_id: int, model: str, limit: int, last_try: bool = False) -> list[ClaimedRequest]:
+    """Claim up to `limit` requests of the model's runnable batches for a worker, shared fairly among the
+    batches so that a small batch queued behind a big one starts at once. `last_try`: claim (at most
+    `limit`) requests on their last try, which the worker runs alone."""
+    batch_ids = list(runnable_batches([model]).filter(Exists(BatchRequest.objects.filter(
+        _claimable(last_try=last_try), batch=OuterRef("pk")))).values_list("id", flat=True)[:32])
+    if not batch_ids or limit <= 0:
+        return []
+    share = max(1, limit // len(batch_ids))
+    claimed: list[ClaimedRequest] = []
+    now = timezone.now()
+    for batch_id in batch_ids:
+        take = min(share, limit - len(claimed))
+        if take <= 0:
+            break
+        with transaction.atomic():
+            ids = list(BatchRequest.objects.select_for_update(skip_locked=True, of=("self",))
+                       .filter(_claimable(last_try=last_try), batch_id=batch_id).order_by("line")
+                       .values_list("id", flat=True)[:take])
+            if not ids:
+                continue
+            BatchRequest.objects.filter(pk__in=ids).update(
+                status=BatchRequest.Status.RUNNING, worker_id=worker_id, claimed_at=now, attempts=F("attempts") + 1)
+            claimed.extend(ClaimedRequest(*row) for row in BatchRequest.objects.filter(pk__in=ids).order_by("line")
+                           .values_list("id", "batch_id", "custom_id", "offset", "length", "attempts"))
+    return claimed
+
+
+def requests_release(*, worker_id: int, request_ids: Iterable[int], failed: bool = False) -> int:
+    """Give requests back (pending again). A clean give-back (stop, cancel) does not count as a try; a failed
+    one (`failed`: the engine failed on it) does."""
+    attempts = F("attempts") if failed else Greatest(F("attempts") - 1, 0)
+    return BatchRequest.objects.filter(pk__in=list(request_ids), worker_id=worker_id,
+                                       status=BatchRequest.Status.RUNNING).update(
+        status=BatchRequest.Status.PENDING, worker=None, attempts=attempts)
+
+
+def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
+    """Write the outcomes of requests the worker still holds, and add them to their batches' counts and usage,
+    in one transaction. A request the worker no longer holds (handed to another worker meanwhile) is left
+    alone: theirs counts, never both. Returns the ids written."""
+    now = timezone.now()
+    rows = []
+    for outcome in outcomes:
+        request = outcome.request
+        if outcome.status_code is not None:
+            line = output_line(custom_id=request.custom_id, status_code=outcome.status_code, body=outcome.body or {})
+            rows.append(BatchRequest(pk=request.id, status=BatchRequest.Status.RESPONDED, finished_at=now,
+                                     status_code=outcome.status_code, error_code=None, result_line=line,
+                                     input_tokens=outcome.input_tokens, cached_tokens=outcome.cached_tokens,
+                                     output_tokens=outcome.output_tokens, reasoning_tokens=outcome.reasoning_tokens))
+        else:
+            not_run = outcome.not_run or engine_failed("unknown error")
+            rows.append(BatchRequest(pk=request.id, status=BatchRequest.Status.ERRORED, finished_at=now,
+                                     status_code=None, error_code=not_run.code,
+                                     result_line=error_line(custom_id=request.custom_id, code=not_run.code,
+                                                            message=not_run.message),
+                                     input_tokens=0, cached_tokens=0, output_tokens=0, reasoning_tokens=0))
+    with transaction.atomic():
+        written = set(bulk_update_rows(
+            BatchRequest, rows, ["status", "finished_at", "status_code", "error_code", "result_line", "input_tokens",
+                                 "cached_tokens", "output_tokens", "reasoning_tokens"],
+            where="t.status = %s AND t.worker_id = %s", where_params=[BatchRequest.Status.RUNNING, worker_id]))
+        _add_to_counts([o for o in outcomes if o.request.id in written])
+        output_tokens = sum(o.output_tokens for o in outcomes if o.request.id in written)
+        Worker.objects.filter(pk=worker_id).update(requests_done=F("requests_done") + len(written),
+                                                   output_tokens=F("output_tokens") + output_tokens)
+    return written
+
+
+def _add_to_counts(outcomes: list[Outcome]) -> None:
+    """Progress of each batch as its requests end: request_counts and usage move while the batch runs."""
+    per_batch: dict[str, dict[str, int]] = {}
+    for outcome in outcomes:
+        counts = per_batch.setdefault(outcome.request.batch_id, dict.fromkeys(
+            ("completed_requests", "failed_requests", "input_tokens", "cached_tokens", "output_tokens",
+             "reasoning_tokens"), 0))
+        counts["completed_requests" if outcome.succeeded else "failed_requests"] += 1
+        for name in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
+            counts[name] += getattr(outcome, name)
+    for batch_id, counts in per_batch.items():
+        Batch.objects.filter(pk=batch_id).update(**{name: F(name) + value for name, value in counts.items()})
+
+
+def requests_not_run(*, batch_id: str | None, not_run: NotRun, extra: Q = Q()) -> int:
+    """Give an error line to every request of the batch (of any batch, when None) that has not ended and that
+    no live worker holds: pending ones, and running ones whose worker is gone. Conditional, row by row: a
+    result a worker commits meanwhile is kept, never overwritten."""
+    candidates = BatchRequest.objects.filter(
+        Q(status=BatchRequest.Status.PENDING) | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING), extra)
+    if batch_id is not None:
+        candidates = candidates.filter(batch_id=batch_id)
+    ended = 0
+    while True:
+        chunk = list(candidates.values_list("id", "batch_id", "custom_id")[:INSERT_CHUNK])
+        if not chunk:
+            return ended
+        now = timezone.now()
+        rows = [BatchRequest(pk=pk, status=BatchRequest.Status.ERRORED, error_code=not_run.code, finished_at=now,
+                             worker=None, result_line=error_line(custom_id=custom_id, code=not_run.code,
+                                                                  message=not_run.message))
+                for pk, _, custom_id in chunk]
+        batch_of = {pk: batch for pk, batch, _ in chunk}
+        with transaction.atomic():
+            written = bulk_update_rows(BatchRequest, rows, ["status", "error_code", "finished_at", "worker",
+                                                            "result_line"],
+                                       where="t.status IN (%s, %s)",
+                                       where_params=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING])
+            per_batch: dict[str, int] = {}
+            for pk in written:
+                per_batch[batch_of[pk]] = per_batch.get(batch_of[pk], 0) + 1
+            for batch, count in per_batch.items():
+                Batch.objects.filter(pk=batch).update(failed_requests=F("failed_requests") + count)
+        ended += len(written)  # rows that changed state meanwhile are not candidates any more
+
+
+def requests_end_poisoned() -> int:
+    """Requests whose worker died with them on their last try: an error line, and the batch moves on."""
+    return requests_not_run(batch_id=None, not_run=POISONED,
+                            extra=Q(status=BatchRequest.Status.RUNNING, attempts__gte=MAX_ATTEMPTS))
+
+
+# ------------------------------------------------------------------------------------------------ finalize
+@dataclass(frozen=True)
+class Ending:
+    """How a batch that is being finished ends: its final status, and the error line of requests that never
+    ran (None: every request has ended)."""
+
+    status: str
+    not_run: NotRun | None = None
+
+
+def _ending(batch: Batch, now: datetime) -> Ending | None:
+    """How the batch ends now, or None when it is not finished yet."""
+    S = Batch.Status
+    if batch.status == S.CANCELLING:
+        return Ending(S.CANCELLED, CANCELLED)
+    if batch.status == S.FINALIZING:
+        return Ending(S.COMPLETED)
+    if batch.status == S.IN_PROGRESS:
+        if not BatchRequest.objects.filter(batch=batch).open().exists():
+            return Ending(S.COMPLETED)
+        if batch.expires_at <= now:
+            return Ending(S.EXPIRED, EXPIRED)
+    return None
 
 
 def batch_finalize(*, batch_id: str) -> Batch | None:
-    """Finish a batch whose requests are all done, or which was cancelled or expired and that no live worker
-    still runs requests of: write the output and error files and set the final status. Safe to call any
-    time, any number of times, from anywhere."""
-    from inference.models import stale_before
-
+    """Finish a batch whose requests have all ended, or which was cancelled or expired and of which no live
+    worker still runs requests: write the output and error files and set the final status. A claimed job:
+    safe to call any time, any number of times, from anywhere."""
     batch = Batch.objects.filter(pk=batch_id).first()
-    if batch is None or batch.status not in (Batch.Status.IN_PROGRESS, Batch.Status.CANCELLING,
-                                             Batch.Status.FINALIZING):
+    ending = _ending(batch, timezone.now()) if batch is not None else None
+    if ending is None:
         return batch
-    now = timezone.now()
-    requests = BatchRequest.objects.filter(batch=batch)
-    live = Q(status=BatchRequest.Status.RUNNING, worker__stopped_at__isnull=True,
-             worker__last_heartbeat_at__gte=stale_before())
-    unfinished = requests.filter(status__in=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING]).exists()
-    stopping = batch.status == Batch.Status.CANCELLING or (
-        batch.status == Batch.Status.IN_PROGRESS and batch.expires_at <= now and unfinished)
-    if batch.status != Batch.Status.FINALIZING:
-        if requests.filter(live).exists():
-            return batch  # a worker still runs some; it calls us again when they end
-        if unfinished and not stopping:
-            return batch
-    if stopping:
-        code, message = NOT_RUN[batch.status]
-        _mark_not_run(batch, code, message)
-        final = Batch.Status.CANCELLED if batch.status == Batch.Status.CANCELLING else Batch.Status.EXPIRED
-    else:
-        if batch.status == Batch.Status.IN_PROGRESS:
-            if not Batch.objects.filter(pk=batch.pk, status=Batch.Status.IN_PROGRESS).update(
-                    status=Batch.Status.FINALIZING, finalizing_at=now):
-                return Batch.objects.get(pk=batch.pk)
-            batch.status = Batch.Status.FINALIZING
-        final = Batch.Status.COMPLETED
-    output = _write_results(batch, BatchRequest.Status.COMPLETED, "output")
-    errors = _write_results(batch, BatchRequest.Status.ERRORED, "error")
-    totals = requests.aggregate(
-        input_tokens=Sum("input_tokens"), cached_tokens=Sum("cached_tokens"), output_tokens=Sum("output_tokens"),
-        reasoning_tokens=Sum("reasoning_tokens"))
-    succeeded = requests.filter(status=BatchRequest.Status.COMPLETED, status_code__lt=400).count()
-    total = requests.count()
-    stamp = {Batch.Status.COMPLETED: "completed_at", Batch.Status.CANCELLED: "cancelled_at",
-             Batch.Status.EXPIRED: "expired_at"}[final]
-    updated = Batch.objects.filter(pk=batch.pk, status=batch.status).update(
-        status=final, **{stamp: timezone.now()},
-        output_file=output, error_file=errors, completed_requests=succeeded, failed_requests=total - succeeded,
-        **{key: value or 0 for key, value in totals.items()},
-    )
-    if not updated:  # someone else finished it first: keep theirs
-        from files_api.services import file_delete
+    if ending.not_run is not None and BatchRequest.objects.filter(batch=batch).held_by_live_worker().exists():
+        return batch  # its worker aborts them and asks for finalizing again
+    with batch_job(batch_id, [batch.status]) as job:
+        if job is not None:
+            try:
+                _finalize(job, batch, ending)
+            except JobLost:
+                logger.info("finalizing batch %s stopped: the batch moved on or another job took it", batch_id)
+    return Batch.objects.get(pk=batch_id)
 
+
+def _finalize(job: Job, batch: Batch, ending: Ending) -> None:
+    S = Batch.Status
+    status = batch.status
+    if ending.not_run is not None:
+        requests_not_run(batch_id=batch.id, not_run=ending.not_run)
+    if BatchRequest.objects.filter(batch=batch).open().exists():
+        return  # a live worker took some meanwhile: it asks for finalizing again when they end
+    if status == S.IN_PROGRESS and ending.status == S.COMPLETED:
+        if not _transition(batch.id, from_statuses=[S.IN_PROGRESS], to=S.FINALIZING, job=job.owner):
+            raise JobLost(batch.id)
+        status = S.FINALIZING
+    output = _write_results(batch, BatchRequest.Status.RESPONDED, "output")
+    errors = _write_results(batch, BatchRequest.Status.ERRORED, "error")
+    requests = BatchRequest.objects.filter(batch=batch)
+    totals = requests.aggregate(input_tokens=Sum("input_tokens"), cached_tokens=Sum("cached_tokens"),
+                                output_tokens=Sum("output_tokens"), reasoning_tokens=Sum("reasoning_tokens"))
+    succeeded = requests.filter(succeeded_q()).count()
+    failed = requests.count() - succeeded
+    with transaction.atomic():
+        done = _transition(batch.id, from_statuses=[status], to=ending.status, job=job.owner,
+                           detail=f"{succeeded} succeeded, {failed} failed", output_file=output, error_file=errors,
+                           completed_requests=succeeded, failed_requests=failed,
+                           **{name: value or 0 for name, value in totals.items()})
+    if not done:  # the batch moved on (cancelled while finalizing, say): these files belong to nobody
         for file in (output, errors):
             if file is not None:
                 file_delete(file=file)
-    else:
-        log_transition(batch.id, final, f"{succeeded} succeeded, {total - succeeded} failed")
-    return Batch.objects.get(pk=batch.pk)
-
-
-def _mark_not_run(batch: Batch, code: str, message: str) -> None:
-    """Every request that has no result yet gets an error line (pending ones, and running ones whose worker
-    is gone)."""
-    now = timezone.now()
-    open_requests = BatchRequest.objects.filter(
-        batch=batch, status__in=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING])
-    while True:
-        chunk = list(open_requests.only("id", "custom_id")[:INSERT_CHUNK])
-        if not chunk:
-            return
-        for item in chunk:
-            item.status = BatchRequest.Status.ERRORED
-            item.error_code = code
-            item.finished_at = now
-            item.result_line = error_line(custom_id=item.custom_id, code=code, message=message)
-        with transaction.atomic():
-            bulk_update_rows(BatchRequest, chunk, ["status", "error_code", "finished_at", "result_line"])
+        raise JobLost(batch.id)
 
 
 def _write_results(batch: Batch, status: str, kind: str) -> File | None:
@@ -314,6 +658,54 @@ def _write_results(batch: Batch, status: str, kind: str) -> File | None:
                                       expires_after=batch.output_expires_after)
 
 
+# ------------------------------------------------------------------------------------------------ sweep
+@dataclass
+class SweepReport:
+    poisoned: int = 0
+    validations: int = 0
+    finalizations: int = 0
+    failed: int = 0
+    errors: int = 0
+
+
+def sweep() -> SweepReport:
+    """Enqueue what nobody is doing, each batch on its own (one failing batch never stalls the others):
+    validations whose job was lost, batches whose requests have all ended (their worker died before asking),
+    cancelled and expired batches; and end requests that keep killing their worker."""
+    report = SweepReport()
+    report.poisoned = requests_end_poisoned()
+    now = timezone.now()
+    quiet = _job_free() & (Q(job_enqueued_at__isnull=True) | Q(job_enqueued_at__lt=now - JOB_ENQUEUE_GRACE))
+    for batch_id, attempts in (Batch.objects.filter(quiet, status=Batch.Status.VALIDATING)
+                               .values_list("id", "validation_attempts")[:1000]):
+        try:
+            if attempts >= MAX_VALIDATION_ATTEMPTS:
+                report.failed += _transition(
+                    batch_id, from_statuses=[Batch.Status.VALIDATING], to=Batch.Status.FAILED,
+                    detail="validation lost", errors=[{
+                        "code": "validation_failed", "line": None, "param": None,
+                        "message": f"Validation of the input file did not finish in {attempts} attempts (the "
+                                   "server's task log has the cause). Check the file, then create the batch "
+                                   "again."}])
+            elif Batch.objects.filter(quiet, pk=batch_id).update(job_enqueued_at=now):
+                enqueue("batches_api.tasks.validate_batch", batch_id)
+                report.validations += 1
+        except Exception:
+            report.errors += 1
+            logger.exception("sweep: could not handle batch %s", batch_id, extra={"batch_id": batch_id})
+    finishing = (Q(status__in=[Batch.Status.CANCELLING, Batch.Status.FINALIZING])
+                 | Q(status=Batch.Status.IN_PROGRESS, expires_at__lte=now)
+                 | Q(~Exists(BatchRequest.objects.filter(batch=OuterRef("pk"), status__in=BatchRequest.OPEN)),
+                     status=Batch.Status.IN_PROGRESS))
+    for batch_id in Batch.objects.filter(quiet, finishing).values_list("id", flat=True)[:1000]:
+        try:
+            report.finalizations += batch_enqueue_finalize(batch_id)
+        except Exception:
+            report.errors += 1
+            logger.exception("sweep: could not handle batch %s", batch_id, extra={"batch_id": batch_id})
+    return report
+
+
 # ------------------------------------------------------------------------------------------------ retry
 def batch_retry_failed(*, batch: Batch) -> Batch:
     """A new batch of the same owner, endpoint and metadata, made of the requests of a finished batch that did
@@ -322,8 +714,7 @@ def batch_retry_failed(*, batch: Batch) -> Batch:
     the new batch goes through batch_create (so it is validated like any other) and records its parent."""
     if batch.status not in Batch.FINAL_STATUSES:
         raise Conflict(f"Batch '{batch.id}' is {batch.status}; only a finished batch can be retried.")
-    retry = (BatchRequest.objects.filter(batch=batch)
-             .exclude(status=BatchRequest.Status.COMPLETED, status_code__gte=200, status_code__lt=300))
+    retry = BatchRequest.objects.filter(batch=batch).exclude(succeeded_q())
     if not retry.exists():
         raise Conflict(f"Batch '{batch.id}' has no failed or unrun requests to retry.")
     input_file = File.objects.filter(pk=batch.input_file_id).first()
@@ -347,8 +738,6 @@ def batch_retry_failed(*, batch: Batch) -> Batch:
                                output_expires_after=expires_after)
             Batch.objects.filter(pk=new.pk).update(retry_of=batch)
     except Exception:
-        from files_api.services import file_delete
-
         file_delete(file=new_file)
         raise
     new.retry_of = batch

@@ -1,14 +1,24 @@
-"""Validation of a batch input file: one streaming pass, memory flat in file size."""
+"""Validation of a batch input file: one streaming pass, memory flat in file size. Every line is either accepted
+as a request or reported with its line number; nothing a client can put in a file makes it raise."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
-MAX_ERRORS = 100  # errors kept on the batch; counting goes on after that
+MAX_ERRORS = 100  # errors listed on the batch in all …
+MAX_ERRORS_PER_CODE = 20  # … and of one code; the rest are counted in one summary entry per code
+MAX_MESSAGE_CHARS = 300
+MAX_CUSTOM_ID_CHARS = 1024
+MAX_DEPTH = 64  # JSON nesting of one line; more is refused before anything deeper (vLLM, pydantic) sees it
 READ_CHUNK = 1024 * 1024
+UTF8_BOM = b"\xef\xbb\xbf"
+# A \uD800-\uDFFF escape: the line may hold an unpaired surrogate, which no UTF-8 text (nor PostgreSQL) can hold.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass
@@ -25,11 +35,24 @@ class ValidationResult:
     model: str | None = None
     total: int = 0
     error_count: int = 0
+    omitted: Counter = field(default_factory=Counter)  # errors not listed, by code
 
     def add(self, code: str, message: str, line: int | None, param: str | None = None) -> None:
         self.error_count += 1
-        if len(self.errors) < MAX_ERRORS:
-            self.errors.append({"code": code, "message": message, "param": param, "line": line})
+        listed = sum(1 for error in self.errors if error["code"] == code)
+        if len(self.errors) >= MAX_ERRORS or listed >= MAX_ERRORS_PER_CODE:
+            self.omitted[code] += 1
+            return
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS - 1] + "…"
+        self.errors.append({"code": code, "message": message, "param": param, "line": line})
+
+    def summarize(self) -> None:
+        for code, count in sorted(self.omitted.items()):
+            self.errors.append({"code": code, "param": None, "line": None,
+                                "message": f"{count} more line{'s' if count != 1 else ''} with this error "
+                                           "(not listed one by one)."})
+        self.omitted.clear()
 
 
 def iter_lines(fh, max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[int, int, bytes | None]]:
@@ -56,6 +79,56 @@ def iter_lines(fh, max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[int, int, b
         yield number + 1, line_start, None if too_long else buffer
 
 
+def json_depth_exceeds(value, limit: int) -> bool:
+    """True when objects and arrays nest deeper than `limit` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+class LineError(Exception):
+    """One line is not a valid request: its error code, message and parameter."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+def parse_line(raw: bytes) -> dict:
+    """A line's JSON object, or LineError for anything that is not one: bad UTF-8, bad JSON, nesting too deep,
+    numbers too long to convert, unpaired surrogates."""
+    try:
+        item = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise LineError("invalid_json_line", "This line is not valid UTF-8 text.") from None
+    except RecursionError:
+        raise LineError("invalid_json_line", f"This line nests JSON deeper than {MAX_DEPTH} levels.") from None
+    except ValueError as exc:  # JSONDecodeError, and integers too long to convert
+        detail = "" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
+        raise LineError("invalid_json_line", f"This line is not parseable as valid JSON.{detail}") from None
+    if not isinstance(item, dict):
+        raise LineError("invalid_json_line", "This line must be a JSON object.")
+    if json_depth_exceeds(item, MAX_DEPTH):
+        raise LineError("invalid_json_line", f"This line nests JSON deeper than {MAX_DEPTH} levels.")
+    if SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(item, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise LineError("invalid_json_line", "This line holds an unpaired surrogate escape (\\ud800-\\udfff), "
+                                                 "which is not a character; encode the text as UTF-8.") from None
+    return item
+
+
 class InputValidator:
     """Checks each line of a batch input against the batch's endpoint and the served models."""
 
@@ -68,82 +141,79 @@ class InputValidator:
         self._embedding_inputs = 0
 
     def check(self, number: int, offset: int, raw: bytes | None) -> ParsedLine | None:
-        result = self.result
+        """The request on this line, or None (a blank line, or an error recorded in self.result). Never raises."""
         if raw is None:
-            result.add("invalid_json_line", f"This line is longer than {MAX_LINE_BYTES} bytes.", number)
+            self.result.add("invalid_json_line", f"This line is longer than {MAX_LINE_BYTES} bytes.", number)
             return None
+        if number == 1 and raw.startswith(UTF8_BOM):  # editors on Windows start files with one
+            raw, offset = raw[len(UTF8_BOM):], offset + len(UTF8_BOM)
         if not raw.strip():
             return None  # blank lines (a trailing newline, say) are not requests
-        if result.total >= self.max_requests:
-            result.add("too_many_tasks",
-                       f"The file has more than {self.max_requests} requests; split it into several batches.",
-                       number)
+        if self.result.total >= self.max_requests:
+            self.result.add("too_many_tasks",
+                            f"The file has more than {self.max_requests} requests; split it into several batches.",
+                            number)
             return None
-        result.total += 1
+        self.result.total += 1
         try:
-            item = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            result.add("invalid_json_line", "This line is not parseable as valid JSON.", number)
+            custom_id = self._check_request(parse_line(raw))
+        except LineError as error:
+            self.result.add(error.code, error.message, number, error.param)
             return None
-        if not isinstance(item, dict):
-            result.add("invalid_json_line", "This line must be a JSON object.", number)
+        except Exception as exc:  # noqa: BLE001 - a line must never stop the validation of the others
+            self.result.add("invalid_request", f"This line could not be validated ({type(exc).__name__}).", number)
             return None
+        return ParsedLine(line=number, offset=offset, length=len(raw), custom_id=custom_id)
+
+    def _check_request(self, item: dict) -> str:
         custom_id = item.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
-            result.add("missing_custom_id", "The request has no 'custom_id' (a non-empty string).", number,
-                       "custom_id")
-            return None
+            raise LineError("missing_custom_id", "The request has no 'custom_id' (a non-empty string).", "custom_id")
+        if len(custom_id) > MAX_CUSTOM_ID_CHARS or "\x00" in custom_id:
+            raise LineError("invalid_request", f"The 'custom_id' must be at most {MAX_CUSTOM_ID_CHARS} characters, "
+                                               "without NUL characters.", "custom_id")
         if custom_id in self._custom_ids:
-            result.add("duplicate_custom_id",
-                       f"The custom_id '{custom_id[:200]}' is used by an earlier line; custom_id values must "
-                       "be unique within a batch.", number, "custom_id")
-            return None
+            raise LineError("duplicate_custom_id",
+                            f"The custom_id '{custom_id[:200]}' is used by an earlier line; custom_id values must be "
+                            "unique within a batch.", "custom_id")
         self._custom_ids.add(custom_id)
         if item.get("method") != "POST":
-            result.add("invalid_request", f"Invalid 'method': {item.get('method')!r}. Only 'POST' is supported.",
-                       number, "method")
-            return None
+            raise LineError("invalid_request",
+                            f"Invalid 'method': {str(item.get('method'))[:100]!r}. Only 'POST' is supported.", "method")
         if item.get("url") != self.endpoint:
-            result.add("url_mismatch",
-                       f"The url {item.get('url')!r} does not match the batch's endpoint '{self.endpoint}'.",
-                       number, "url")
-            return None
+            raise LineError("url_mismatch", f"The url {str(item.get('url'))[:200]!r} does not match the batch's "
+                                            f"endpoint '{self.endpoint}'.", "url")
         body = item.get("body")
         if not isinstance(body, dict):
-            result.add("invalid_request", "The request has no 'body' object.", number, "body")
-            return None
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            result.add("invalid_request", "The body has no 'model'.", number, "body.model")
-            return None
-        if model not in self.models:
-            result.add("model_not_found",
-                       f"The model '{model[:200]}' does not exist here. Served models: "
-                       + ", ".join(sorted(self.models)) + ".", number, "body.model")
-            return None
-        if result.model is None:
-            result.model = model
-            if self.endpoint not in self.models[model]["endpoints"]:
-                result.add("invalid_request",
-                           f"The model '{model}' does not serve {self.endpoint}; it serves "
-                           + ", ".join(self.models[model]["endpoints"]) + ".", number, "body.model")
-                return None
-        elif model != result.model:
-            result.add("model_mismatch",
-                       f"The model '{model[:200]}' differs from '{result.model}' on earlier lines; a batch "
-                       "uses one model.", number, "body.model")
-            return None
+            raise LineError("invalid_request", "The request has no 'body' object.", "body")
+        self._check_model(body.get("model"))
         if self.endpoint == "/v1/embeddings":
             inputs = body.get("input")
             self._embedding_inputs += len(inputs) if isinstance(inputs, list) else 1
             if self._embedding_inputs > self.max_requests:
-                result.add("too_many_tasks",
-                           f"The embedding inputs of this file add up to more than {self.max_requests}.",
-                           number, "body.input")
-                return None
-        return ParsedLine(line=number, offset=offset, length=len(raw), custom_id=custom_id)
+                raise LineError("too_many_tasks",
+                                f"The embedding inputs of this file add up to more than {self.max_requests}.",
+                                "body.input")
+        return custom_id
+
+    def _check_model(self, model) -> None:
+        result = self.result
+        if not isinstance(model, str) or not model:
+            raise LineError("invalid_request", "The body has no 'model'.", "body.model")
+        if model not in self.models:
+            raise LineError("model_not_found", f"The model '{model[:200]}' does not exist here. Served models: "
+                                               + ", ".join(sorted(self.models)) + ".", "body.model")
+        if result.model is None:
+            result.model = model
+            if self.endpoint not in self.models[model]["endpoints"]:
+                raise LineError("invalid_request", f"The model '{model}' does not serve {self.endpoint}; it serves "
+                                                   + ", ".join(self.models[model]["endpoints"]) + ".", "body.model")
+        elif model != result.model:
+            raise LineError("model_mismatch", f"The model '{model[:200]}' differs from '{result.model}' on earlier "
+                                              "lines; a batch uses one model.", "body.model")
 
     def finish(self) -> ValidationResult:
         if self.result.total == 0 and self.result.error_count == 0:
             self.result.add("empty_file", "The input file has no requests.", None)
+        self.result.summarize()
         return self.result

@@ -44,7 +44,8 @@ def _histogram(name: str, doc: str, queryset, duration, buckets) -> HistogramMet
 class DatabaseCollector:
     def collect(self):
         from batches_api.models import Batch, BatchRequest
-        from inference.models import EngineLoad, Worker
+        from batches_api.models import Worker
+        from inference.models import EngineLoad
 
         batches = GaugeMetricFamily("batchserver_batches", "Batches by status and model.", labels=["status", "model"])
         requests = CounterMetricFamily("batchserver_requests", "Requests finished, by model and outcome.",

@@ -1,4 +1,6 @@
-"""The periodic jobs of the task cluster, installed by `manage.py bootstrap` (idempotent)."""
+"""The periodic jobs of the task cluster, installed by `manage.py bootstrap` (idempotent). The sweep for lost
+work is not one of them: `manage.py runtasks` runs it every few seconds (django-q2 schedules run at most once
+a minute)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,9 @@ from django.conf import settings
 
 SCHEDULES = {
     # name: (function, minutes between runs)
-    "batches: finish cancelled, expired and stuck batches": ("batches_api.tasks.sweep", 1),
     "files: delete expired files and uploads": ("files_api.tasks.delete_expired_files", 10),
 }
+OUR_PACKAGES = ("batchserver.", "batches_api.", "files_api.", "inference.")
 
 
 def install_schedules() -> None:
@@ -20,3 +22,8 @@ def install_schedules() -> None:
             defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1,
                       "cluster": settings.TASKS_CLUSTER},
         )
+    # Jobs of ours that an earlier version scheduled and this one does not.
+    current = {func for func, _ in SCHEDULES.values()}
+    for schedule in Schedule.objects.exclude(func__in=current):
+        if schedule.func.startswith(OUR_PACKAGES):
+            schedule.delete()

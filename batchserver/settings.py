@@ -235,16 +235,21 @@ BATCHSERVER_MAX_UPLOAD_PART_BYTES = env_int("BATCHSERVER_MAX_UPLOAD_PART_BYTES",
 # Worker tuning.
 # A worker is lost when its heartbeat is older than this; its work is handed out again.
 BATCHSERVER_WORKER_STALE_SECONDS = env_float("BATCHSERVER_WORKER_STALE_SECONDS", 30.0)
-# One run of the serving loop (a django-q2 task) lasts this long, then hands over to the next.
-BATCHSERVER_WORKER_SLICE_SECONDS = env_int("BATCHSERVER_WORKER_SLICE_SECONDS", 600)
 # Requests kept in the engine at once (vLLM batches them; more keeps a GPU busy).
 BATCHSERVER_WORKER_MAX_INFLIGHT = env_int("BATCHSERVER_WORKER_MAX_INFLIGHT", 256)
 
 # ---------------------------------------------------------------------------------------------------------
-# django-q2. The "batchserver" cluster runs short jobs (validation, finalizing, schedules). Each inference
-# worker runs its own cluster, named by Q_CLUSTER_NAME=inference-<worker name>, with one worker process
-# that keeps the engine loaded (see inference/README and README.md "Workers").
+# django-q2. The "batchserver" cluster runs short jobs (validation, finalizing, retention); `manage.py
+# runtasks` supervises it and sweeps for lost work every few seconds. Each inference worker runs a cluster of its
+# own, named by Q_CLUSTER_NAME=inference-<worker name>, whose one process hosts the serving loop and its engine
+# (`manage.py runworker` supervises it). Our own claims and heartbeats decide what runs: django-q2's
+# redelivery is never waited for (see batchserver/supervisor.py).
 TASKS_CLUSTER = "batchserver"
+# A task-cluster job (validation, finalizing) silent this long is lost, and the sweep enqueues it again.
+BATCHSERVER_JOB_STALE_SECONDS = env_float("BATCHSERVER_JOB_STALE_SECONDS", 10.0)
+# How often `manage.py runtasks` sweeps for work nobody is doing.
+BATCHSERVER_SWEEP_SECONDS = env_float("BATCHSERVER_SWEEP_SECONDS", 5.0)
+FOREVER = 10 * 365 * 24 * 3600
 Q_CLUSTER = {
     "name": TASKS_CLUSTER,
     "orm": "default",
@@ -254,14 +259,19 @@ Q_CLUSTER = {
     "max_attempts": 3,
     "ack_failures": True,
     # Keep successful tasks without django-q2's pruning (it locks and reads every saved success on each task);
-    # files_api.tasks.delete_expired_files prunes those older than a day instead.
+    # the retention job deletes those older than a day instead.
     "save_limit": 0,
     "bulk": 4,
     "poll": 0.2,
     "catch_up": False,
+    # A process that ends is a process that died, for the supervisor: workers are never recycled.
+    "recycle": 1_000_000_000,
     "label": "Task queue",
 }
 _q_name = os.environ.get("Q_CLUSTER_NAME", "")
+# On stop, the supervisor signals the task workers of an inference cluster too: the serving loop gives its
+# work back and unloads its engine on SIGTERM. The task cluster's workers finish their task instead.
+CLUSTER_STOP_SIGNALS_WORKERS = _q_name.startswith("inference")
 if _q_name.startswith("inference"):
     Q_CLUSTER["ALT_CLUSTERS"] = {
         _q_name: {
@@ -269,15 +279,15 @@ if _q_name.startswith("inference"):
             "workers": 1,
             "daemonize_workers": False,
             "queue_limit": 1,
-            "recycle": 1_000_000,
-            # A serving loop stops itself after BATCHSERVER_WORKER_SLICE_SECONDS; q2 only steps in when
-            # something hangs. retry > timeout, so a running loop is never delivered twice.
-            "timeout": BATCHSERVER_WORKER_SLICE_SECONDS + 120,
-            "retry": BATCHSERVER_WORKER_SLICE_SECONDS + 240,
-            "max_attempts": 0,
+            "recycle": 1_000_000_000,
+            # The serving task runs as long as the worker: never timed out, never delivered again (the
+            # supervisor empties the queue and seeds one serving task each time it starts the cluster).
+            "timeout": FOREVER,
+            "retry": 2 * FOREVER,
+            "max_attempts": 1,
             "ack_failures": True,
-            # Its queue only ever holds the next serving slice: poll it rarely, leave the CPU to the engine.
-            "poll": 2.0,
+            "poll": 0.5,
+            "scheduler": False,
         }
     }
 else:

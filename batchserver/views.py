@@ -60,7 +60,7 @@ def readyz(request):
     """Readiness: the database and the file storage answer, and every served model has a live worker."""
     from django.core.files.storage import default_storage
 
-    from inference.models import Worker
+    from batches_api.models import Worker
 
     checks: dict[str, str] = {}
     try:

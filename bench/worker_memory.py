@@ -20,7 +20,7 @@ def peak_rss_during(client, stack_env, lines) -> tuple[float, float]:
     import psycopg
 
     with psycopg.connect(stack_env["DATABASE_URL"]) as conn:
-        pid = conn.execute("SELECT pid FROM inference_worker WHERE stopped_at IS NULL ORDER BY id DESC").fetchone()[0]
+        pid = conn.execute("SELECT pid FROM batches_api_worker WHERE stopped_at IS NULL ORDER BY id DESC").fetchone()[0]
     proc = psutil.Process(pid)
     peak = [proc.memory_info().rss]
     done = threading.Event()

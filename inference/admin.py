@@ -10,7 +10,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from batches_api.admin import MEDIA_CSS, MEDIA_JS, human_duration, live
-from inference.models import EngineLoad, Worker, stale_before
+from batches_api.models import Worker, stale_before
+from inference.models import EngineLoad
 
 
 def short_time(stamp) -> str:

@@ -1,9 +1,10 @@
 """The serving loop of an inference worker: claims requests, keeps the engine full, persists results.
 
-One loop per worker process, kept between django-q2 task runs (see inference/tasks.py), holding one warm
-engine (inference/engines/host.py). Our own rows are the source of truth: requests are claimed with a
-conditional update (SKIP LOCKED on PostgreSQL), results are written only while this worker still owns the
-request, and a worker whose heartbeat stops has its requests handed out again.
+One loop per worker process, hosting one warm engine (inference/engines/host.py), run by the serving task of
+the worker's own django-q2 cluster (inference/tasks.py) until the worker stops. Every write goes through
+batches_api.services: requests are claimed with a conditional update (SKIP LOCKED on PostgreSQL), results are
+written only while this worker still holds the request, and a worker whose heartbeat stops has its requests
+handed out again. The loop rides out database outages with its in-flight work kept.
 """
 
 from __future__ import annotations
@@ -21,21 +22,20 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import psutil
-
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db import DatabaseError, close_old_connections, connection, connections
+from django.db.models import Q
 from django.utils import timezone
 
-from batches_api.models import Batch, BatchRequest
-from batches_api.services import enqueue, error_line, output_line
-from batchserver.db import bulk_update_rows
+from batches_api import services
+from batches_api.models import Batch, BatchRequest, Worker
+from batches_api.services import ClaimedRequest, Outcome
 from batchserver.ids import new_id
 from files_api.models import File
 from files_api.services import file_open
 from inference.engines.base import EngineResponse, ModelSpec
 from inference.engines.host import get_host
-from inference.models import EngineLoad, Worker, stale_before
+from inference.models import EngineLoad
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,10 @@ CONTROL_SECONDS = 1.0  # how often cancellation and expiry of the batches being 
 BUSY_CLAIM_SECONDS = 1.0  # how often a worker with a half-full engine looks for more work
 HEARTBEAT_SECONDS = 2.0
 IDLE_POLL_SECONDS = 0.2
-THROUGHPUT_WINDOW = 60.0
-MAX_ATTEMPTS = 3  # a request the engine fails this often gets an error line instead of another try
+TOKENS_PER_SECOND_WINDOW = 60.0  # the window of the throughput a worker reports
+ABORT_WAIT_SECONDS = 1.0  # on stop, how long aborted requests may take to come back before they are given back
+RETRY_PAUSE_SECONDS = 1.0  # after a database error
+RESTART_PAUSE_SECONDS = 5.0  # after any other error
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -53,27 +55,22 @@ def model_spec(name: str) -> ModelSpec:
     return ModelSpec(name=name, path=spec["path"], engine=spec["engine"], engine_args=dict(spec["engine_args"]))
 
 
-def claimable() -> Q:
-    """Requests waiting for a worker: pending ones, and running ones whose worker is gone."""
-    return Q(status=BatchRequest.Status.PENDING) | Q(
-        Q(worker__isnull=True) | Q(worker__stopped_at__isnull=False) | Q(worker__last_heartbeat_at__lt=stale_before()),
-        status=BatchRequest.Status.RUNNING,
-    )
-
-
-def runnable_batches(models: list[str]):
-    """In-progress batches of these models, within their window, oldest first."""
-    return Batch.objects.filter(status=Batch.Status.IN_PROGRESS, model__in=models,
-                                expires_at__gt=timezone.now()).order_by("created_at")
+class EngineDied(RuntimeError):
+    """The engine's processes died while the request was in flight."""
 
 
 @dataclass
 class InFlight:
-    pk: int
-    batch_id: str
-    custom_id: str
+    request: ClaimedRequest
     engine_request_id: str
     future: Future
+
+
+@dataclass
+class BatchInput:
+    endpoint: str
+    file_id: str
+    handle: object | None = None
 
 
 class ServingLoop:
@@ -85,23 +82,25 @@ class ServingLoop:
         self.worker: Worker | None = None
         self.inflight: dict[int, InFlight] = {}
         self.done: queue.Queue[InFlight | None] = queue.Queue()
-        self.results: list[tuple[InFlight, EngineResponse | BaseException]] = []
-        self.released: set[int] = set()  # aborted because their batch was cancelled/expired: back to pending
+        self.finished: list[tuple[InFlight, EngineResponse | BaseException]] = []
+        self.aborting: set[int] = set()  # aborted (batch stopped, or the worker stops): given back, not recorded
+        self.solo = False  # a request on its last try is in flight: nothing else is fed meanwhile
         self.stop_requested = threading.Event()
         self.running = threading.Event()
         self.last_tick = time.monotonic()
         self.loading = False  # a model load may take minutes: the heartbeat goes on meanwhile
         self.tokens: deque[tuple[float, int]] = deque()
         self._heartbeat: threading.Thread | None = None
-        self._input_files: dict[str, tuple[str, object]] = {}  # batch id -> (file id, open handle)
-        self._finalize_sent: set[str] = set()
+        self._inputs: dict[str, BatchInput] = {}
+        self._finalize_asked: set[str] = set()
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def register(self) -> Worker:
         if self.worker is None:
-            self.worker = Worker.objects.create(
-                name=self.worker_name, hostname=socket.gethostname(), pid=os.getpid(), served_models=self.models)
+            self.worker = services.worker_register(name=self.worker_name, hostname=socket.gethostname(),
+                                                   pid=os.getpid(), served_models=self.models)
             logger.info("worker %s (%s) serving %s", self.worker_name, self.worker.pk, ", ".join(self.models))
+        if self._heartbeat is None or not self._heartbeat.is_alive():
             self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             self._heartbeat.start()
         return self.worker
@@ -110,68 +109,87 @@ class ServingLoop:
         """Renew the heartbeat while the loop is ticking; a hung loop stops beating and loses its work."""
         stale = settings.BATCHSERVER_WORKER_STALE_SECONDS
         while not self.stop_requested.is_set():
-            if self.loading or time.monotonic() - self.last_tick < stale / 2:
+            worker = self.worker
+            if worker is not None and (self.loading or time.monotonic() - self.last_tick < stale / 2):
                 try:
-                    Worker.objects.filter(pk=self.worker.pk).update(
-                        last_heartbeat_at=timezone.now(), inflight=len(self.inflight),
-                        loaded_model=self.host.loaded_model, tokens_per_second=self.tokens_per_second(),
-                        current_batches=sorted({item.batch_id for item in list(self.inflight.values())}),
-                    )
+                    inflight = list(self.inflight.values())
+                    if not services.worker_heartbeat(
+                            worker_id=worker.pk, inflight=len(inflight), loaded_model=self.host.loaded_model,
+                            tokens_per_second=self.tokens_per_second(),
+                            current_batches=sorted({item.request.batch_id for item in inflight})):
+                        logger.warning("worker %s was marked stopped while it runs: it registers again",
+                                       self.worker_name)
+                        self.worker = None
                 except Exception:  # the database may blink; the next beat tries again
-                    logger.exception("heartbeat failed")
+                    logger.warning("heartbeat failed", exc_info=True)
                 finally:
                     close_old_connections()
             self.stop_requested.wait(HEARTBEAT_SECONDS)
         connection.close()
 
     def tokens_per_second(self) -> float:
-        horizon = time.monotonic() - THROUGHPUT_WINDOW
+        horizon = time.monotonic() - TOKENS_PER_SECOND_WINDOW
         while self.tokens and self.tokens[0][0] < horizon:
             self.tokens.popleft()
-        return round(sum(n for _, n in self.tokens) / THROUGHPUT_WINDOW, 2)
+        return round(sum(n for _, n in self.tokens) / TOKENS_PER_SECOND_WINDOW, 2)
 
     def request_stop(self, *_args) -> None:
         self.stop_requested.set()
         self.done.put(None)  # wake the loop if it sleeps
 
-    # ------------------------------------------------------------------------------------------ the loop
-    def run(self, *, seconds: float) -> str:
-        """Serve for about `seconds`; requests in flight carry over to the next run in this process."""
-        self.register()
+    def serve(self) -> str:
+        """Serve until a stop is requested. A database error is waited out with the work in flight kept; any
+        other error gives the work back, and the loop starts over after a pause."""
         self.running.set()
-        deadline = time.monotonic() + seconds
-        next_flush = next_control = next_claim = 0.0
-        found_work = False
         try:
-            while True:
-                now = self.last_tick = time.monotonic()
-                if self.stop_requested.is_set():
-                    self._release_all()
-                    return "stopped"
-                if now >= deadline:
-                    self._flush()
-                    return "slice ended"
-                if self.results and (now >= next_flush or not self.inflight):
-                    self._flush()
-                    next_flush = now + FLUSH_SECONDS
-                if self.inflight and now >= next_control:
-                    self._control()
-                    next_control = now + CONTROL_SECONDS
-                room = len(self.inflight) < self.max_inflight
-                low = len(self.inflight) <= self.max_inflight // 2
-                # Refill at once when the engine runs half empty while there is work; otherwise now and then.
-                if room and (now >= next_claim or (found_work and low)):
-                    found_work = bool(self._fill())
-                    busy = len(self.inflight) > self.max_inflight // 2
-                    next_claim = now + (BUSY_CLAIM_SECONDS if busy else 0.0 if found_work else IDLE_POLL_SECONDS)
-                # Sleep until a result arrives (or a stop), or the next timer is due: on a small machine every
-                # wake-up of ours is CPU taken from the engine.
-                timers = [deadline, next_claim if room else deadline, next_flush if self.results else deadline,
-                          next_control if self.inflight else deadline]
-                self._collect(timeout=max(0.0, min(timers) - time.monotonic()))
+            while not self.stop_requested.is_set():
+                try:
+                    if self.worker is None:
+                        self.recover()  # new, or marked stopped: what it held is no longer its own
+                        self.register()
+                    self._run()
+                except DatabaseError:
+                    logger.warning("worker %s: database error; retrying in %s s", self.worker_name,
+                                   RETRY_PAUSE_SECONDS, exc_info=True)
+                    for conn in connections.all():
+                        conn.close_if_unusable_or_obsolete()
+                    self.stop_requested.wait(RETRY_PAUSE_SECONDS)
+                except Exception:
+                    logger.exception("the serving loop of worker %s failed; it starts again in %s s",
+                                     self.worker_name, RESTART_PAUSE_SECONDS)
+                    self.recover()
+                    self.stop_requested.wait(RESTART_PAUSE_SECONDS)
+            self._give_back_all()
+            return "stopped"
         finally:
             self.running.clear()
             close_old_connections()
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def _run(self) -> None:
+        next_flush = next_control = next_claim = 0.0
+        found_work = False
+        while not self.stop_requested.is_set() and self.worker is not None:
+            now = self.last_tick = time.monotonic()
+            if self.finished and (now >= next_flush or not self.inflight):
+                self._flush()
+                next_flush = now + FLUSH_SECONDS
+            if self.inflight and now >= next_control:
+                self._control()
+                next_control = now + CONTROL_SECONDS
+            room = len(self.inflight) < self.max_inflight and not self.solo
+            low = len(self.inflight) <= self.max_inflight // 2
+            # Refill at once when the engine runs half empty while there is work; otherwise now and then.
+            if room and (now >= next_claim or (found_work and low)):
+                found_work = bool(self._fill())
+                busy = len(self.inflight) > self.max_inflight // 2
+                next_claim = now + (BUSY_CLAIM_SECONDS if busy else 0.0 if found_work else IDLE_POLL_SECONDS)
+            # Sleep until a result arrives (or a stop), or the next timer is due: on a small machine every
+            # wake-up of ours is CPU taken from the engine.
+            far = now + 3600
+            timers = [next_claim if room else far, next_flush if self.finished else far,
+                      next_control if self.inflight else far]
+            self._collect(timeout=max(0.0, min(timers) - time.monotonic()))
 
     def _collect(self, timeout: float) -> None:
         try:
@@ -179,32 +197,51 @@ class ServingLoop:
         except queue.Empty:
             return
         while True:
-            if item is None:  # request_stop's wake-up call
-                return
-            self.inflight.pop(item.pk, None)
-            try:
-                self.results.append((item, item.future.result()))
-            except BaseException as exc:  # noqa: BLE001 - the engine failed this one request
-                self.results.append((item, exc))
+            if item is not None:  # None: request_stop's wake-up call
+                self.inflight.pop(item.request.id, None)
+                try:
+                    self.finished.append((item, item.future.result()))
+                except BaseException as exc:  # noqa: BLE001 - the engine failed this one request
+                    self.finished.append((item, exc))
             try:
                 item = self.done.get_nowait()
             except queue.Empty:
-                return
+                break
+        if not self.inflight:
+            self.solo = False
+        if self.host.engine_dead():
+            self._engine_died()
+
+    def _engine_died(self) -> None:
+        """The engine's processes died (killed, out of memory): everything in flight failed with it. The
+        requests go back with the try counted (one of them may be what killed it), and the engine is loaded
+        again on the next claim."""
+        logger.error("worker %s: the engine of %s died; %s requests in flight go back, the model is loaded again",
+                     self.worker_name, self.host.loaded_model, len(self.inflight) + len(self.finished))
+        doomed = list(self.inflight.values())
+        self.inflight.clear()
+        self.solo = False
+        try:
+            self.host.unload()
+        except Exception:
+            logger.exception("unloading the dead engine failed")
+        while not self.done.empty():
+            self.done.get_nowait()
+        # Requests that failed just before were failed by the death too.
+        self.finished = [(item, EngineDied() if isinstance(result, BaseException) else result)
+                         for item, result in self.finished]
+        self.finished.extend((item, EngineDied()) for item in doomed)
 
     # ------------------------------------------------------------------------------------------ claiming
     def _pick_model(self) -> str | None:
         """The loaded model while it has work; else the served model whose oldest batch waits longest."""
+        with_work = services.models_with_work(self.models)
         loaded = self.host.loaded_model
-        if loaded in self.models and self._has_work(loaded):
+        if loaded in with_work:
             return loaded
-        if self.inflight:
+        if self.inflight or not with_work:
             return None  # never switch models with requests in flight
-        batch = (runnable_batches(self.models).filter(requests__in=BatchRequest.objects.filter(claimable()))
-                 .only("model").first())
-        return batch.model if batch else None
-
-    def _has_work(self, model: str) -> bool:
-        return BatchRequest.objects.filter(claimable(), batch__in=runnable_batches([model])).exists()
+        return with_work[0]
 
     def _fill(self) -> int:
         model = self._pick_model()
@@ -212,10 +249,17 @@ class ServingLoop:
             return 0
         if self.host.loaded_model != model:
             self._load(model)
-        room = self.max_inflight - len(self.inflight)
-        claimed = self._claim(model, room)
-        for request, batch in claimed:
-            self._submit(request, batch)
+        last_try = services.requests_claim(worker_id=self.worker.pk, model=model, limit=1, last_try=True) \
+            if not self.inflight else []
+        if last_try:  # runs alone: if it kills the engine, it takes nothing else with it
+            self.solo = True
+            claimed = last_try
+        else:
+            claimed = services.requests_claim(worker_id=self.worker.pk, model=model,
+                                              limit=self.max_inflight - len(self.inflight))
+        self._describe_batches({request.batch_id for request in claimed})
+        for request in claimed:
+            self._submit(request)
         return len(claimed)
 
     def _load(self, model: str) -> None:
@@ -248,42 +292,21 @@ class ServingLoop:
                 continue
         return pids
 
-    def _claim(self, model: str, room: int) -> list[tuple[BatchRequest, Batch]]:
-        """Claim up to `room` requests, shared fairly among the model's batches so a small batch queued
-        behind a big one starts at once instead of waiting for it."""
-        batches = list(runnable_batches([model]).filter(
-            requests__in=BatchRequest.objects.filter(claimable())).distinct()[:32])
-        if not batches or room <= 0:
-            return []
-        share = max(1, room // len(batches))
-        claimed: list[tuple[BatchRequest, Batch]] = []
-        now = timezone.now()
-        for batch in batches:
-            take = min(share, room - len(claimed))
-            if take <= 0:
-                break
-            with transaction.atomic():
-                ids = list(BatchRequest.objects.select_for_update(skip_locked=True, of=("self",))
-                           .filter(claimable(), batch=batch).order_by("line").values_list("id", flat=True)[:take])
-                if ids:
-                    BatchRequest.objects.filter(pk__in=ids).update(
-                        status=BatchRequest.Status.RUNNING, worker=self.worker, claimed_at=now,
-                        attempts=F("attempts") + 1)
-            claimed.extend((request, batch) for request in
-                           BatchRequest.objects.filter(pk__in=ids, worker=self.worker).order_by("line"))
-        return claimed
+    def _describe_batches(self, batch_ids: set[str]) -> None:
+        unknown = batch_ids - set(self._inputs)
+        for batch_id, endpoint, file_id in Batch.objects.filter(pk__in=unknown).values_list(
+                "id", "endpoint", "input_file_id"):
+            self._inputs[batch_id] = BatchInput(endpoint=endpoint, file_id=file_id)
 
-    def _read_body(self, request: BatchRequest, batch: Batch) -> dict:
-        cached = self._input_files.get(batch.id)
-        if cached is None:
-            file = File.objects.get(pk=batch.input_file_id)
-            cached = self._input_files[batch.id] = (file.id, file_open(file))
-        handle = cached[1]
-        handle.seek(request.offset)
-        return json.loads(handle.read(request.length))["body"]
+    def _read_body(self, request: ClaimedRequest, batch: BatchInput) -> dict:
+        if batch.handle is None:
+            batch.handle = file_open(File.objects.get(pk=batch.file_id))
+        batch.handle.seek(request.offset)
+        return json.loads(batch.handle.read(request.length))["body"]
 
-    def _submit(self, request: BatchRequest, batch: Batch) -> None:
+    def _submit(self, request: ClaimedRequest) -> None:
         engine_id = new_id("", 12)
+        batch = self._inputs[request.batch_id]
         try:
             body = self._read_body(request, batch)
         except Exception as exc:  # noqa: BLE001 - the input went missing: this request cannot run
@@ -291,151 +314,133 @@ class ServingLoop:
             future.set_exception(exc)
         else:
             future = self.host.submit(engine_id, batch.endpoint, body)
-        item = InFlight(pk=request.pk, batch_id=batch.id, custom_id=request.custom_id,
-                        engine_request_id=engine_id, future=future)
-        self.inflight[request.pk] = item
+        item = InFlight(request=request, engine_request_id=engine_id, future=future)
+        self.inflight[request.id] = item
         future.add_done_callback(lambda _f, item=item: self.done.put(item))
 
     # ------------------------------------------------------------------------------------------ results
     def _flush(self) -> None:
-        """Write finished results in one transaction, only for requests this worker still owns."""
-        if not self.results:
+        """Record finished requests (only those this worker still holds) and give back the aborted ones."""
+        if not self.finished:
             return
-        results, self.results = self.results, []
+        finished, self.finished = self.finished, []
         try:
-            self._write_results(results)
+            outcomes, clean, failed = self._sort_out(finished)
+            written = services.requests_record(worker_id=self.worker.pk, outcomes=outcomes) if outcomes else set()
+            if clean:
+                services.requests_release(worker_id=self.worker.pk, request_ids=clean)
+            if failed:
+                services.requests_release(worker_id=self.worker.pk, request_ids=failed, failed=True)
         except BaseException:
-            self.results = results + self.results  # nothing was written: keep them for the next try
+            self.finished = finished + self.finished  # nothing was written: keep them for the next try
             raise
+        self.aborting.difference_update(item.request.id for item, _ in finished)
+        self.tokens.append((time.monotonic(), sum(o.output_tokens for o in outcomes if o.request.id in written)))
+        self._ask_finalize({item.request.batch_id for item, _ in finished})
 
-    def _write_results(self, results: list) -> None:
-        now = timezone.now()
-        touched = {item.batch_id for item, _ in results}
-        with transaction.atomic():
-            owned = dict(BatchRequest.objects.select_for_update(of=("self",)).filter(
-                pk__in=[item.pk for item, _ in results], worker=self.worker,
-                status=BatchRequest.Status.RUNNING).values_list("pk", "attempts"))
-            rows, counts, released = [], {}, []
-            for item, result in results:
-                if item.pk not in owned:
-                    continue  # handed to another worker meanwhile: theirs counts, never both
-                engine_failed = not isinstance(result, EngineResponse)
-                aborted = not engine_failed and result.aborted
-                if item.pk in self.released or aborted or (engine_failed and (
-                        self.stop_requested.is_set() or owned[item.pk] < MAX_ATTEMPTS)):
-                    released.append(item.pk)  # aborted, or the engine failed: run it again later
-                    continue
-                row = BatchRequest(pk=item.pk, finished_at=now)
-                if isinstance(result, EngineResponse):
-                    row.status = BatchRequest.Status.COMPLETED
-                    row.status_code = result.status_code
-                    row.input_tokens, row.output_tokens = result.input_tokens, result.output_tokens
-                    row.cached_tokens, row.reasoning_tokens = result.cached_tokens, result.reasoning_tokens
-                    row.result_line = output_line(custom_id=item.custom_id, status_code=result.status_code,
-                                                  body=result.body)
-                    ok = result.status_code < 400
-                else:
-                    logger.error("request %s of batch %s failed in the engine: %r", item.custom_id,
-                                 item.batch_id, result)
-                    row.status = BatchRequest.Status.ERRORED
-                    row.error_code = "server_error"
-                    row.input_tokens = row.output_tokens = row.cached_tokens = row.reasoning_tokens = 0
-                    row.result_line = error_line(custom_id=item.custom_id, code="server_error",
-                                                 message=f"The engine failed on this request: {result}")
-                    ok = False
-                rows.append(row)
-                c = counts.setdefault(item.batch_id, [0, 0, 0, 0, 0, 0])
-                c[0 if ok else 1] += 1
-                c[2] += row.input_tokens
-                c[3] += row.cached_tokens
-                c[4] += row.output_tokens
-                c[5] += row.reasoning_tokens
-            if released:
-                BatchRequest.objects.filter(pk__in=released).update(status=BatchRequest.Status.PENDING, worker=None)
-            bulk_update_rows(BatchRequest, rows, ["status", "status_code", "error_code", "finished_at",
-                                                  "input_tokens", "output_tokens", "cached_tokens",
-                                                  "reasoning_tokens", "result_line"])
-            for batch_id, (ok, failed, tin, tcached, tout, treason) in counts.items():
-                Batch.objects.filter(pk=batch_id).update(
-                    completed_requests=F("completed_requests") + ok, failed_requests=F("failed_requests") + failed,
-                    input_tokens=F("input_tokens") + tin, cached_tokens=F("cached_tokens") + tcached,
-                    output_tokens=F("output_tokens") + tout, reasoning_tokens=F("reasoning_tokens") + treason)
-            output_tokens = sum(c[4] for c in counts.values())
-            Worker.objects.filter(pk=self.worker.pk).update(
-                requests_done=F("requests_done") + len(rows), output_tokens=F("output_tokens") + output_tokens)
-        self.released.difference_update(item.pk for item, _ in results)
-        self.tokens.append((time.monotonic(), output_tokens))
-        self._finalize_finished(touched)
+    def _sort_out(self, finished) -> tuple[list[Outcome], list[int], list[int]]:
+        """Outcomes to record, requests to give back cleanly (aborted), and requests to give back with the try
+        counted (the engine failed on them, with tries left)."""
+        outcomes: list[Outcome] = []
+        clean: list[int] = []
+        failed: list[int] = []
+        for item, result in finished:
+            request = item.request
+            if request.id in self.aborting or (isinstance(result, EngineResponse) and result.aborted):
+                clean.append(request.id)
+            elif isinstance(result, EngineResponse):
+                outcomes.append(Outcome(request=request, status_code=result.status_code, body=result.body,
+                                        input_tokens=result.input_tokens, cached_tokens=result.cached_tokens,
+                                        output_tokens=result.output_tokens,
+                                        reasoning_tokens=result.reasoning_tokens))
+            elif self.stop_requested.is_set():
+                clean.append(request.id)  # the engine was shut down under it: not the request's fault
+            elif isinstance(result, EngineDied) and request.attempts >= services.MAX_ATTEMPTS:
+                logger.error("request %s of batch %s was running alone when the engine died: it is not tried again",
+                             request.custom_id, request.batch_id)
+                outcomes.append(Outcome(request=request, not_run=services.POISONED))
+            elif request.attempts >= services.MAX_ATTEMPTS:
+                logger.error("request %s of batch %s failed in the engine on its last try: %r", request.custom_id,
+                             request.batch_id, result)
+                outcomes.append(Outcome(request=request, not_run=services.engine_failed(result)))
+            else:
+                logger.warning("request %s of batch %s failed in the engine (try %s of %s): %r", request.custom_id,
+                               request.batch_id, request.attempts, services.MAX_ATTEMPTS, result)
+                failed.append(request.id)
+        return outcomes, clean, failed
 
-    def _finalize_finished(self, batch_ids: set[str]) -> None:
-        """Ask the task cluster to finish every batch that has nothing left to run."""
-        still_open = set(BatchRequest.objects.filter(
-            batch_id__in=batch_ids, status__in=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING]
-        ).values_list("batch_id", flat=True).distinct())
-        in_flight_here = {item.batch_id for item in self.inflight.values()}
-        for batch_id in batch_ids - in_flight_here:
-            stopped = Batch.objects.filter(pk=batch_id).filter(
-                ~Q(status=Batch.Status.IN_PROGRESS) | Q(expires_at__lte=timezone.now())).exists()
-            if (batch_id not in still_open or stopped) and batch_id not in self._finalize_sent:
-                self._finalize_sent.add(batch_id)
-                with transaction.atomic():
-                    enqueue("batches_api.tasks.finalize_batch", batch_id)
+    def _ask_finalize(self, batch_ids: set[str]) -> None:
+        """Ask the task cluster to finish every batch that has nothing left for this worker to run."""
+        busy = {item.request.batch_id for item in self.inflight.values()}
+        quiet = batch_ids - busy
+        if not quiet:
+            return
+        still_open = set(BatchRequest.objects.filter(batch_id__in=quiet).open()
+                         .values_list("batch_id", flat=True).distinct())
+        stopped = set(Batch.objects.filter(pk__in=quiet).filter(
+            ~Q(status=Batch.Status.IN_PROGRESS) | Q(expires_at__lte=timezone.now())).values_list("id", flat=True))
+        for batch_id in quiet:
+            if (batch_id not in still_open or batch_id in stopped) and batch_id not in self._finalize_asked:
+                self._finalize_asked.add(batch_id)
+                services.batch_enqueue_finalize(batch_id, force=True)
             if batch_id not in still_open:
                 self._close_input(batch_id)
 
     def _close_input(self, batch_id: str) -> None:
-        cached = self._input_files.pop(batch_id, None)
-        if cached is not None:
-            cached[1].close()
+        batch = self._inputs.pop(batch_id, None)
+        if batch is not None and batch.handle is not None:
+            batch.handle.close()
 
     # ------------------------------------------------------------------------------------------ control
     def _control(self) -> None:
-        """Abort the requests of batches that were cancelled or ran out of time; they go back to pending and
-        the batch's finalizing turns them into error lines."""
-        batch_ids = {item.batch_id for item in self.inflight.values()}
+        """Abort the requests of batches that were cancelled or ran out of time; they are given back and the
+        batch's finalizing turns them into error lines."""
+        batch_ids = {item.request.batch_id for item in self.inflight.values()}
         stopping = set(Batch.objects.filter(pk__in=batch_ids).filter(
             ~Q(status=Batch.Status.IN_PROGRESS) | Q(expires_at__lte=timezone.now())).values_list("id", flat=True))
         if not stopping:
             return
-        doomed = [item for item in self.inflight.values() if item.batch_id in stopping and item.pk not in self.released]
+        doomed = [item for item in self.inflight.values()
+                  if item.request.batch_id in stopping and item.request.id not in self.aborting]
         if doomed:
             logger.info("aborting %s requests of stopped batches %s", len(doomed), ", ".join(sorted(stopping)))
-            self.released.update(item.pk for item in doomed)
-            self._finalize_sent.difference_update(stopping)
+            self.aborting.update(item.request.id for item in doomed)
+            self._finalize_asked.difference_update(stopping)
             self.host.abort([item.engine_request_id for item in doomed])
 
-    def _release_all(self) -> None:
-        """On stop: abort what is in flight and give it back; keep what already finished."""
-        if self.inflight:
-            self.released.update(self.inflight)
-            self.host.abort([item.engine_request_id for item in self.inflight.values()])
-            deadline = time.monotonic() + 3
-            while self.inflight and time.monotonic() < deadline:
-                self._collect(timeout=0.1)
-        self._flush()
-        leftover = list(self.inflight)
-        if leftover:
-            BatchRequest.objects.filter(pk__in=leftover, worker=self.worker,
-                                        status=BatchRequest.Status.RUNNING).update(
-                status=BatchRequest.Status.PENDING, worker=None)
+    def _give_back_all(self) -> None:
+        """On stop: abort what is in flight and give it back; record what already finished."""
+        try:
+            if self.inflight:
+                self.aborting.update(self.inflight)
+                self.host.abort([item.engine_request_id for item in self.inflight.values()])
+                deadline = time.monotonic() + ABORT_WAIT_SECONDS
+                while self.inflight and time.monotonic() < deadline:
+                    self._collect(timeout=0.1)
+            if self.worker is not None:
+                self._flush()
+                services.requests_release(worker_id=self.worker.pk, request_ids=list(self.inflight))
             self.inflight.clear()
-        for batch_id in list(self._input_files):
+        except Exception:  # the database may be down: the work is handed out again once this worker is gone
+            logger.exception("worker %s could not give back its work", self.worker_name)
+        for batch_id in list(self._inputs):
             self._close_input(batch_id)
 
     def recover(self) -> None:
-        """After an unexpected error in the loop: abort what is in flight and give back every request this
-        worker holds, so that nothing waits on a loop that is starting over."""
+        """After an unexpected error: abort what is in flight and give back every request this worker holds,
+        so that nothing waits on a loop that is starting over."""
         try:
             if self.inflight:
                 self.host.abort([item.engine_request_id for item in self.inflight.values()])
             self.inflight.clear()
-            self.results.clear()
-            self.released.clear()
+            self.finished.clear()
+            self.aborting.clear()
+            self.solo = False
             while not self.done.empty():
                 self.done.get_nowait()
             if self.worker is not None:
-                BatchRequest.objects.filter(worker=self.worker, status=BatchRequest.Status.RUNNING).update(
-                    status=BatchRequest.Status.PENDING, worker=None)
+                held = BatchRequest.objects.filter(worker=self.worker, status=BatchRequest.Status.RUNNING)
+                services.requests_release(worker_id=self.worker.pk, request_ids=list(held.values_list("id", flat=True)))
         except Exception:
             logger.exception("could not give back the requests of worker %s", self.worker_name)
         finally:
@@ -447,8 +452,8 @@ class ServingLoop:
         if self.worker is not None:
             try:
                 if not self.running.is_set():
-                    self._release_all()
-                Worker.objects.filter(pk=self.worker.pk).update(stopped_at=timezone.now(), inflight=0)
+                    self._give_back_all()
+                services.workers_stop(worker_ids=[self.worker.pk])
             except Exception:
                 logger.exception("could not record the worker's stop")
         self.host.shutdown()
@@ -458,7 +463,7 @@ _loop: ServingLoop | None = None
 
 
 def get_loop() -> ServingLoop:
-    """The loop of this process, created on first use and kept between task runs."""
+    """The loop of this process, created on first use."""
     global _loop
     if _loop is None or (_loop.worker is not None and _loop.worker.pid != os.getpid()):
         _loop = ServingLoop(worker_name=settings.BATCHSERVER_WORKER_NAME, models=settings.BATCHSERVER_WORKER_MODELS)
@@ -474,7 +479,8 @@ def _install_signal_handlers(loop: ServingLoop) -> None:
         loop.request_stop()
         if not loop.running.is_set():
             loop.shutdown()
-            os._exit(0)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

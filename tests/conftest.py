@@ -55,7 +55,7 @@ def server(stack_env) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def task_cluster(stack_env) -> Iterator[Proc]:
     """The django-q2 task cluster (validation, finalizing, schedules)."""
-    proc = Proc("tasks", [sys.executable, "manage.py", "qcluster"], stack_env)
+    proc = Proc("tasks", [sys.executable, "manage.py", "runtasks"], stack_env)
     yield proc
     proc.stop()
 

@@ -153,7 +153,7 @@ class Stack:
     def start_server(self) -> str:
         proc, self.url = start_web(f"{self.name}-server", self.env)
         self.procs.append(proc)
-        self.procs.append(Proc(f"{self.name}-tasks", [sys.executable, "manage.py", "qcluster"], self.env))
+        self.procs.append(Proc(f"{self.name}-tasks", [sys.executable, "manage.py", "runtasks"], self.env))
         return self.url
 
     def start_worker(self, name: str, models: list[str], extra_env: dict | None = None) -> Proc:

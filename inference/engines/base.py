@@ -16,7 +16,6 @@ CHAT_COMPLETIONS = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"
-ALL_ENDPOINTS = frozenset({CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, RESPONSES})
 
 
 @dataclass
@@ -146,3 +145,7 @@ class Engine(ABC):
     def child_pids(self) -> list[int]:
         """Pids of the engine processes this engine started (watched by the watchdog)."""
         return []
+
+    def is_dead(self) -> bool:
+        """True when the engine cannot serve any more (its processes died): it must be loaded again."""
+        return False

@@ -16,6 +16,9 @@ Tokens are whitespace-separated words. engine_args (all optional):
 * ``max_num_seqs`` (int, unlimited): at most this many requests generate at once;
 * ``raise_on`` (str): a prompt containing this text makes process() raise RuntimeError
   (simulates an internal engine failure);
+* ``crash_on`` (str): a request whose body contains this text kills the process hosting the
+  engine with SIGKILL once it has run for a moment (simulates a request that makes the engine
+  run out of memory or segfault);
 * ``endpoints`` (list[str]): restrict the endpoints served.
 """
 
@@ -23,8 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
+import os
 import random
+import signal
 import time
 from typing import Any
 
@@ -93,6 +99,7 @@ class FakeEngine(Engine):
         self.default_max_tokens = int(args.get("default_max_tokens", 16))
         self.embedding_dim = int(args.get("embedding_dim", 384))
         self.raise_on = args.get("raise_on")
+        self.crash_on = args.get("crash_on")
         max_num_seqs = args.get("max_num_seqs")
         self._slots = asyncio.Semaphore(int(max_num_seqs)) if max_num_seqs else None
         served = args.get("endpoints")
@@ -371,6 +378,9 @@ class FakeEngine(Engine):
         err = self._check_common(body)
         if err is not None:
             return err
+        if self.crash_on and self.crash_on in json.dumps(body):
+            await asyncio.sleep(0.2)  # long enough for the requests fed with it to be in flight too
+            os.kill(os.getpid(), signal.SIGKILL)
         if request_id in self._abort_events:
             raise ValueError(f"request id {request_id!r} is already in flight")
         self._abort_events[request_id] = asyncio.Event()

@@ -183,6 +183,14 @@ class EngineHost:
         """Pids of the loaded engine's processes (as the engine reports them)."""
         return list(self._engine_pids)
 
+    def engine_dead(self) -> bool:
+        """A model is loaded but its engine can no longer serve (its processes died)."""
+        engine = self._engine
+        try:
+            return engine is not None and engine.is_dead()
+        except Exception:  # asking failed: it is in no state to serve
+            return True
+
     @property
     def watchdog_pid(self) -> int | None:
         proc = self._watchdog

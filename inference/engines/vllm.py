@@ -457,6 +457,9 @@ class VLLMEngine(Engine):
     def child_pids(self) -> list[int]:
         return list(self._child_pids)
 
+    def is_dead(self) -> bool:
+        return self.async_llm is not None and bool(self.async_llm.errored)
+
     # ---- requests ----
 
     async def process(self, request_id: str, endpoint: str, body: dict) -> EngineResponse:

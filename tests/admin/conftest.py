@@ -55,7 +55,7 @@ def login(user):
 
 
 VIEW_PERMS = ["batches_api.view_batch", "files_api.view_file", "batchserver.view_apikey",
-              "batchserver.view_project", "inference.view_worker"]
+              "batchserver.view_project", "batches_api.view_worker"]
 
 
 @pytest.fixture
@@ -105,10 +105,10 @@ def make_batch(project, *, status: str = "in_progress", model: str = "fake-echo"
             row = BatchRequest(batch=batch, line=i + 1, custom_id=f"r{i}", offset=offset, length=len(line))
             offset += len(line) + 1
             if i < completed:
-                row.status, row.status_code, row.output_tokens = "completed", 200, 10
+                row.status, row.status_code, row.output_tokens = "responded", 200, 10
                 row.finished_at = now - timedelta(minutes=1)
             elif i < completed + failed:
-                row.status, row.status_code = "completed", 400
+                row.status, row.status_code = "responded", 400
                 row.finished_at = now - timedelta(minutes=1)
             elif i < completed + failed + errored:
                 row.status, row.error_code = "errored", "batch_cancelled"

@@ -141,7 +141,7 @@ def test_running_batch_page_refreshes_and_offers_cancel(admin_client, project):
 def test_batch_page_says_why_a_batch_waits_for_a_worker(admin_client, project):
     from django.utils import timezone
 
-    from inference.models import Worker
+    from batches_api.models import Worker
 
     batch = make_batch(project, total=3, model="fake-echo-b")
     assert "no live worker serves fake-echo-b" in admin_client.get(page(batch)).content.decode()

@@ -32,7 +32,7 @@ def console_urls(objects) -> list[str]:
         reverse("admin:batchserver_apikey_changelist"),
         reverse("admin:batchserver_apikey_add"),
         reverse("admin:batchserver_apikey_change", args=[key]),
-        reverse("admin:inference_worker_changelist"),
+        reverse("admin:batches_api_worker_changelist"),
     ]
 
 

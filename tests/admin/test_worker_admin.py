@@ -11,11 +11,11 @@ from django.utils import timezone
 
 from tests.admin.conftest import make_batch
 
-LIST = "/admin/inference/worker/"
+LIST = "/admin/batches_api/worker/"
 
 
 def make_worker(name: str, *, seconds_ago: float = 1, stopped: bool = False, **fields):
-    from inference.models import Worker
+    from batches_api.models import Worker
 
     now = timezone.now()
     return Worker.objects.create(name=name, hostname=f"{name}.example", pid=4242, served_models=["fake-echo"],
@@ -24,7 +24,7 @@ def make_worker(name: str, *, seconds_ago: float = 1, stopped: bool = False, **f
 
 
 def row(html: str, worker) -> str:
-    return html[html.index(f'/inference/worker/{worker.pk}/change/'):].split("</tr>")[0]
+    return html[html.index(f'/batches_api/worker/{worker.pk}/change/'):].split("</tr>")[0]
 
 
 def test_alive_lost_and_stopped_workers(admin_client, project):
@@ -52,9 +52,9 @@ def test_state_filter(admin_client, db):
     alive, lost = make_worker("a"), make_worker("l", seconds_ago=300)
     stopped = make_worker("s", stopped=True)
     html = admin_client.get(LIST, {"state": "lost"}).content.decode()
-    assert f"/inference/worker/{lost.pk}/change/" in html and f"/inference/worker/{alive.pk}/change/" not in html
+    assert f"/batches_api/worker/{lost.pk}/change/" in html and f"/batches_api/worker/{alive.pk}/change/" not in html
     html = admin_client.get(LIST, {"state": "alive"}).content.decode()
-    assert f"/inference/worker/{alive.pk}/change/" in html and f"/inference/worker/{stopped.pk}/change/" not in html
+    assert f"/batches_api/worker/{alive.pk}/change/" in html and f"/batches_api/worker/{stopped.pk}/change/" not in html
 
 
 def test_worker_page_lists_engine_loads(admin_client, db):
@@ -62,14 +62,14 @@ def test_worker_page_lists_engine_loads(admin_client, db):
 
     worker = make_worker("w", loaded_model="fake-echo")
     EngineLoad.objects.create(worker=worker, model="fake-echo", seconds=12.5)
-    html = admin_client.get(reverse("admin:inference_worker_change", args=[worker.pk])).content.decode()
+    html = admin_client.get(reverse("admin:batches_api_worker_change", args=[worker.pk])).content.decode()
     assert "engine loads" in html.lower() and "12.5" in html and "bs-state-alive" in html
 
 
 def test_workers_are_read_only(admin_client, db):
     worker = make_worker("w")
     assert admin_client.get(LIST + "add/").status_code == 403
-    assert admin_client.post(reverse("admin:inference_worker_delete", args=[worker.pk]), {"post": "yes"}
+    assert admin_client.post(reverse("admin:batches_api_worker_delete", args=[worker.pk]), {"post": "yes"}
                              ).status_code == 403
 
 

@@ -15,14 +15,19 @@ call_command("migrate", verbosity=0)
 from batchserver.db import bulk_update_rows
 from batchserver.models import Project
 a, b = Project.objects.create(name="a"), Project.objects.create(name="b")
-bulk_update_rows(Project, [Project(pk=a.pk, name="a2"), Project(pk=b.pk, name="b2")], ["name"])
+changed = bulk_update_rows(Project, [Project(pk=a.pk, name="a2"), Project(pk=b.pk, name="b2")], ["name"])
+assert sorted(changed) == sorted([a.pk, b.pk]), changed
+# A conditional write leaves alone the rows whose state moved on, and says which it changed.
+changed = bulk_update_rows(Project, [Project(pk=a.pk, name="a3"), Project(pk=b.pk, name="b3")], ["name"],
+                           where="t.name = %s", where_params=["a2"])
+assert changed == [a.pk], changed
 print(sorted(Project.objects.values_list("name", flat=True)))
 """
 
 
-def test_bulk_result_writes_work_on_sqlite(tmp_path):
+def test_bulk_result_writes_work_on_sqlite_and_are_conditional(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "batchserver.settings",
            "BATCHSERVER_DATA_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "['a2', 'b2']"
+    assert result.stdout.strip().splitlines()[-1] == "['a3', 'b2']"

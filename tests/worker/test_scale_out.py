@@ -32,7 +32,7 @@ def test_two_workers_share_one_batch_and_one_dies_midway(client, stack_env, task
     try:
         lines = lines_for("fake-echo", 300, max_tokens=150)  # ~0.3 s each at 16 in flight per worker
         batch = submit(client, lines)
-        wait_for(lambda: BatchRequest.objects.filter(batch_id=batch.id, status="completed")
+        wait_for(lambda: BatchRequest.objects.filter(batch_id=batch.id, status="responded")
                  .values("worker__name").distinct().count() == 2, 60, message="both workers to finish some")
         first.crash()
         batch = wait_for_status(client, batch.id, {"completed"}, timeout=120)

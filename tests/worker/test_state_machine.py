@@ -128,7 +128,8 @@ def test_small_batch_is_not_starved_by_a_big_one(client, fake_worker):
 
 
 def test_two_batches_in_a_row_load_the_engine_once(client, fake_worker, db_access):
-    from inference.models import EngineLoad, Worker
+    from batches_api.models import Worker
+    from inference.models import EngineLoad
 
     for _ in range(2):
         wait_for_status(client, run_batch(client, [chat("a"), chat("b")]).id, {"completed"}, timeout=30)

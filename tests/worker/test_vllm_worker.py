@@ -106,7 +106,8 @@ def test_json_schema_response_format_and_stop(client, vllm_worker):
 
 
 def test_completions_batch_on_a_warm_engine(client, vllm_worker, db_access):
-    from inference.models import EngineLoad, Worker
+    from batches_api.models import Worker
+    from inference.models import EngineLoad
 
     lines = [request_line(f"c{i}", url="/v1/completions",
                           body={"model": CHAT_MODEL, "prompt": f"Once upon a time {i}", "max_tokens": 12,

@@ -1,41 +1,46 @@
-"""python manage.py runworker: one inference worker, as a django-q2 cluster of its own.
+"""python manage.py runworker: one inference worker, a django-q2 cluster of its own under a supervisor.
 
-It starts `manage.py qcluster` for the worker's queue (Q_CLUSTER_NAME=inference-<name>), seeds that queue with
-the serving task, and owns the stop: SIGTERM/SIGINT make the serving loop give its work back and unload the
-engine, then the cluster stops; whatever is left after 10 s is killed. On start it also ends engine processes
-left behind by a worker of this machine that was killed.
+The supervisor (batchserver/supervisor.py) starts `manage.py runcluster` for the worker's queue
+(Q_CLUSTER_NAME=inference-<name>), empties that queue and seeds it with the serving task, and restarts the whole
+cluster at once when any of its processes dies or the serving loop stops reporting; it ends engine processes
+and marks as stopped the runs of this machine whose process is gone, so their requests are handed out again at
+once. SIGTERM/SIGINT make the serving loop give its work back and unload the engine, then the cluster stops;
+whatever is left after a few seconds is killed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 
 import psutil
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
-from inference.models import Worker
+from batches_api.models import Worker
+from batches_api.services import workers_stop
+from batchserver.supervisor import Cluster, Supervisor
 from inference.tasks import queue_name
 
-STOP_SECONDS = 9.0
+logger = logging.getLogger(__name__)
+
+# A serving loop registers within seconds of its cluster's start (the model loads after that, with the
+# heartbeat going); silent this long after a start, or after its last heartbeat, it is replaced.
+LOOP_START_SECONDS = 30.0
 
 
 def end_orphans(hostname: str) -> int:
-    """Mark workers of this machine whose process is gone as stopped, and end their engine processes."""
+    """Mark the runs of this machine whose process is gone as stopped, and end their engine processes."""
     ended = 0
+    gone = []
     for worker in Worker.objects.filter(hostname=hostname, stopped_at__isnull=True):
-        if psutil.pid_exists(worker.pid):
-            try:
-                if psutil.Process(worker.pid).create_time() <= worker.started_at.timestamp() + 1:
-                    continue  # still running
-            except psutil.Error:
-                pass
+        try:
+            if psutil.Process(worker.pid).create_time() <= worker.started_at.timestamp() + 1:
+                continue  # still running
+        except psutil.Error:
+            pass
         for pid, created in worker.engine_pids or []:
             try:
                 proc = psutil.Process(pid)
@@ -44,12 +49,36 @@ def end_orphans(hostname: str) -> int:
                     ended += 1
             except psutil.Error:
                 continue
-        Worker.objects.filter(pk=worker.pk).update(stopped_at=timezone.now())
+        gone.append(worker.pk)
+    if gone:
+        workers_stop(worker_ids=gone)
     return ended
 
 
+class LoopWatch:
+    """Is the serving loop of this worker's cluster alive? It runs in one of the cluster's processes, reports
+    through its Worker row, and must have done so lately."""
+
+    def __init__(self, *, name: str, hostname: str) -> None:
+        self.name = name
+        self.hostname = hostname
+        self.last_seen = time.monotonic()
+        self.cluster_pid: int | None = None
+
+    def __call__(self, cluster: Cluster) -> str | None:
+        now = time.monotonic()
+        if cluster.pid != self.cluster_pid:  # a new cluster: give its loop time to start
+            self.cluster_pid, self.last_seen = cluster.pid, now
+        end_orphans(self.hostname)
+        if Worker.objects.alive().filter(name=self.name, hostname=self.hostname, pid__in=cluster.pids()).exists():
+            self.last_seen = now
+        elif now - self.last_seen > max(LOOP_START_SECONDS, settings.BATCHSERVER_WORKER_STALE_SECONDS):
+            return f"the serving loop has not reported for {now - self.last_seen:.0f} s"
+        return None
+
+
 class Command(BaseCommand):
-    help = "Run an inference worker: a django-q2 cluster with one process that keeps an engine loaded."
+    help = "Run an inference worker: a supervised django-q2 cluster with one process that keeps an engine loaded."
 
     def add_arguments(self, parser):
         parser.add_argument("--name", default=settings.BATCHSERVER_WORKER_NAME,
@@ -59,65 +88,25 @@ class Command(BaseCommand):
                             help="Comma-separated served model names (default: BATCHSERVER_WORKER_MODELS).")
 
     def handle(self, *args, name: str, models: str, **options):
-        from django_q.models import OrmQ
-        from django_q.tasks import async_task
-
         unknown = [m for m in models.split(",") if m not in settings.BATCHSERVER_MODELS]
         if unknown:
             raise CommandError(f"Unknown models {unknown}; configured: {sorted(settings.BATCHSERVER_MODELS)}.")
         hostname = socket.gethostname()
-        ended = end_orphans(hostname)
-        if ended:
-            self.stderr.write(f"Ended {ended} engine processes left by a worker that was killed.")
         queue = queue_name(name)
-        OrmQ.objects.filter(key=queue).delete()  # slices of a previous run of this worker
-        async_task("inference.tasks.serve", cluster=queue, task_name=f"serve {name}")
+
+        def seed() -> None:
+            from django_q.brokers import get_broker
+            from django_q.tasks import async_task
+
+            ended = end_orphans(hostname)
+            if ended:
+                logger.warning("ended %s engine processes left by a worker that died", ended)
+            get_broker(queue).purge_queue()  # serving tasks of a cluster that is gone
+            async_task("inference.tasks.serve", cluster=queue, task_name=f"serve {name}")
+
         env = {**os.environ, "Q_CLUSTER_NAME": queue, "BATCHSERVER_WORKER_NAME": name,
                "BATCHSERVER_WORKER_MODELS": models}
-        cluster = subprocess.Popen([sys.executable, sys.argv[0], "qcluster"], env=env, start_new_session=True)
-        self.stdout.write(f"Worker '{name}' serving {models} (django-q2 cluster {queue}, pid {cluster.pid}).")
-
-        def stop(signum, frame):
-            self._stop(cluster, hostname)
-            sys.exit(0)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        code = cluster.wait()
-        sys.exit(code)
-
-    def _stop(self, cluster: subprocess.Popen, hostname: str) -> None:
-        """The serving loop first (it gives its work back and unloads the engine), then the cluster."""
-        try:
-            tree = [cluster.pid] + [p.pid for p in psutil.Process(cluster.pid).children(recursive=True)]
-        except psutil.Error:
-            tree = [cluster.pid]
-        loops = Worker.objects.filter(hostname=hostname, pid__in=tree, stopped_at__isnull=True).values_list(
-            "pid", flat=True)
-        for pid in [*loops, cluster.pid]:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + STOP_SECONDS
-        procs = []
-        for pid in tree:
-            try:
-                procs.append(psutil.Process(pid))
-            except psutil.Error:
-                pass
-        for proc in procs:
-            try:
-                procs.extend(proc.children(recursive=True))
-            except psutil.Error:
-                pass
-        gone, alive = psutil.wait_procs(procs, timeout=max(0.1, deadline - time.monotonic()))
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        try:
-            os.killpg(cluster.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self.stdout.write(f"Worker '{name}' serving {models} (django-q2 cluster {queue}).")
+        supervisor = Supervisor(name=f"worker {name}", env=env, signal_workers=True,
+                                tick=LoopWatch(name=name, hostname=hostname), on_start=seed)
+        raise SystemExit(supervisor.run())
