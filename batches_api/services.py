@@ -687,9 +687,11 @@ def sweep() -> SweepReport:
                         "message": f"Validation of the input file did not finish in {attempts} attempts (the "
                                    "server's task log has the cause). Check the file, then create the batch "
                                    "again."}])
-            elif Batch.objects.filter(quiet, pk=batch_id).update(job_enqueued_at=now):
-                enqueue("batches_api.tasks.validate_batch", batch_id)
-                report.validations += 1
+            else:
+                with transaction.atomic():
+                    if Batch.objects.filter(quiet, pk=batch_id).update(job_enqueued_at=now):
+                        enqueue("batches_api.tasks.validate_batch", batch_id)
+                        report.validations += 1
         except Exception:
             report.errors += 1
             logger.exception("sweep: could not handle batch %s", batch_id, extra={"batch_id": batch_id})

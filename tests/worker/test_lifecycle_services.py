@@ -1,0 +1,280 @@
+"""The batch lifecycle's races, one by one, against the services on the real PostgreSQL: two validations at
+once, a finalize that nobody asked for, a late result against "not run", a request that keeps killing its
+worker, and a sweep with one batch that fails. Each would lose or stall work before the state machine moved
+into batches_api.services; the end-to-end versions are in test_healing.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import uuid
+from datetime import timedelta
+
+import psutil
+import pytest
+from django.utils import timezone
+
+from tests.helpers import make_batch, request_json, write_file
+from tests.stack import ROOT
+
+
+@pytest.fixture(autouse=True)
+def quiet_stack():
+    """The suite's task clusters and workers, paused (SIGSTOP) for the test: each test here plays every part
+    itself, and a real sweep or worker acting on its rows at the same moment would make it a different test."""
+    paused = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["cwd"] == str(ROOT) and ("manage.py runtasks" in cmdline or "manage.py runworker" in cmdline):
+            try:
+                family = [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for member in family:
+                try:
+                    member.send_signal(signal.SIGSTOP)
+                    paused.append(member)
+                except psutil.Error:
+                    pass
+    yield
+    for member in paused:
+        try:
+            member.send_signal(signal.SIGCONT)
+        except psutil.Error:
+            pass
+
+
+@pytest.fixture
+def project(db_access):
+    from batchserver.models import Project
+
+    return Project.objects.create(name=f"lifecycle-{uuid.uuid4().hex[:8]}")
+
+
+def validating_batch(project, lines: int = 3):
+    from batches_api.models import Batch
+
+    data = b"".join(json.dumps(request_json(f"v{i}")).encode() + b"\n" for i in range(lines))
+    now = timezone.now()
+    return Batch.objects.create(project=project, endpoint="/v1/chat/completions", input_file=write_file(project, data),
+                                expires_at=now + timedelta(hours=24))
+
+
+def dead_worker(**fields):
+    from batches_api.models import Worker
+
+    return Worker.objects.create(name="gone", hostname="nowhere", pid=1, stopped_at=timezone.now(), **fields)
+
+
+def live_worker():
+    from batches_api.models import Worker
+
+    return Worker.objects.create(name="here", hostname="somewhere", pid=1)
+
+
+def claimed(request) -> "object":
+    from batches_api.services import ClaimedRequest
+
+    return ClaimedRequest(id=request.pk, batch_id=request.batch_id, custom_id=request.custom_id,
+                          offset=request.offset, length=request.length, attempts=request.attempts)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def test_a_validation_delivered_while_another_runs_does_nothing(project):
+    from batches_api import services
+    from batches_api.models import Batch, BatchRequest
+
+    batch = validating_batch(project)
+    with services.batch_job(batch.id, [Batch.Status.VALIDATING]) as running:
+        assert running is not None
+        services.batch_validate(batch_id=batch.id)
+        batch.refresh_from_db()
+        assert batch.status == "validating" and batch.job_owner == running.owner
+        assert BatchRequest.objects.filter(batch=batch).count() == 0
+    assert Batch.objects.get(pk=batch.pk).job_owner is None  # released at the end
+
+
+def test_a_lost_validation_cannot_touch_the_rows_of_the_one_that_took_over(project):
+    from batches_api import services
+    from batches_api.models import Batch, BatchRequest
+
+    batch = validating_batch(project)
+    # An attempt whose process hangs: it holds the claim, but its heartbeat stopped long ago.
+    Batch.objects.filter(pk=batch.pk).update(job_owner="job_hung", job_heartbeat_at=timezone.now() - timedelta(minutes=5))
+    services.batch_validate(batch_id=batch.id)
+    batch.refresh_from_db()
+    assert batch.status == "in_progress" and batch.total_requests == 3
+    # The hung attempt wakes up and goes on: every write it tries is refused, and the batch keeps its rows.
+    hung = services.Job(batch_id=batch.id, owner="job_hung")
+    with pytest.raises(services.JobLost):
+        services._fail_validation(hung, [{"code": "invalid_json_line", "message": "x", "param": None, "line": 1}])
+    batch.refresh_from_db()
+    assert batch.status == "in_progress" and batch.errors is None
+    assert BatchRequest.objects.filter(batch=batch).count() == 3
+
+
+def test_the_sweep_retries_a_validation_whose_job_went_silent_and_fails_it_after_three(project):
+    from batches_api import services
+    from batches_api.models import Batch
+
+    batch = validating_batch(project)
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Batch.objects.filter(pk=batch.pk).update(job_owner="job_dead", job_heartbeat_at=long_ago, job_enqueued_at=long_ago,
+                                             validation_attempts=1)
+    assert services.sweep().validations >= 1
+    batch.refresh_from_db()
+    assert batch.job_enqueued_at > long_ago  # enqueued again (whoever runs it claims it once)
+    # Enqueued a moment ago: not again, however often the sweep runs.
+    enqueued = batch.job_enqueued_at
+    services.sweep()
+    assert Batch.objects.get(pk=batch.pk).job_enqueued_at == enqueued
+    # Three attempts that died: the batch fails with a message saying where to look, instead of looping.
+    Batch.objects.filter(pk=batch.pk).update(job_heartbeat_at=long_ago, job_enqueued_at=long_ago,
+                                             validation_attempts=services.MAX_VALIDATION_ATTEMPTS)
+    services.sweep()
+    batch.refresh_from_db()
+    assert batch.status == "failed" and batch.failed_at is not None
+    assert batch.errors[0]["code"] == "validation_failed" and "task log" in batch.errors[0]["message"]
+
+
+# ------------------------------------------------------------------------------------------------ finalizing
+def test_a_finished_batch_nobody_asked_to_finalize_is_finalized_by_the_sweep(project):
+    from batches_api import services
+    from batches_api.models import Batch
+
+    # Its worker committed the last results and died before asking for finalizing.
+    batch = make_batch(project, total=3, completed=3, with_requests=True)
+    for request in batch.requests.all():
+        request.result_line = json.dumps({"custom_id": request.custom_id})
+        request.save()
+    assert services.sweep().finalizations >= 1
+    services.batch_finalize(batch_id=batch.id)  # what the enqueued task runs (if the cluster was not faster)
+    batch.refresh_from_db()
+    assert batch.status == "completed" and batch.output_file_id is not None and batch.error_file_id is None
+    assert (batch.completed_requests, batch.failed_requests) == (3, 0)
+
+
+def test_a_finalize_that_died_half_way_is_retried_once_its_job_is_silent(project):
+    from batches_api import services
+    from batches_api.models import Batch
+
+    batch = make_batch(project, status="finalizing", total=2, completed=2, with_requests=True,
+                       finalizing_at=timezone.now())
+    for request in batch.requests.all():
+        request.result_line = json.dumps({"custom_id": request.custom_id})
+        request.save()
+    Batch.objects.filter(pk=batch.pk).update(job_owner="job_dead", job_heartbeat_at=timezone.now(),
+                                             job_enqueued_at=timezone.now())
+    assert services.batch_finalize(batch_id=batch.id).status == "finalizing"  # its job still looks alive
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Batch.objects.filter(pk=batch.pk).update(job_heartbeat_at=long_ago, job_enqueued_at=long_ago)
+    assert services.sweep().finalizations >= 1
+    assert services.batch_finalize(batch_id=batch.id).status == "completed"
+
+
+# ------------------------------------------------------------------------------------------------ not run
+def test_not_run_never_overwrites_a_result_that_a_late_worker_committed_first(project):
+    from batches_api import services
+    from batches_api.models import BatchRequest
+
+    worker = live_worker()
+    batch = make_batch(project, status="cancelling", total=2, with_requests=True, cancelling_at=timezone.now())
+    first, second = batch.requests.order_by("line")
+    BatchRequest.objects.filter(pk__in=[first.pk, second.pk]).update(status="running", worker=worker, attempts=1)
+    first.refresh_from_db()
+    written = services.requests_record(worker_id=worker.pk, outcomes=[services.Outcome(
+        request=claimed(first), status_code=200, body={"ok": True}, output_tokens=5)])
+    assert written == {first.pk}
+    worker.stopped_at = timezone.now()
+    worker.save()
+    assert services.requests_not_run(batch_id=batch.id, not_run=services.CANCELLED) == 1  # only the other one
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.status_code) == ("responded", 200)
+    assert (second.status, second.error_code) == ("errored", "batch_cancelled")
+
+
+def test_a_result_that_comes_after_not_run_is_dropped(project):
+    from batches_api import services
+    from batches_api.models import BatchRequest
+
+    worker = live_worker()
+    batch = make_batch(project, status="cancelling", total=1, with_requests=True, cancelling_at=timezone.now())
+    request = batch.requests.get()
+    BatchRequest.objects.filter(pk=request.pk).update(status="running", worker=worker, attempts=1)
+    request.refresh_from_db()
+    worker.last_heartbeat_at = timezone.now() - timedelta(minutes=5)  # looks dead to everyone else
+    worker.save()
+    assert services.requests_not_run(batch_id=batch.id, not_run=services.CANCELLED) == 1
+    late = services.requests_record(worker_id=worker.pk, outcomes=[services.Outcome(
+        request=claimed(request), status_code=200, body={"ok": True})])
+    assert late == set()
+    request.refresh_from_db()
+    assert (request.status, request.error_code) == ("errored", "batch_cancelled")
+    batch.refresh_from_db()
+    assert batch.completed_requests == 0 and batch.failed_requests == 1
+
+
+# ------------------------------------------------------------------------------------------------ poison
+def test_a_request_that_killed_its_worker_twice_runs_alone_and_ends_after_the_third(project):
+    from batches_api import services
+    from batches_api.models import BatchRequest
+
+    gone = dead_worker()
+    model = f"only-{project.name}"  # claims take requests of this batch only
+    batch = make_batch(project, total=3, with_requests=True, model=model)
+    poison, *others = batch.requests.order_by("line")
+    BatchRequest.objects.filter(pk=poison.pk).update(status="running", worker=gone,
+                                                     attempts=services.MAX_ATTEMPTS - 1)
+    worker = live_worker()
+    # A normal claim never takes a request on its last try; a last-try claim takes only those, one at a time.
+    normal = services.requests_claim(worker_id=worker.pk, model=model, limit=100)
+    assert poison.pk not in {r.id for r in normal} and {r.id for r in normal} >= {r.pk for r in others}
+    alone = services.requests_claim(worker_id=worker.pk, model=model, limit=100, last_try=True)
+    assert [r.id for r in alone] == [poison.pk] and alone[0].attempts == services.MAX_ATTEMPTS
+    # Its worker dies with it a third time: it gets an error line, and the batch moves on.
+    worker.stopped_at = timezone.now()
+    worker.save()
+    assert services.requests_end_poisoned() >= 1
+    poison.refresh_from_db()
+    assert (poison.status, poison.error_code) == ("errored", "server_error")
+    assert "failed 3 times" in json.loads(poison.result_line)["error"]["message"]
+
+
+def test_a_clean_give_back_does_not_count_as_a_try(project):
+    from batches_api import services
+    from batches_api.models import BatchRequest
+
+    worker = live_worker()
+    model = f"only-{project.name}"
+    batch = make_batch(project, total=2, with_requests=True, model=model)
+    claimed_now = services.requests_claim(worker_id=worker.pk, model=model, limit=2)
+    assert [r.attempts for r in claimed_now] == [1, 1]
+    services.requests_release(worker_id=worker.pk, request_ids=[claimed_now[0].id])
+    services.requests_release(worker_id=worker.pk, request_ids=[claimed_now[1].id], failed=True)
+    assert dict(BatchRequest.objects.filter(batch=batch).values_list("line", "attempts")) == {1: 0, 2: 1}
+    assert set(BatchRequest.objects.filter(batch=batch).values_list("status", flat=True)) == {"pending"}
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+def test_one_failing_batch_does_not_stall_the_sweep(project, monkeypatch, caplog):
+    from batches_api import services
+    from batches_api.models import Batch
+
+    broken, fine = validating_batch(project), validating_batch(project)
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Batch.objects.filter(pk__in=[broken.pk, fine.pk]).update(job_enqueued_at=long_ago)
+    enqueued = []
+
+    def enqueue(func, *args):
+        if broken.id in args:
+            raise RuntimeError("the queue refused this one")
+        enqueued.append(args)
+
+    monkeypatch.setattr(services, "enqueue", enqueue)
+    with caplog.at_level(logging.ERROR, logger="batches_api.services"):
+        report = services.sweep()
+    assert (fine.id,) in enqueued
+    assert report.errors >= 1
+    assert any(broken.id in record.getMessage() and record.exc_info for record in caplog.records)
