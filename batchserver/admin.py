@@ -18,6 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from batches_api.admin import MEDIA_CSS, MEDIA_JS
+from batchserver import queue_admin  # noqa: F401 - django-q2's pages, read-only
 from batchserver.models import ApiKey, Project
 from batchserver.services import api_key_create, api_key_revoke
 
