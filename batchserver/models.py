@@ -10,6 +10,7 @@ from django.utils import timezone
 
 KEY_PREFIX = "sk-bs-"
 KEY_PREFIX_SHOWN = 12  # characters of a key kept in clear, to recognise it in lists
+PERM_ADD_TO_EXISTING_PROJECT = "batchserver.add_apikey_to_existing_project"
 
 
 def hash_key(raw_key: str) -> str:
@@ -50,6 +51,9 @@ class ApiKey(models.Model):
     class Meta:
         verbose_name = "API key"
         ordering = ["-created_at"]
+        # A key for an existing project reaches that project's files and batches: a separate, named right.
+        # (add_apikey alone creates a key together with a new project, which owns nothing yet.)
+        permissions = [(PERM_ADD_TO_EXISTING_PROJECT.split(".")[1], "Can create API keys for existing projects")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -142,8 +142,8 @@ class Stack:
         self.procs: list[Proc] = []
         subprocess.run([sys.executable, "manage.py", "bootstrap"], cwd=ROOT, env=self.env, check=True,
                        capture_output=True)
-        created = subprocess.run([sys.executable, "manage.py", "apikey", "create", "--name", name], cwd=ROOT,
-                                 env=self.env, check=True, capture_output=True, text=True)
+        created = subprocess.run([sys.executable, "manage.py", "apikey", "create", "--name", name, "--new-project",
+                                  name], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True)
         self.api_key = created.stdout.strip()
         self.url = ""
 

@@ -17,7 +17,7 @@ def objects(project):
     from batchserver.services import api_key_create
 
     batch = make_batch(project, status="completed", total=2, completed=1, failed=1, with_requests=True)
-    key, _ = api_key_create(name="k", project_name=project.name)
+    key, _ = api_key_create(name="k", project=project)
     return {"batch": batch, "file": batch.input_file, "key": key}
 
 
@@ -45,7 +45,7 @@ def action_posts(objects) -> list[tuple[str, dict]]:
         (reverse("admin:batches_api_batch_changelist"), {"action": "cancel_batches", "_selected_action": [batch.pk]}),
         (reverse("admin:files_api_file_delete", args=[quote(file.pk)]), {"post": "yes"}),
         (reverse("admin:batchserver_apikey_revoke", args=[quote(key.pk)]), {}),
-        (reverse("admin:batchserver_apikey_add"), {"name": "sneaky", "project_name": "x"}),
+        (reverse("admin:batchserver_apikey_add"), {"name": "sneaky", "new_project": "x"}),
     ]
 
 
