@@ -65,3 +65,16 @@ class ApiKey(models.Model):
     @staticmethod
     def generate() -> str:
         return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class Deployment(models.Model):
+    """One row, written by the first `manage.py bootstrap` of a deployment (the one that may create the first
+    API key). It outlives every key, so revoking all keys never makes a later start create a new one."""
+
+    first_started_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(pk=1), name="deployment_single_row")]
+
+    def __str__(self) -> str:
+        return f"deployment started {self.first_started_at:%Y-%m-%d %H:%M}"

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from batchserver.models import KEY_PREFIX_SHOWN, ApiKey, Project, hash_key
+from batchserver.models import KEY_PREFIX_SHOWN, ApiKey, Deployment, Project, hash_key
 
 LAST_USED_PRECISION = timedelta(minutes=1)
 
@@ -40,6 +40,19 @@ def api_key_create(*, name: str, project: Project | None = None, new_project: st
         project=project, name=name, prefix=raw_key[:KEY_PREFIX_SHOWN], key_hash=hash_key(raw_key)
     )
     return key, raw_key
+
+
+@transaction.atomic
+def api_key_first_start(*, name: str = "local") -> tuple[ApiKey, str] | None:
+    """Record that this deployment has started; on its very first start only, and when no key exists (none from
+    BATCHSERVER_API_KEY, none from a version that kept no record), create a key and a new project named `name`.
+
+    The record and the key are written in one transaction, and the record outlives every key: an operator who
+    revoked all keys gets none created behind their back by the next start. Returns the key, or None."""
+    _, first = Deployment.objects.get_or_create(pk=1)
+    if not first or ApiKey.objects.exists():
+        return None
+    return api_key_create(name=name, new_project=name)
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:

@@ -13,6 +13,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+ADMIN_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
 def free_port() -> int:
@@ -119,23 +120,27 @@ def start_worker(stack_env: dict[str, str], name: str, models: list[str], extra_
     return Proc(f"worker-{name}", [sys.executable, "manage.py", "runworker"], env)
 
 
+def fresh_database(name: str, admin_url: str = ADMIN_DATABASE_URL) -> str:
+    """An empty PostgreSQL database (dropped first if it exists). Returns its URL."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 class Stack:
     """A whole deployment for a benchmark: a fresh PostgreSQL database, the server, the task cluster and
     workers, each a real process. Use as a context manager; everything is stopped on exit."""
 
     def __init__(self, name: str, *, models_file: Path | None = None,
-                 admin_url: str = "postgres://postgres@127.0.0.1:5432/postgres", extra_env: dict | None = None):
+                 admin_url: str = ADMIN_DATABASE_URL, extra_env: dict | None = None):
         import os
 
-        import psycopg
-
         self.name = name
-        db = f"batchserver_{name}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{db}"')
         data_dir = ROOT / "var" / name
-        self.env = {**os.environ, "DATABASE_URL": admin_url.rsplit("/", 1)[0] + f"/{db}",
+        self.env = {**os.environ, "DATABASE_URL": fresh_database(f"batchserver_{name}", admin_url),
                     "BATCHSERVER_DATA_DIR": str(data_dir), "BATCHSERVER_MODELS_DIR": str(ROOT / "var" / "models"),
                     "BATCHSERVER_MODELS_FILE": str(models_file or ROOT / "tests" / "models.json"),
                     "PYTHONUNBUFFERED": "1", **(extra_env or {})}
