@@ -94,6 +94,25 @@ class Proc:
 
 
 
+def settings_process(script: str, data_dir: Path, *, umask: int = 0o022, **env: str) -> subprocess.Popen:
+    """A new Python process running `script` with our settings, as a fresh start sees them: the embedded default
+    (SQLite in `data_dir`, no DJANGO_SECRET_KEY) plus `env`, under `umask`. Settings act when they are imported:
+    this is how tests see that. Read its result with `finished`."""
+    import os
+
+    base = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "batchserver.settings",
+            "BATCHSERVER_DATA_DIR": str(data_dir)}
+    return subprocess.Popen([sys.executable, "-c", f"import os\nos.umask({umask:#o})\n{script}"], cwd=ROOT,
+                            env={**base, **env}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finished(proc: subprocess.Popen, *, ok: bool = True) -> str:
+    """The process's stdout once it ended (its stderr when it should fail)."""
+    out, err = proc.communicate(timeout=120)
+    assert (proc.returncode == 0) == ok, err or out
+    return (out if ok else err).strip()
+
+
 def start_web(name: str, env: dict[str, str]) -> tuple[Proc, str]:
     """gunicorn serving the project, as in production; returns the process and its base URL once it answers."""
     import httpx

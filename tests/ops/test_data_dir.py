@@ -4,33 +4,15 @@ dir agree on one secret key. Settings act when they are imported, so each case i
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.stack import ROOT
+from tests.stack import finished, settings_process
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def run(script: str, data_dir: Path, *, umask: int = 0o022, **extra_env: str) -> subprocess.Popen:
-    """A process that imports the settings (SQLite, no DATABASE_URL, no DJANGO_SECRET_KEY) under `umask`."""
-    env = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "batchserver.settings",
-           "BATCHSERVER_DATA_DIR": str(data_dir), **extra_env}
-    prologue = f"import os\nos.umask({umask:#o})\n"
-    return subprocess.Popen([sys.executable, "-c", prologue + script], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def output(proc: subprocess.Popen) -> str:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    return out.strip()
 
 
 STORE = """
@@ -47,7 +29,7 @@ print(default_storage.save("files/file-abc", ContentFile(b"secret bytes")))
 def test_modes_of_a_new_data_dir_whatever_the_umask(tmp_path):
     for umask in (0o022, 0o000):
         data_dir = tmp_path / f"umask-{umask:03o}" / "var"
-        name = output(run(STORE, data_dir, umask=umask))
+        name = finished(settings_process(STORE, data_dir, umask=umask))
         assert mode(data_dir) == 0o700, umask
         assert mode(data_dir / "secret_key") == 0o600, umask
         assert mode(data_dir / "db.sqlite3") == 0o600, umask
@@ -62,7 +44,8 @@ def test_an_existing_data_dir_keeps_its_mode_and_its_key(tmp_path):
     data_dir = tmp_path / "var"
     data_dir.mkdir(mode=0o750)
     (data_dir / "secret_key").write_text("kept-from-before\n")
-    assert output(run("from django.conf import settings; print(settings.SECRET_KEY)", data_dir)) == "kept-from-before"
+    key = finished(settings_process("from django.conf import settings; print(settings.SECRET_KEY)", data_dir))
+    assert key == "kept-from-before"
     assert mode(data_dir) == 0o750
 
 
@@ -81,10 +64,10 @@ print(settings.SECRET_KEY)
 def test_processes_starting_together_agree_on_the_secret_key(tmp_path):
     for round_ in range(3):
         data_dir, go = tmp_path / f"race-{round_}", tmp_path / f"go-{round_}"
-        procs = [run(RACE.format(go=str(go)), data_dir) for _ in range(6)]
+        procs = [settings_process(RACE.format(go=str(go)), data_dir) for _ in range(6)]
         time.sleep(1.5)  # every process is waiting at the start line
         go.touch()
-        keys = {output(proc) for proc in procs}
+        keys = {finished(proc) for proc in procs}
         assert len(keys) == 1 and len(keys.pop()) >= 50
         assert [p.name for p in data_dir.iterdir() if "secret_key" in p.name] == ["secret_key"]  # no temporary one
 
@@ -107,5 +90,5 @@ print(settings.SECRET_KEY)
 
 
 def test_a_process_that_loses_the_race_reads_the_winners_key(tmp_path):
-    assert output(run(LOSER, tmp_path / "var")) == "the-winners-key"
+    assert finished(settings_process(LOSER, tmp_path / "var")) == "the-winners-key"
     assert (tmp_path / "var" / "secret_key").read_text() == "the-winners-key"
