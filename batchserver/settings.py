@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -73,8 +74,31 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
+
+# ---------------------------------------------------------------------------------------------------------
+# Security (production). The defaults serve `make run` over plain HTTP on localhost; a deployment behind TLS
+# turns these on (README "Configuration", docs/deployment.md "Behind a reverse proxy with TLS").
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["*"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# The admin's session and CSRF cookies only over HTTPS.
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured(f"DJANGO_SECURE_HSTS_SECONDS={os.environ['DJANGO_SECURE_HSTS_SECONDS']!r} is negative: "
+                               "use 0 (no HSTS) or the seconds browsers keep to HTTPS, e.g. 31536000.")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Trust a proxy's header (in WSGI form, e.g. HTTP_X_FORWARDED_PROTO) to say a request came over HTTPS. Only
+# when every request passes through a proxy that sets it: otherwise a client could claim HTTPS itself.
+_proxy_ssl_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip()
+if _proxy_ssl_header and not re.fullmatch(r"HTTP_[A-Z0-9_]+", _proxy_ssl_header):
+    raise ImproperlyConfigured(f"DJANGO_SECURE_PROXY_SSL_HEADER={_proxy_ssl_header!r} is not a header in WSGI form: "
+                               "use e.g. HTTP_X_FORWARDED_PROTO (for X-Forwarded-Proto: https), or leave it empty.")
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header, "https") if _proxy_ssl_header else None
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Probes and scrapers reach the server directly over plain HTTP: no redirect for them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
