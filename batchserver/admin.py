@@ -1,6 +1,8 @@
 """The operator console's frame (site titles, the overview on the admin index) and the owners: projects and
 their API keys. A key is created through batchserver.services.api_key_create and shown exactly once, on the
-page that answers the form; it is never stored, put in a message or the session, or shown again."""
+page that answers the form; it is never stored, put in a message or the session, or shown again. Its project is
+typed in as a new one, or picked from the existing ones by staff with the permission "Can create API keys for
+existing projects" (a key sees every file and batch of its project)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from batches_api.admin import MEDIA_CSS, MEDIA_JS
-from batchserver.models import ApiKey, Project
+from batchserver import queue_admin  # noqa: F401 - django-q2's pages, read-only
+from batchserver.models import PERM_ADD_TO_EXISTING_PROJECT, ApiKey, Project
 from batchserver.services import api_key_create, api_key_revoke
 
 admin.site.site_header = "batchserver console"
@@ -122,14 +125,44 @@ class ProjectAdmin(admin.ModelAdmin):
 
 # ------------------------------------------------------------------------------------------------ API keys
 class ApiKeyCreateForm(forms.ModelForm):
-    project_name = forms.CharField(
-        label="Project", max_length=200, required=False,
-        help_text="The owner of the files and batches made with this key: an existing project, or a new one. "
-                  "Empty: a project named like the key.")
+    """A key and the new project it is created with. Adding a key to an existing project is a separate, named
+    permission (ApiKeyForExistingProjectForm): never a guess from the key's name."""
+
+    new_project = forms.CharField(
+        label="New project", max_length=200, required=False,
+        help_text="Created with the key; it owns no files or batches yet.")
 
     class Meta:
         model = ApiKey
         fields = ("name",)
+
+    def clean_new_project(self):
+        name = self.cleaned_data["new_project"]
+        if name and Project.objects.filter(name=name).exists():
+            if "project" in self.fields:
+                raise forms.ValidationError(f"A project named “{name}” exists already: choose it under “Existing "
+                                            "project”, or type another name.")
+            raise forms.ValidationError(f"A project named “{name}” exists already. Type another name, or ask an "
+                                        "administrator for the permission “Can create API keys for existing "
+                                        "projects”.")
+        return name
+
+    def clean(self):
+        cleaned = super().clean()
+        chosen = [field for field in ("project", "new_project") if cleaned.get(field)]
+        if len(chosen) != 1 and not self.has_error("new_project"):
+            raise forms.ValidationError(
+                "Choose an existing project or type the name of a new one (one of the two)." if "project" in self.fields
+                else "Type the name of the new project the key is for.")
+        return cleaned
+
+
+class ApiKeyForExistingProjectForm(ApiKeyCreateForm):
+    project = forms.ModelChoiceField(
+        label="Existing project", queryset=Project.objects.order_by("name"), required=False,
+        help_text="The new key sees every file and batch of this project.")
+
+    field_order = ("name", "project", "new_project")
 
 
 class RevokedFilter(admin.SimpleListFilter):
@@ -165,16 +198,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # revoke instead: the row keeps who used what, and when
 
+    def may_add_to_existing_projects(self, request) -> bool:
+        return request.user.has_perm(PERM_ADD_TO_EXISTING_PROJECT)
+
     def get_fieldsets(self, request, obj=None):
         if obj is None:
-            return [(None, {"fields": ("name", "project_name"),
+            existing = self.may_add_to_existing_projects(request)
+            return [(None, {"fields": ("name", "project", "new_project") if existing else ("name", "new_project"),
                             "description": "The key is shown once, on the next page. Only its SHA-256 and its "
                                            "first 12 characters are stored."})]
         return [(None, {"fields": ("name", "shown_prefix", "owner", "state", "created_at", "last_used_at")})]
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
-            kwargs["form"] = ApiKeyCreateForm
+            kwargs["form"] = (ApiKeyForExistingProjectForm if self.may_add_to_existing_projects(request)
+                              else ApiKeyCreateForm)
         return super().get_form(request, obj, **kwargs)
 
     @admin.display(description="key", ordering="prefix")
@@ -196,6 +234,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return super().changelist_view(request, {"title": "API keys", **(extra_context or {})})
 
     def add_view(self, request, form_url="", extra_context=None):
+        if request.method == "POST" and request.POST.get("project") and not self.may_add_to_existing_projects(request):
+            raise PermissionDenied("Creating API keys for existing projects needs the permission "
+                                   "“Can create API keys for existing projects”.")
         context = {"title": "Create an API key", "show_save_and_continue": False,
                    "show_save_and_add_another": False, **(extra_context or {})}
         return super().add_view(request, form_url, context)
@@ -203,8 +244,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        key, raw_key = api_key_create(name=form.cleaned_data["name"],
-                                      project_name=form.cleaned_data.get("project_name") or None)
+        key, raw_key = api_key_create(name=form.cleaned_data["name"], project=form.cleaned_data.get("project"),
+                                      new_project=form.cleaned_data.get("new_project") or None)
         obj.pk, obj.project_id, obj.prefix, obj.key_hash, obj.created_at = (
             key.pk, key.project_id, key.prefix, key.key_hash, key.created_at)
         obj._state.adding = False

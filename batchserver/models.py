@@ -10,6 +10,7 @@ from django.utils import timezone
 
 KEY_PREFIX = "sk-bs-"
 KEY_PREFIX_SHOWN = 12  # characters of a key kept in clear, to recognise it in lists
+PERM_ADD_TO_EXISTING_PROJECT = "batchserver.add_apikey_to_existing_project"
 
 
 def hash_key(raw_key: str) -> str:
@@ -50,6 +51,9 @@ class ApiKey(models.Model):
     class Meta:
         verbose_name = "API key"
         ordering = ["-created_at"]
+        # A key for an existing project reaches that project's files and batches: a separate, named right.
+        # (add_apikey alone creates a key together with a new project, which owns nothing yet.)
+        permissions = [(PERM_ADD_TO_EXISTING_PROJECT.split(".")[1], "Can create API keys for existing projects")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
@@ -61,3 +65,16 @@ class ApiKey(models.Model):
     @staticmethod
     def generate() -> str:
         return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class Deployment(models.Model):
+    """One row, written by the first `manage.py bootstrap` of a deployment (the one that may create the first
+    API key). It outlives every key, so revoking all keys never makes a later start create a new one."""
+
+    first_started_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(pk=1), name="deployment_single_row")]
+
+    def __str__(self) -> str:
+        return f"deployment started {self.first_started_at:%Y-%m-%d %H:%M}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -20,28 +21,84 @@ from batchserver.env import env_bool, env_float, env_int, env_json, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("BATCHSERVER_DATA_DIR", BASE_DIR / "var")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# The data dir holds the secret key, the SQLite database and every stored file: its owner's only. (A folder
+# that exists already keeps the mode its operator gave it.)
+try:
+    DATA_DIR.mkdir(mode=0o700, parents=True)
+    DATA_DIR.chmod(0o700)  # exactly, whatever the umask
+except FileExistsError:
+    pass
+
+
+def _create_private_file(path: Path, content: bytes = b"") -> bool:
+    """Create `path` with `content`, readable and writable by its owner only whatever the umask.
+    False if it exists already."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fd, 0o600)
+        fh.write(content)
+        fh.flush()
+        os.fsync(fd)
+    return True
 
 
 def _secret_key() -> str:
     """The key from the environment, else one generated once and kept in the data dir.
 
-    Every process of one deployment must share it: django-q2 signs its queued tasks with it.
+    Every process of one deployment must share it: django-q2 signs its queued tasks with it. Processes that start
+    together on an empty data dir agree on it: each writes a whole key to a file of its own, and the first to
+    hard-link it to the final name wins (a link never replaces a file, nor shows a half-written one); the others
+    read the winner's.
     """
     if key := os.environ.get("DJANGO_SECRET_KEY"):
         return key
     path = DATA_DIR / "secret_key"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(secrets.token_urlsafe(50))
-        os.replace(tmp, path) if not path.exists() else tmp.unlink()
-    return path.read_text().strip()
+    try:
+        if not path.exists():
+            tmp = DATA_DIR / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+            _create_private_file(tmp, secrets.token_urlsafe(50).encode())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process won
+            finally:
+                tmp.unlink()
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"Cannot keep the generated secret key in {path}: {exc}. Make the data dir "
+                                   "(BATCHSERVER_DATA_DIR) writable, or set DJANGO_SECRET_KEY.") from None
 
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
+
+# ---------------------------------------------------------------------------------------------------------
+# Security (production). The defaults serve `make run` over plain HTTP on localhost; a deployment behind TLS
+# turns these on (README "Configuration", docs/deployment.md "Behind a reverse proxy with TLS").
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["*"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# The admin's session and CSRF cookies only over HTTPS.
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured(f"DJANGO_SECURE_HSTS_SECONDS={os.environ['DJANGO_SECURE_HSTS_SECONDS']!r} is negative: "
+                               "use 0 (no HSTS) or the seconds browsers keep to HTTPS, e.g. 31536000.")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Trust a proxy's header (in WSGI form, e.g. HTTP_X_FORWARDED_PROTO) to say a request came over HTTPS. Only
+# when every request passes through a proxy that sets it: otherwise a client could claim HTTPS itself.
+_proxy_ssl_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip()
+if _proxy_ssl_header and not re.fullmatch(r"HTTP_[A-Z0-9_]+", _proxy_ssl_header):
+    raise ImproperlyConfigured(f"DJANGO_SECURE_PROXY_SSL_HEADER={_proxy_ssl_header!r} is not a header in WSGI form: "
+                               "use e.g. HTTP_X_FORWARDED_PROTO (for X-Forwarded-Proto: https), or leave it empty.")
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header, "https") if _proxy_ssl_header else None
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Probes and scrapers reach the server directly over plain HTTP: no redirect for them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -107,6 +164,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+    # SQLite would create the file with the umask's mode (world-readable with the usual 022), and gives its -wal
+    # and -shm files the mode of the database file: create it first, owner-only (an empty file is an empty
+    # database).
+    _sqlite_path = Path(DATABASES["default"]["NAME"])
+    if str(_sqlite_path) != ":memory:" and _sqlite_path.parent.is_dir():
+        _create_private_file(_sqlite_path)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -139,6 +202,10 @@ STORAGES = {
     "default": {"BACKEND": FILE_STORAGE_BACKEND, "OPTIONS": FILE_STORAGE_OPTIONS},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+# Stored file bytes (FileSystemStorage): not world-readable, even in a data dir whose mode an operator opened;
+# the group may read, for backups.
+FILE_UPLOAD_PERMISSIONS = 0o640
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o750
 # Uploads larger than this are spooled to a temporary file, never held whole in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_TEMP_DIR = None

@@ -73,9 +73,9 @@ def keys(django_db_blocker) -> dict[str, str]:
     from batchserver.services import api_key_create, api_key_revoke
 
     with django_db_blocker.unblock():
-        _, alice = api_key_create(name="alice-key", project_name="alice")
-        _, bob = api_key_create(name="bob-key", project_name="bob")
-        revoked, revoked_raw = api_key_create(name="old-key", project_name="alice")
+        alice_key, alice = api_key_create(name="alice-key", new_project="alice")
+        _, bob = api_key_create(name="bob-key", new_project="bob")
+        revoked, revoked_raw = api_key_create(name="old-key", project=alice_key.project)
         api_key_revoke(key=revoked)
     return {"alice": alice, "bob": bob, "revoked": revoked_raw}
 

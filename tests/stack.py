@@ -13,6 +13,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+ADMIN_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
 def free_port() -> int:
@@ -93,6 +94,25 @@ class Proc:
 
 
 
+def settings_process(script: str, data_dir: Path, *, umask: int = 0o022, **env: str) -> subprocess.Popen:
+    """A new Python process running `script` with our settings, as a fresh start sees them: the embedded default
+    (SQLite in `data_dir`, no DJANGO_SECRET_KEY) plus `env`, under `umask`. Settings act when they are imported:
+    this is how tests see that. Read its result with `finished`."""
+    import os
+
+    base = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "batchserver.settings",
+            "BATCHSERVER_DATA_DIR": str(data_dir)}
+    return subprocess.Popen([sys.executable, "-c", f"import os\nos.umask({umask:#o})\n{script}"], cwd=ROOT,
+                            env={**base, **env}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finished(proc: subprocess.Popen, *, ok: bool = True) -> str:
+    """The process's stdout once it ended (its stderr when it should fail)."""
+    out, err = proc.communicate(timeout=120)
+    assert (proc.returncode == 0) == ok, err or out
+    return (out if ok else err).strip()
+
+
 def start_web(name: str, env: dict[str, str]) -> tuple[Proc, str]:
     """gunicorn serving the project, as in production; returns the process and its base URL once it answers."""
     import httpx
@@ -119,31 +139,35 @@ def start_worker(stack_env: dict[str, str], name: str, models: list[str], extra_
     return Proc(f"worker-{name}", [sys.executable, "manage.py", "runworker"], env)
 
 
+def fresh_database(name: str, admin_url: str = ADMIN_DATABASE_URL) -> str:
+    """An empty PostgreSQL database (dropped first if it exists). Returns its URL."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 class Stack:
     """A whole deployment for a benchmark: a fresh PostgreSQL database, the server, the task cluster and
     workers, each a real process. Use as a context manager; everything is stopped on exit."""
 
     def __init__(self, name: str, *, models_file: Path | None = None,
-                 admin_url: str = "postgres://postgres@127.0.0.1:5432/postgres", extra_env: dict | None = None):
+                 admin_url: str = ADMIN_DATABASE_URL, extra_env: dict | None = None):
         import os
 
-        import psycopg
-
         self.name = name
-        db = f"batchserver_{name}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{db}"')
         data_dir = ROOT / "var" / name
-        self.env = {**os.environ, "DATABASE_URL": admin_url.rsplit("/", 1)[0] + f"/{db}",
+        self.env = {**os.environ, "DATABASE_URL": fresh_database(f"batchserver_{name}", admin_url),
                     "BATCHSERVER_DATA_DIR": str(data_dir), "BATCHSERVER_MODELS_DIR": str(ROOT / "var" / "models"),
                     "BATCHSERVER_MODELS_FILE": str(models_file or ROOT / "tests" / "models.json"),
                     "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         self.procs: list[Proc] = []
         subprocess.run([sys.executable, "manage.py", "bootstrap"], cwd=ROOT, env=self.env, check=True,
                        capture_output=True)
-        created = subprocess.run([sys.executable, "manage.py", "apikey", "create", "--name", name], cwd=ROOT,
-                                 env=self.env, check=True, capture_output=True, text=True)
+        created = subprocess.run([sys.executable, "manage.py", "apikey", "create", "--name", name, "--new-project",
+                                  name], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True)
         self.api_key = created.stdout.strip()
         self.url = ""
 

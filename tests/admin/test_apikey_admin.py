@@ -1,5 +1,6 @@
 """API keys in the console: created through batchserver.services.api_key_create and shown exactly once, listed
-by name, owner and use, revoked one by one or many at once. The key is never in any other page."""
+by name, owner and use, revoked one by one or many at once. The key is never in any other page. Its project is
+always chosen: a new one typed in, or an existing one picked by staff with the permission to."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ def key_page(key) -> str:
     return reverse("admin:batchserver_apikey_change", args=[quote(key.pk)])
 
 
-def create(client, name="ci-key", project="team-ci"):
-    response = client.post(ADD, {"name": name, "project_name": project, "_save": "Save"})
+def create(client, name="ci-key", **owner):
+    """owner: new_project="name" or project=<pk of an existing project>."""
+    response = client.post(ADD, {"name": name, **(owner or {"new_project": "team-ci"}), "_save": "Save"})
     assert response.status_code == 200, response.content[:2000]
     html = response.content.decode()
     raw = html.split('id="bs-new-key" value="')[1].split('"')[0]
@@ -50,22 +52,72 @@ def test_create_shows_the_key_once_and_stores_only_its_hash(admin_client, db):
     assert not any(raw in (e.object_repr + e.change_message) for e in LogEntry.objects.all())
 
 
-def test_create_without_a_project_uses_the_keys_name(admin_client, db):
+def test_the_project_is_never_guessed_from_the_keys_name(admin_client, project):
     from batchserver.models import ApiKey
 
-    admin_client.post(ADD, {"name": "solo", "project_name": "", "_save": "Save"})
-    assert ApiKey.objects.get(name="solo").project.name == "solo"
+    # A key named like another team's project does not join it.
+    response = admin_client.post(ADD, {"name": project.name, "_save": "Save"})
+    html = response.content.decode()
+    assert response.status_code == 200 and "bs-new-key" not in html
+    assert "Choose an existing project or type the name of a new one" in html
+    assert not ApiKey.objects.exists()
 
 
-def test_create_for_an_existing_project(admin_client, project):
+def test_create_for_an_existing_project_picked_from_the_list(admin_client, project, other_project):
     from batchserver.models import ApiKey
 
-    create(admin_client, name="second", project=project.name)
+    html = admin_client.get(ADD).content.decode()
+    select = html[html.index('name="project"'):].split("</select>")[0]
+    assert f'value="{project.pk}">team-a<' in select and f'value="{other_project.pk}">team-b<' in select
+    create(admin_client, name="second", project=project.pk)
     assert ApiKey.objects.get(name="second").project_id == project.pk
 
 
+def test_a_new_project_may_not_take_an_existing_name(admin_client, project):
+    from batchserver.models import ApiKey, Project
+
+    response = admin_client.post(ADD, {"name": "k", "new_project": project.name, "_save": "Save"})
+    html = response.content.decode()
+    assert "bs-new-key" not in html and "exists already: choose it under" in html
+    assert not ApiKey.objects.exists() and Project.objects.count() == 1
+
+
+def test_existing_and_new_project_together_are_refused(admin_client, project):
+    from batchserver.models import ApiKey
+
+    response = admin_client.post(ADD, {"name": "k", "project": project.pk, "new_project": "fresh", "_save": "Save"})
+    assert "one of the two" in response.content.decode()
+    assert not ApiKey.objects.exists()
+
+
+def test_keys_for_existing_projects_need_their_own_named_permission(project, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    from batchserver.models import PERM_ADD_TO_EXISTING_PROJECT, ApiKey
+    from tests.admin.conftest import login, make_user
+
+    permission = Permission.objects.get(codename=PERM_ADD_TO_EXISTING_PROJECT.split(".")[1])
+    assert permission.name == "Can create API keys for existing projects"
+    user = make_user(django_user_model, "key-maker", perms=["batchserver.add_apikey", "batchserver.view_apikey"])
+    client = login(user)
+    html = client.get(ADD).content.decode()
+    assert 'name="new_project"' in html and 'name="project"' not in html and "team-a" not in html
+    assert client.post(ADD, {"name": "k", "project": project.pk, "_save": "Save"}).status_code == 403
+    refused = client.post(ADD, {"name": "k", "new_project": project.name, "_save": "Save"}).content.decode()
+    assert "Can create API keys for existing projects" in refused and "bs-new-key" not in refused
+    assert not ApiKey.objects.filter(project=project).exists()
+    create(client, name="own", new_project="key-makers")  # a new project owns nothing: add_apikey is enough
+    assert ApiKey.objects.get(name="own").project.name == "key-makers"
+
+    user.user_permissions.add(permission)
+    client = login(django_user_model.objects.get(pk=user.pk))  # permissions are cached on the user object
+    assert 'name="project"' in client.get(ADD).content.decode()
+    create(client, name="joined", project=project.pk)
+    assert ApiKey.objects.get(name="joined").project_id == project.pk
+
+
 def test_create_needs_a_name(admin_client, db):
-    response = admin_client.post(ADD, {"name": "", "project_name": "x", "_save": "Save"})
+    response = admin_client.post(ADD, {"name": "", "new_project": "x", "_save": "Save"})
     assert response.status_code == 200 and "This field is required" in response.content.decode()
     assert "bs-new-key" not in response.content.decode()
 
@@ -73,10 +125,10 @@ def test_create_needs_a_name(admin_client, db):
 def test_list_shows_name_owner_created_last_used_and_state(admin_client, db):
     from batchserver.services import api_key_create, api_key_revoke
 
-    used, _ = api_key_create(name="used-key", project_name="owners")
+    used, _ = api_key_create(name="used-key", new_project="owners")
     used.last_used_at = timezone.now() - timedelta(minutes=5)
     used.save()
-    old, _ = api_key_create(name="old-key", project_name="owners")
+    old, _ = api_key_create(name="old-key", project=used.project)
     api_key_revoke(key=old)
     html = admin_client.get(LIST).content.decode()
     row = html[html.index(">used-key<"):].split("</tr>")[0]
@@ -92,9 +144,9 @@ def test_revoke_button_and_action(admin_client, db):
     from batchserver.models import ApiKey
     from batchserver.services import api_key_create
 
-    one, _ = api_key_create(name="one", project_name="p")
-    two, _ = api_key_create(name="two", project_name="p")
-    three, _ = api_key_create(name="three", project_name="p")
+    one, _ = api_key_create(name="one", new_project="p")
+    two, _ = api_key_create(name="two", project=one.project)
+    three, _ = api_key_create(name="three", project=one.project)
     assert 'id="bs-revoke"' in admin_client.get(key_page(one)).content.decode()
     assert admin_client.get(reverse("admin:batchserver_apikey_revoke", args=[quote(one.pk)])).status_code == 403
     response = admin_client.post(reverse("admin:batchserver_apikey_revoke", args=[quote(one.pk)]), follow=True)
@@ -108,7 +160,7 @@ def test_revoke_button_and_action(admin_client, db):
 def test_rename_keeps_the_secret(admin_client, db):
     from batchserver.services import api_key_create
 
-    key, _ = api_key_create(name="before", project_name="p")
+    key, _ = api_key_create(name="before", new_project="p")
     admin_client.post(key_page(key), {"name": "after", "_save": "Save"})
     old_hash = key.key_hash
     key.refresh_from_db()
@@ -118,9 +170,9 @@ def test_rename_keeps_the_secret(admin_client, db):
 def test_view_only_staff_cannot_create_or_revoke(viewer_client, db):
     from batchserver.services import api_key_create
 
-    key, _ = api_key_create(name="k", project_name="p")
+    key, _ = api_key_create(name="k", new_project="p")
     assert viewer_client.get(ADD).status_code == 403
-    assert viewer_client.post(ADD, {"name": "x", "project_name": "y"}).status_code == 403
+    assert viewer_client.post(ADD, {"name": "x", "new_project": "y"}).status_code == 403
     assert viewer_client.post(reverse("admin:batchserver_apikey_revoke", args=[quote(key.pk)])).status_code == 403
     key.refresh_from_db()
     assert key.revoked_at is None
@@ -131,7 +183,7 @@ def test_projects_list_counts_with_subqueries(admin_client, project, django_asse
     from batchserver.services import api_key_create
     from tests.admin.conftest import make_batch
 
-    api_key_create(name="k1", project_name=project.name)
+    api_key_create(name="k1", project=project)
     make_batch(project)
     make_batch(project)
     with django_assert_max_num_queries(8):

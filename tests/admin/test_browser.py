@@ -121,7 +121,7 @@ def test_operator_logs_in(page, console):
 def test_create_api_key_and_use_it_with_the_sdk(page, console, worker, state):
     page.goto("/admin/batchserver/apikey/add/")
     page.fill("#id_name", "browser-key")
-    page.fill("#id_project_name", "browser-team")
+    page.fill("#id_new_project", "browser-team")
     page.click("input[name=_save]")
     page.wait_for_selector("#bs-new-key")
     raw_key = page.input_value("#bs-new-key")

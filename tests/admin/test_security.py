@@ -1,5 +1,6 @@
 """Who may use the console: staff only (anonymous visitors and non-staff users get the login page), and every
-action needs its CSRF token."""
+action needs its CSRF token. django-q2's pages (schedules, queued and finished tasks) are read-only for everyone:
+a Schedule's function is any dotted path, `os.system` included."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def objects(project):
     from batchserver.services import api_key_create
 
     batch = make_batch(project, status="completed", total=2, completed=1, failed=1, with_requests=True)
-    key, _ = api_key_create(name="k", project_name=project.name)
+    key, _ = api_key_create(name="k", project=project)
     return {"batch": batch, "file": batch.input_file, "key": key}
 
 
@@ -44,7 +45,7 @@ def action_posts(objects) -> list[tuple[str, dict]]:
         (reverse("admin:batches_api_batch_changelist"), {"action": "cancel_batches", "_selected_action": [batch.pk]}),
         (reverse("admin:files_api_file_delete", args=[quote(file.pk)]), {"post": "yes"}),
         (reverse("admin:batchserver_apikey_revoke", args=[quote(key.pk)]), {}),
-        (reverse("admin:batchserver_apikey_add"), {"name": "sneaky", "project_name": "x"}),
+        (reverse("admin:batchserver_apikey_add"), {"name": "sneaky", "new_project": "x"}),
     ]
 
 
@@ -109,3 +110,78 @@ def test_file_names_and_metadata_are_escaped_in_lists(admin_client, project):
     for url in (reverse("admin:files_api_file_changelist"), reverse("admin:batches_api_batch_changelist")):
         html = admin_client.get(url).content.decode()
         assert "<img src=x" not in html and "<script>alert(2)" not in html
+
+
+# ------------------------------------------------------------------------------------------------ django-q2
+@pytest.fixture
+def q_rows(db):
+    """One row of every django-q2 model the console shows: our schedules, a finished, a failed, a queued task."""
+    from django.utils import timezone
+    from django_q.models import OrmQ, Schedule, Task
+
+    from batchserver.schedules import install_schedules
+
+    install_schedules()
+    now = timezone.now()
+    task = dict(func="files_api.tasks.delete_expired_files", started=now, stopped=now)
+    return {"schedule": Schedule.objects.order_by("pk").first(),
+            "success": Task.objects.create(id="s" * 32, name="done", success=True, **task),
+            "failure": Task.objects.create(id="f" * 32, name="broke", success=False, **task),
+            "ormq": OrmQ.objects.create(key="batchserver", payload="signed-package", lock=now)}
+
+
+def q_change_posts(q_rows) -> list[tuple[str, str, dict]]:
+    """(model, change URL, a hostile form) for every django-q2 row."""
+    schedule = {"name": "pwned", "func": "os.system", "args": "'touch /tmp/pwned'", "schedule_type": "I",
+                "minutes": "1", "repeats": "-1", "next_run_0": "2030-01-01", "next_run_1": "00:00:00",
+                "cluster": "batchserver"}
+    return [("schedule", reverse("admin:django_q_schedule_change", args=[q_rows["schedule"].pk]), schedule),
+            ("success", reverse("admin:django_q_success_change", args=[q_rows["success"].pk]), {"func": "os.system"}),
+            ("failure", reverse("admin:django_q_failure_change", args=[q_rows["failure"].pk]), {"func": "os.system"}),
+            ("ormq", reverse("admin:django_q_ormq_change", args=[q_rows["ormq"].pk]), {"key": "elsewhere"})]
+
+
+def staff_with_every_permission(django_user_model):
+    from django.contrib.auth.models import Permission
+
+    user = make_user(django_user_model, "all-perms")
+    user.user_permissions.set(Permission.objects.all())
+    return user
+
+
+def assert_q_rows_unchanged(q_rows):
+    from django_q.models import OrmQ, Schedule, Task
+
+    from batchserver.schedules import SCHEDULES
+
+    assert sorted(Schedule.objects.values_list("name", "func")) == sorted(
+        (name, func) for name, (func, _) in SCHEDULES.items())
+    assert Task.objects.count() == 2 and not Task.objects.filter(func="os.system").exists()
+    assert list(OrmQ.objects.values_list("key", flat=True)) == ["batchserver"]
+
+
+@pytest.mark.parametrize("who", ["staff with every permission", "superuser"])
+def test_django_q_pages_are_read_only_for_everyone(who, q_rows, django_user_model, admin_user):
+    client = login(admin_user if who == "superuser" else staff_with_every_permission(django_user_model))
+    for model in ("schedule", "success", "failure", "ormq"):
+        assert client.get(reverse(f"admin:django_q_{model}_changelist")).status_code == 200, model
+        add = reverse(f"admin:django_q_{model}_add")
+        assert client.get(add).status_code == 403, model
+        assert client.post(add, {"name": "pwned", "func": "os.system", "schedule_type": "O"}).status_code == 403
+    for model, url, form in q_change_posts(q_rows):
+        page = client.get(url)
+        assert page.status_code == 200, model
+        assert 'name="func"' not in page.content.decode() and "_save" not in page.content.decode(), model
+        assert client.post(url, form).status_code == 403, model
+        delete = url.replace("/change/", "/delete/")
+        assert client.post(delete, {"post": "yes"}).status_code == 403, model
+    # No bulk action either (django-q2's own admin resubmits tasks and deletes rows from the list).
+    for model in ("success", "failure", "schedule"):
+        pk = q_rows[model].pk
+        response = client.post(reverse(f"admin:django_q_{model}_changelist"),
+                               {"action": "delete_selected", "_selected_action": [pk], "post": "yes"})
+        assert response.status_code in (200, 302), model
+        response = client.post(reverse(f"admin:django_q_{model}_changelist"),
+                               {"action": "resubmit_task", "_selected_action": [pk]})
+        assert response.status_code in (200, 302), model
+    assert_q_rows_unchanged(q_rows)

@@ -60,9 +60,10 @@ def test_other_owner_cannot_see_read_cancel_or_delete(client, other_client, db_a
 
 
 def test_a_key_of_the_same_project_sees_the_same_objects(server, client, db_access):
+    from batchserver.models import Project
     from batchserver.services import api_key_create
 
-    _, raw = api_key_create(name="alice-second-key", project_name="alice")
+    _, raw = api_key_create(name="alice-second-key", project=Project.objects.get(name="alice"))
     second = OpenAI(base_url=f"{server}/v1", api_key=raw, max_retries=0)
     file = upload_batch_file(client, [request_line("shared")])
     assert second.files.retrieve(file.id).id == file.id
@@ -74,8 +75,8 @@ def test_apikey_command_creates_a_working_key_and_revokes_it(server, stack_env):
 
     from tests.conftest import ROOT
 
-    created = subprocess.run([sys.executable, "manage.py", "apikey", "create", "--name", "cli-key"], cwd=ROOT,
-                             env=stack_env, capture_output=True, text=True, check=True)
+    created = subprocess.run([sys.executable, "manage.py", "apikey", "create", "--name", "cli-key", "--new-project",
+                              "cli-key"], cwd=ROOT, env=stack_env, capture_output=True, text=True, check=True)
     raw = created.stdout.strip()
     assert raw.startswith("sk-bs-")
     cli = OpenAI(base_url=f"{server}/v1", api_key=raw, max_retries=0)
