@@ -245,13 +245,19 @@ def batch_job(batch_id: str, statuses: Iterable[str], **claim_fields) -> Iterato
             logger.warning("could not release job %s on batch %s", owner, batch_id, exc_info=True)
 
 
+def _not_just_enqueued() -> Q:
+    """No job of the batch waits in the queue: none was enqueued, or the last one was taken by a job (which
+    claimed the batch after it was enqueued), or it was enqueued long enough ago to be taken as lost."""
+    return (Q(job_enqueued_at__isnull=True) | Q(job_enqueued_at__lt=timezone.now() - JOB_ENQUEUE_GRACE)
+            | Q(job_heartbeat_at__gt=F("job_enqueued_at")))
+
+
 def batch_enqueue_finalize(batch_id: str, *, force: bool = False) -> bool:
     """Ask the task cluster to finalize the batch, unless that was asked a moment ago (`force`: ask anyway).
     Safe inside or outside a transaction; the task is queued when it commits."""
     batches = Batch.objects.filter(pk=batch_id)
     if not force:
-        batches = batches.filter(Q(job_enqueued_at__isnull=True)
-                                 | Q(job_enqueued_at__lt=timezone.now() - JOB_ENQUEUE_GRACE))
+        batches = batches.filter(_not_just_enqueued())
     with transaction.atomic():
         if not batches.update(job_enqueued_at=timezone.now()):
             return False
@@ -675,7 +681,7 @@ def sweep() -> SweepReport:
     report = SweepReport()
     report.poisoned = requests_end_poisoned()
     now = timezone.now()
-    quiet = _job_free() & (Q(job_enqueued_at__isnull=True) | Q(job_enqueued_at__lt=now - JOB_ENQUEUE_GRACE))
+    quiet = _job_free() & _not_just_enqueued()
     for batch_id, attempts in (Batch.objects.filter(quiet, status=Batch.Status.VALIDATING)
                                .values_list("id", "validation_attempts")[:1000]):
         try:

@@ -108,36 +108,54 @@ def stop_process_group(pgid: int, *, main_pid: int, signal_workers: bool, second
 
 
 class Cluster:
-    """One run of `manage.py runcluster` (a django-q2 cluster) in a session of its own, watched for deaths."""
+    """One run of `manage.py runcluster` (a django-q2 cluster of `workers` task workers) in a session of its own,
+    watched for deaths."""
 
-    def __init__(self, *, env: dict[str, str], signal_workers: bool) -> None:
+    def __init__(self, *, env: dict[str, str], workers: int, signal_workers: bool) -> None:
         self.signal_workers = signal_workers
+        self.expected = workers + 4  # its main process, the sentinel, the workers, the monitor and the pusher
         self.started = time.monotonic()
         self.popen = subprocess.Popen([sys.executable, str(MANAGE_PY), "runcluster"], env=env,
                                       start_new_session=True)
         self.pid = self.popen.pid
-        self._known: dict[int, float] = {}
+        self._known: dict[int, float] = {}  # the cluster's processes once all were up
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
     def pids(self) -> set[int]:
         """The pids of the cluster's django-q2 processes."""
-        return set(self._known)
+        return {proc.pid for proc in cluster_processes(self.pid)}
 
     def lost_process(self) -> str | None:
-        """What died since the last look, if any of the cluster's processes died (or the cluster exited)."""
+        """Why the cluster must be replaced, if one of its processes died since the last look: a process is
+        gone, or django-q2 started one in place of a dead one (the dead one may have held a queue lock)."""
         if not self.alive():
             return f"the cluster exited with code {self.popen.returncode}"
+        procs = cluster_processes(self.pid)
         current: dict[int, float] = {}
-        for proc in cluster_processes(self.pid):
+        for proc in procs:
             try:
                 current[proc.pid] = proc.create_time()
             except psutil.Error:
                 continue
-        gone = [pid for pid, created in self._known.items() if current.get(pid) != created]
-        self._known = current
-        return f"process {gone[0]} of the cluster died" if gone else None
+        if self._known:
+            gone = [pid for pid, created in self._known.items() if current.get(pid) != created]
+            if gone:
+                return f"process {gone[0]} of the cluster died"
+            new = [pid for pid in current if pid not in self._known]
+            if new:
+                return f"django-q2 replaced a process of the cluster that died (new process {new[0]})"
+            return None
+        if len(current) >= self.expected:  # all up: from now on any change is a death
+            self._known = current
+            # django-q2 starts its workers before the monitor and the pusher: a worker started after them
+            # replaced one that died while the cluster started.
+            pusher = max((p.pid for p in procs if "pusher" in _title(p)), default=None)
+            late = [p.pid for p in procs[2:] if pusher is not None and p.pid > pusher]
+            if late:
+                return f"a process of the cluster died while it started (replaced by {late[0]})"
+        return None
 
     def stop(self) -> None:
         stop_process_group(self.pid, main_pid=self.pid, signal_workers=self.signal_workers)
@@ -154,11 +172,12 @@ class Supervisor:
     every `tick_seconds` and may return a reason to restart the cluster. Errors of either are logged and
     retried on the next tick (the database may be down for a moment)."""
 
-    def __init__(self, *, name: str, env: dict[str, str], signal_workers: bool,
+    def __init__(self, *, name: str, env: dict[str, str], workers: int, signal_workers: bool,
                  tick: Callable[[Cluster], str | None], on_start: Callable[[], None] = lambda: None,
                  tick_seconds: float = 1.0) -> None:
         self.name = name
         self.env = env
+        self.workers = workers
         self.signal_workers = signal_workers
         self.tick = tick
         self.on_start = on_start
@@ -221,7 +240,7 @@ class Supervisor:
             logger.warning("%s: preparing the cluster failed; trying again", self.name, exc_info=True)
             self.stopping.wait(max(1.0, backoff))
             return min(RESTART_BACKOFF_MAX, max(1.0, backoff * 2))
-        self.cluster = Cluster(env=self.env, signal_workers=self.signal_workers)
+        self.cluster = Cluster(env=self.env, workers=self.workers, signal_workers=self.signal_workers)
         logger.info("%s: cluster started (pid %s)", self.name, self.cluster.pid)
         return backoff
 

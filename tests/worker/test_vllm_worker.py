@@ -222,3 +222,38 @@ def test_kill_9_mid_batch_then_a_new_worker_finishes_it(client, stack_env, task_
     assert errors == []
     assert [line["custom_id"] for line in output] == [line["custom_id"] for line in lines]
     assert batch.request_counts.completed == 24
+
+
+def test_a_killed_engine_host_heals_within_30_s_plus_a_load(client, stack_env, task_cluster, db_access):
+    """The deployment of `make run`, one worker: SIGKILL of the process hosting the engine (as the kernel's OOM
+    killer does). Its supervisor replaces it; the requests it held run again within 30 s plus one model load;
+    every custom_id ends exactly once, and no engine process of the dead one is left."""
+    from batches_api.models import BatchRequest, Worker
+    from inference.models import EngineLoad
+
+    worker = start_worker(stack_env, "vllm-heal", [CHAT_MODEL])
+    try:
+        lines = [chat(f"m{i}", f"Count to {i}.", max_tokens=8 + (i * 37) % 120, ignore_eos=True) for i in range(40)]
+        file = upload_batch_file(client, lines)
+        batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 240, message="some results")
+        victim = Worker.objects.alive().get(name="vllm-heal")
+        engine = psutil.Process(victim.pid).children(recursive=True)
+        held = set(BatchRequest.objects.filter(batch_id=batch.id, status="running").values_list("id", flat=True))
+        assert engine and held
+        psutil.Process(victim.pid).kill()
+        killed = time.monotonic()
+        wait_for(lambda: BatchRequest.objects.filter(pk__in=held, status__in=["running", "responded"]).exclude(
+            worker=victim).exists(), 180, interval=0.2, message="the requests to run again")
+        resumed = time.monotonic() - killed
+        load = EngineLoad.objects.filter(worker__name="vllm-heal").exclude(worker=victim).latest("started_at").seconds
+        print(f"requests running again {resumed:.1f} s after the kill, of which {load:.1f} s loading the model")
+        assert resumed <= 30 + load
+        batch = wait_for_status(client, batch.id, {"completed"}, timeout=300)
+    finally:
+        worker.stop()
+    output, errors = outputs(client, batch)
+    assert errors == []
+    assert [line["custom_id"] for line in output] == [line["custom_id"] for line in lines]
+    wait_for(lambda: not engine_processes(engine), 30, interval=1, message="the dead process's engine to end")

@@ -42,5 +42,6 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         env = {**os.environ, "Q_CLUSTER_NAME": settings.TASKS_CLUSTER}
         self.stdout.write(f"Task cluster '{settings.TASKS_CLUSTER}' with {settings.Q_CLUSTER['workers']} workers.")
-        supervisor = Supervisor(name="tasks", env=env, signal_workers=False, tick=Sweeper())
+        supervisor = Supervisor(name="tasks", env=env, workers=settings.Q_CLUSTER["workers"], signal_workers=False,
+                                tick=Sweeper())
         raise SystemExit(supervisor.run())

@@ -107,6 +107,6 @@ class Command(BaseCommand):
         env = {**os.environ, "Q_CLUSTER_NAME": queue, "BATCHSERVER_WORKER_NAME": name,
                "BATCHSERVER_WORKER_MODELS": models}
         self.stdout.write(f"Worker '{name}' serving {models} (django-q2 cluster {queue}).")
-        supervisor = Supervisor(name=f"worker {name}", env=env, signal_workers=True,
+        supervisor = Supervisor(name=f"worker {name}", env=env, workers=1, signal_workers=True,
                                 tick=LoopWatch(name=name, hostname=hostname), on_start=seed)
         raise SystemExit(supervisor.run())

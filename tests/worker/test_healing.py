@@ -1,0 +1,123 @@
+"""What production loses, killed for real: the process hosting the engine, an idle task-cluster process (which
+used to jam django-q2's internal queue for good), a task-cluster process in the middle of a validation, a
+request that kills its engine every time it runs. Each test measures how long the work waited, and checks that
+every request ends exactly once. Fake engine here; the real engine's version is in test_vllm_worker.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import psutil
+
+from tests.conftest import start_worker, wait_for, wait_for_status
+from tests.helpers import upload_batch_file
+from tests.worker.test_state_machine import FAKE, chat, results, run_batch
+
+RESUME_SECONDS = 30  # the work of a lost process runs again within this (plus a model load: none here)
+
+
+def serving_pid(name: str) -> int:
+    from batches_api.models import Worker
+
+    return wait_for(lambda: Worker.objects.alive().filter(name=name).values_list("pid", flat=True).first(), 30,
+                    message=f"the serving loop of worker {name}")
+
+
+def assert_each_once(lines, output, errors):
+    ids = [line["custom_id"] for line in output + errors]
+    assert sorted(ids) == sorted(line["custom_id"] for line in lines)
+
+
+def task_workers(task_cluster) -> list[psutil.Process]:
+    """The django-q2 processes of the suite's task cluster that run tasks (not the supervisor, the cluster's
+    main process, its sentinel, monitor or pusher)."""
+    from batchserver.supervisor import task_workers as of_cluster
+
+    def find():  # the supervisor's one child is the cluster's main process
+        clusters = psutil.Process(task_cluster.pid).children()
+        return of_cluster(clusters[0].pid) if clusters else []
+
+    return wait_for(find, 30, message="the task cluster's workers")
+
+
+def test_a_killed_engine_host_is_replaced_and_its_requests_run_again(client, stack_env, task_cluster, db_access):
+    from batches_api.models import BatchRequest
+
+    worker = start_worker(stack_env, "healer", [FAKE])
+    try:
+        lines = [chat(f"h{i}", max_tokens=1 if i % 3 else 2500) for i in range(60)]  # 2500 tokens: about 5 s
+        batch = run_batch(client, lines)
+        wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10, 60,
+                 message="some results")
+        victim = serving_pid("healer")
+        held = set(BatchRequest.objects.filter(batch_id=batch.id, status="running").values_list("id", flat=True))
+        assert held, "requests should be in flight when the engine's process dies"
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        # Its requests run again on the replacement: claimed by a live worker other than the dead one.
+        wait_for(lambda: BatchRequest.objects.filter(pk__in=held).exclude(worker__pid=victim).filter(
+            status__in=["running", "responded"]).exists(), RESUME_SECONDS, interval=0.2,
+            message="the dead process's requests to run again")
+        resumed = time.monotonic() - killed
+        batch = wait_for_status(client, batch.id, {"completed"}, timeout=120)
+    finally:
+        worker.stop()
+    output, errors = results(client, batch)
+    assert errors == []
+    assert [line["custom_id"] for line in output] == [line["custom_id"] for line in lines]
+    assert batch.request_counts.completed == 60
+    print(f"requests running again {resumed:.1f} s after the kill")
+
+
+def test_a_request_that_kills_its_engine_ends_with_an_error_line_and_spares_the_others(client, stack_env,
+                                                                                         task_cluster):
+    worker = start_worker(stack_env, "crashy", ["fake-crashy"])
+    try:
+        lines = [chat(f"ok{i}", max_tokens=4) for i in range(6)]
+        lines.insert(3, chat("poison", content="please CRASH-THE-ENGINE now"))
+        for line in lines:
+            line["body"]["model"] = "fake-crashy"
+        batch = wait_for_status(client, run_batch(client, lines).id, {"completed"}, timeout=180)
+    finally:
+        worker.stop()
+    output, errors = results(client, batch)
+    assert [line["custom_id"] for line in errors] == ["poison"]
+    assert errors[0]["error"]["code"] == "server_error"
+    assert "failed 3 times" in errors[0]["error"]["message"]
+    assert [line["custom_id"] for line in output] == [f"ok{i}" for i in range(6)]  # no innocent was lost
+    assert batch.request_counts.model_dump() == {"total": 7, "completed": 6, "failed": 1}
+    assert_each_once(lines, output, errors)
+
+
+def test_a_killed_idle_task_worker_does_not_jam_validation(client, task_cluster):
+    idle = [p for p in task_workers(task_cluster) if "idle" in " ".join(p.cmdline())]
+    assert idle, "the task cluster should have an idle worker"
+    idle[0].kill()  # an idle django-q2 worker holds the cluster's task queue lock while it waits
+    started = time.monotonic()
+    batch = wait_for_status(client, run_batch(client, [chat("after-kill")]).id, {"in_progress", "completed"},
+                            timeout=RESUME_SECONDS)
+    print(f"validated {time.monotonic() - started:.1f} s after the kill")
+    assert batch.request_counts.total == 1
+    client.batches.cancel(batch.id)
+
+
+def test_a_validation_killed_half_way_runs_again(client, task_cluster, db_access):
+    from batches_api.models import Batch, BatchRequest
+
+    lines = [json.dumps(chat(f"v{i}", content="x " * 50)).encode() for i in range(30_000)]
+    file = upload_batch_file(client, lines)
+    batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_for(lambda: Batch.objects.filter(pk=batch.id, job_owner__isnull=False).exists(), 30,
+             interval=0.05, message="the validation to start")
+    running = [p for p in task_workers(task_cluster) if "validate_batch" in " ".join(p.cmdline())]
+    assert running, "a task worker should be validating"
+    running[0].kill()
+    killed = time.monotonic()
+    batch = wait_for_status(client, batch.id, {"in_progress"}, timeout=RESUME_SECONDS + 30)
+    print(f"validation finished {time.monotonic() - killed:.1f} s after the kill")
+    assert batch.request_counts.total == 30_000
+    assert BatchRequest.objects.filter(batch_id=batch.id).count() == 30_000
+    client.batches.cancel(batch.id)
