@@ -18,6 +18,7 @@ import time
 import psutil
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from batches_api.models import Worker
 from batches_api.services import workers_stop
@@ -57,20 +58,31 @@ def end_orphans(hostname: str) -> int:
 
 class LoopWatch:
     """Is the serving loop of this worker's cluster alive? It runs in one of the cluster's processes, reports
-    through its Worker row, and must have done so lately."""
+    through its Worker row, and must have done so lately. Time without the database does not count: the loop
+    cannot report then, and rides the outage out with its work in flight."""
 
     def __init__(self, *, name: str, hostname: str) -> None:
         self.name = name
         self.hostname = hostname
         self.last_seen = time.monotonic()
         self.cluster_pid: int | None = None
+        self.database_back: float | None = None
 
     def __call__(self, cluster: Cluster) -> str | None:
         now = time.monotonic()
         if cluster.pid != self.cluster_pid:  # a new cluster: give its loop time to start
             self.cluster_pid, self.last_seen = cluster.pid, now
-        end_orphans(self.hostname)
-        if Worker.objects.alive().filter(name=self.name, hostname=self.hostname, pid__in=cluster.pids()).exists():
+        try:
+            end_orphans(self.hostname)
+            reported = Worker.objects.alive().filter(name=self.name, hostname=self.hostname,
+                                                     pid__in=cluster.pids()).exists()
+        except DatabaseError:
+            self.database_back = None
+            raise
+        if self.database_back is None:  # the database answers again: the loop needs a heartbeat to say so
+            self.database_back = now
+            self.last_seen = max(self.last_seen, now)
+        if reported:
             self.last_seen = now
         elif now - self.last_seen > max(LOOP_START_SECONDS, settings.BATCHSERVER_WORKER_STALE_SECONDS):
             return f"the serving loop has not reported for {now - self.last_seen:.0f} s"
