@@ -5,3 +5,9 @@ class BatchesApiConfig(AppConfig):
     name = "batches_api"
     verbose_name = "Batches"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from batches_api.services import sweep
+        from batchserver import sweeps
+
+        sweeps.register("batches", sweep)

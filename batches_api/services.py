@@ -30,6 +30,7 @@ from batchserver.errors import Conflict, InvalidRequest, NotFound
 from batchserver.ids import new_id
 from batchserver.models import Project
 from batches_api.models import Batch, BatchRequest, Worker, gone_worker, succeeded_q
+from batches_api.signals import batch_status_changed
 from batches_api.validation import InputValidator, iter_lines
 from files_api.models import File
 from files_api.services import check_expires_after, file_create_from_local, file_delete, file_get, file_open
@@ -84,8 +85,10 @@ def _transition(batch_id: str, *, from_statuses: Iterable[str], to: str, job: st
     stamp = Batch.STAMPS.get(to)
     if stamp:
         fields.setdefault(stamp, timezone.now())
-    if not batches.update(status=to, **fields):
-        return False
+    with transaction.atomic():
+        if not batches.update(status=to, **fields):
+            return False
+        batch_status_changed.send(sender=Batch, batch_id=batch_id, status=to)
     log_transition(batch_id, to, detail)
     return True
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 from datetime import datetime
 
 
@@ -14,7 +13,3 @@ def new_id(prefix: str, nbytes: int = 12) -> str:
 def unix(value: datetime | None) -> int | None:
     """A timestamp as OpenAI sends it: Unix seconds, or null."""
     return int(value.timestamp()) if value is not None else None
-
-
-def now_unix() -> int:
-    return int(time.time())

@@ -1,5 +1,6 @@
 """python manage.py runtasks: the task cluster (validation, finalizing, retention) under a supervisor, and the
-sweep that enqueues work nobody is doing (batches_api.services.sweep) every BATCHSERVER_SWEEP_SECONDS.
+sweeps that enqueue work nobody is doing (batchserver.sweeps; batches_api.services.sweep, say) every
+BATCHSERVER_SWEEP_SECONDS.
 
 Run one or more (on several machines, say): every job is claimed, so extra sweeps and duplicate tasks only do
 nothing. See batchserver/supervisor.py for what the supervisor heals.
@@ -10,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from batchserver import sweeps
 from batchserver.supervisor import Cluster, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -27,12 +29,11 @@ class Sweeper:
     def __call__(self, cluster: Cluster) -> None:
         if time.monotonic() < self.next_sweep:
             return None
-        from batches_api.services import sweep
-
         self.next_sweep = time.monotonic() + settings.BATCHSERVER_SWEEP_SECONDS
-        report = sweep()
-        if any(asdict(report).values()):
-            logger.info("sweep: %s", ", ".join(f"{key} {value}" for key, value in asdict(report).items() if value))
+        for name, report in sweeps.run_all().items():
+            figures = asdict(report) if is_dataclass(report) else {"done": report}
+            if any(figures.values()):
+                logger.info("sweep %s: %s", name, ", ".join(f"{key} {value}" for key, value in figures.items() if value))
         return None
 
 
