@@ -46,10 +46,13 @@ JOB_HEARTBEAT_SECONDS = 2.0
 # A job the sweep enqueued is not enqueued again for this long (it may wait in the queue behind others).
 JOB_ENQUEUE_GRACE = timedelta(seconds=20)
 MAX_VALIDATION_ATTEMPTS = 3
-# A request claimed this many times without an outcome (its worker died with it each time, or the engine
-# failed on it) gets an error line instead of another try. Its last try runs alone in the engine, so that a
-# request that kills the engine takes no innocent requests down with it.
-MAX_ATTEMPTS = 3
+# Requests that were in flight when an engine died (or on which the engine failed) are quarantined: after
+# SUSPECT_AFTER such tries they run only in small groups of their own, then alone, so that a request that kills
+# the engine takes ever fewer innocent ones down with it. Innocent ones succeed in their group; a request that
+# fails MAX_ATTEMPTS times, the last one alone, gets an error line instead of another try.
+SUSPECT_AFTER = 2
+QUARANTINE_GROUPS = {2: 16, 3: 1}  # tries so far -> requests run together
+MAX_ATTEMPTS = 4
 
 
 def log_transition(batch_id: str, status: str, detail: str = "") -> None:
@@ -375,9 +378,9 @@ class NotRun:
 
 CANCELLED = NotRun("batch_cancelled", "This request was not run: the batch was cancelled.")
 EXPIRED = NotRun("batch_expired", "This request could not be executed before the completion window expired.")
-POISONED = NotRun("server_error", f"The engine process failed {MAX_ATTEMPTS} times while running this request, so "
-                                  "it was not run again. Check the request (for example its size and parameters) "
-                                  "and send it in a new batch.")
+POISONED = NotRun("server_error", f"The engine's process died {MAX_ATTEMPTS} times while running this request, the "
+                                  "last time with no other request beside it, so it was not run again. Check the "
+                                  "request (its size and parameters, say) and send it in a new batch.")
 
 
 def engine_failed(error: object) -> NotRun:
@@ -437,28 +440,39 @@ def runnable_batches(models: Iterable[str]):
                                 expires_at__gt=timezone.now()).order_by("created_at")
 
 
-def _claimable(*, last_try: bool) -> Q:
-    """Requests a worker may claim: for a normal claim those with tries left after this one, for a claim of
-    a request's last try (run alone) those with exactly one left."""
-    attempts = Q(attempts=MAX_ATTEMPTS - 1) if last_try else Q(attempts__lt=MAX_ATTEMPTS - 1)
-    return attempts & (Q(status=BatchRequest.Status.PENDING)
-                       | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING))
+def _claimable(tries: int | None = None) -> Q:
+    """Requests a worker may claim: pending ones, and running ones whose worker is gone. `tries`: only those
+    that failed exactly that many times (a quarantine level); None: only those never suspected."""
+    failed = Q(attempts__lt=SUSPECT_AFTER) if tries is None else Q(attempts=tries)
+    return failed & (Q(status=BatchRequest.Status.PENDING)
+                     | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING))
 
 
 def models_with_work(models: Iterable[str]) -> list[str]:
     """The models among these that have claimable requests, the one whose oldest batch waits longest first."""
     rows = (runnable_batches(models).filter(Exists(BatchRequest.objects.filter(
-        Q(_claimable(last_try=False)) | Q(_claimable(last_try=True)), batch=OuterRef("pk"))))
-        .values_list("model", flat=True)[:200])
+        Q(status=BatchRequest.Status.PENDING) | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING),
+        attempts__lt=MAX_ATTEMPTS, batch=OuterRef("pk")))).values_list("model", flat=True)[:200])
     return list(dict.fromkeys(rows))
 
 
-def requests_claim(*, worker_id: int, model: str, limit: int, last_try: bool = False) -> list[ClaimedRequest]:
+def quarantine_level(model: str) -> int | None:
+    """The highest quarantine level with requests waiting for this model (see QUARANTINE_GROUPS), or None."""
+    levels = (BatchRequest.objects.filter(batch__in=runnable_batches([model]), attempts__gte=SUSPECT_AFTER,
+                                          attempts__lt=MAX_ATTEMPTS)
+              .filter(Q(status=BatchRequest.Status.PENDING)
+                      | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING))
+              .order_by("-attempts").values_list("attempts", flat=True)[:1])
+    return levels[0] if levels else None
+
+
+def requests_claim(*, worker_id: int, model: str, limit: int, tries: int | None = None) -> list[ClaimedRequest]:
     """Claim up to `limit` requests of the model's runnable batches for a worker, shared fairly among the
-    batches so that a small batch queued behind a big one starts at once. `last_try`: claim (at most
-    `limit`) requests on their last try, which the worker runs alone."""
+    batches so that a small batch queued behind a big one starts at once. `tries`: claim requests of that
+    quarantine level instead (the worker runs them as a group of their own)."""
+    claimable = _claimable(tries)
     batch_ids = list(runnable_batches([model]).filter(Exists(BatchRequest.objects.filter(
-        _claimable(last_try=last_try), batch=OuterRef("pk")))).values_list("id", flat=True)[:32])
+        claimable, batch=OuterRef("pk")))).values_list("id", flat=True)[:32])
     if not batch_ids or limit <= 0:
         return []
     share = max(1, limit // len(batch_ids))
@@ -470,8 +484,7 @@ def requests_claim(*, worker_id: int, model: str, limit: int, last_try: bool = F
             break
         with transaction.atomic():
             ids = list(BatchRequest.objects.select_for_update(skip_locked=True, of=("self",))
-                       .filter(_claimable(last_try=last_try), batch_id=batch_id).order_by("line")
-                       .values_list("id", flat=True)[:take])
+                       .filter(claimable, batch_id=batch_id).order_by("line").values_list("id", flat=True)[:take])
             if not ids:
                 continue
             BatchRequest.objects.filter(pk__in=ids).update(

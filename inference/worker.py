@@ -84,7 +84,7 @@ class ServingLoop:
         self.done: queue.Queue[InFlight | None] = queue.Queue()
         self.finished: list[tuple[InFlight, EngineResponse | BaseException]] = []
         self.aborting: set[int] = set()  # aborted (batch stopped, or the worker stops): given back, not recorded
-        self.solo = False  # a request on its last try is in flight: nothing else is fed meanwhile
+        self.quarantine = False  # a quarantined group is in flight: nothing else is fed meanwhile
         self.stop_requested = threading.Event()
         self.running = threading.Event()
         self.last_tick = time.monotonic()
@@ -177,7 +177,7 @@ class ServingLoop:
             if self.inflight and now >= next_control:
                 self._control()
                 next_control = now + CONTROL_SECONDS
-            room = len(self.inflight) < self.max_inflight and not self.solo
+            room = len(self.inflight) < self.max_inflight and not self.quarantine
             low = len(self.inflight) <= self.max_inflight // 2
             # Refill at once when the engine runs half empty while there is work; otherwise now and then.
             if room and (now >= next_claim or (found_work and low)):
@@ -208,7 +208,7 @@ class ServingLoop:
             except queue.Empty:
                 break
         if not self.inflight:
-            self.solo = False
+            self.quarantine = False
         if self.host.engine_dead():
             self._engine_died()
 
@@ -220,7 +220,7 @@ class ServingLoop:
                      self.worker_name, self.host.loaded_model, len(self.inflight) + len(self.finished))
         doomed = list(self.inflight.values())
         self.inflight.clear()
-        self.solo = False
+        self.quarantine = False
         try:
             self.host.unload()
         except Exception:
@@ -249,11 +249,13 @@ class ServingLoop:
             return 0
         if self.host.loaded_model != model:
             self._load(model)
-        last_try = services.requests_claim(worker_id=self.worker.pk, model=model, limit=1, last_try=True) \
-            if not self.inflight else []
-        if last_try:  # runs alone: if it kills the engine, it takes nothing else with it
-            self.solo = True
-            claimed = last_try
+        level = services.quarantine_level(model)
+        if level is not None:
+            if self.inflight:
+                return 0  # let the engine drain: a quarantined group runs with nothing else
+            claimed = services.requests_claim(worker_id=self.worker.pk, model=model,
+                                              limit=services.QUARANTINE_GROUPS[level], tries=level)
+            self.quarantine = bool(claimed)
         else:
             claimed = services.requests_claim(worker_id=self.worker.pk, model=model,
                                               limit=self.max_inflight - len(self.inflight))
@@ -435,7 +437,7 @@ class ServingLoop:
             self.inflight.clear()
             self.finished.clear()
             self.aborting.clear()
-            self.solo = False
+            self.quarantine = False
             while not self.done.empty():
                 self.done.get_nowait()
             if self.worker is not None:

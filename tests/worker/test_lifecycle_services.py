@@ -217,29 +217,41 @@ def test_a_result_that_comes_after_not_run_is_dropped(project):
 
 
 # ------------------------------------------------------------------------------------------------ poison
-def test_a_request_that_killed_its_worker_twice_runs_alone_and_ends_after_the_third(project):
+def test_requests_that_were_in_flight_when_engines_died_are_quarantined_then_ended(project):
     from batches_api import services
     from batches_api.models import BatchRequest
 
     gone = dead_worker()
     model = f"only-{project.name}"  # claims take requests of this batch only
-    batch = make_batch(project, total=3, with_requests=True, model=model)
-    poison, *others = batch.requests.order_by("line")
-    BatchRequest.objects.filter(pk=poison.pk).update(status="running", worker=gone,
-                                                     attempts=services.MAX_ATTEMPTS - 1)
+    batch = make_batch(project, total=20, with_requests=True, model=model)
+    rows = list(batch.requests.order_by("line"))
+    # Two engine deaths with these 17 in flight: they are suspects now.
+    BatchRequest.objects.filter(pk__in=[r.pk for r in rows[3:]]).update(status="running", worker=gone,
+                                                                       attempts=services.SUSPECT_AFTER)
     worker = live_worker()
-    # A normal claim never takes a request on its last try; a last-try claim takes only those, one at a time.
     normal = services.requests_claim(worker_id=worker.pk, model=model, limit=100)
-    assert poison.pk not in {r.id for r in normal} and {r.id for r in normal} >= {r.pk for r in others}
-    alone = services.requests_claim(worker_id=worker.pk, model=model, limit=100, last_try=True)
-    assert [r.id for r in alone] == [poison.pk] and alone[0].attempts == services.MAX_ATTEMPTS
-    # Its worker dies with it a third time: it gets an error line, and the batch moves on.
+    assert {r.id for r in normal} == {r.pk for r in rows[:3]}  # a normal claim never takes a suspect
+    level = services.quarantine_level(model)
+    assert level == services.SUSPECT_AFTER
+    group = services.requests_claim(worker_id=worker.pk, model=model, limit=services.QUARANTINE_GROUPS[level],
+                                    tries=level)
+    assert len(group) == services.QUARANTINE_GROUPS[level] < 17
+    # The group's engine dies too: one more level down, they run alone.
     worker.stopped_at = timezone.now()
     worker.save()
+    assert services.quarantine_level(model) == services.SUSPECT_AFTER + 1
+    poison = BatchRequest.objects.get(pk=group[0].id)
+    alone_worker = live_worker()
+    alone = services.requests_claim(worker_id=alone_worker.pk, model=model, limit=1, tries=poison.attempts)
+    assert len(alone) == 1 and alone[0].attempts == services.MAX_ATTEMPTS
+    # The engine dies with it running alone: it gets an error line, and the batch moves on.
+    alone_worker.stopped_at = timezone.now()
+    alone_worker.save()
     assert services.requests_end_poisoned() >= 1
-    poison.refresh_from_db()
-    assert (poison.status, poison.error_code) == ("errored", "server_error")
-    assert "failed 3 times" in json.loads(poison.result_line)["error"]["message"]
+    ended = BatchRequest.objects.get(pk=alone[0].id)
+    assert (ended.status, ended.error_code) == ("errored", "server_error")
+    assert f"died {services.MAX_ATTEMPTS} times" in json.loads(ended.result_line)["error"]["message"]
+    assert BatchRequest.objects.filter(batch=batch, status="errored").count() == 1  # nobody else
 
 
 def test_a_clean_give_back_does_not_count_as_a_try(project):
