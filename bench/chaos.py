@@ -170,15 +170,18 @@ def main() -> None:
         plan = kinds + [rng.choice(kinds) for _ in range(max(0, args.kills - len(kinds)))]
         rng.shuffle(plan)
         plan.insert(rng.randint(2, len(plan) - 2), chaos.restart_postgresql)
-        time.sleep(30)  # the engines load; the first results come
+        while progress.done == 0:  # the engines load; the first results come
+            time.sleep(1)
         for action in plan:
+            # Random moments, but far enough apart for a killed engine to load again (30-60 s on 2 busy cores):
+            # chaos faster than recovery measures nothing but the loads.
+            time.sleep(rng.uniform(30, 60))
             if progress.done >= total:
                 break
             try:
                 action()
             except Exception as exc:  # the target was not there at that moment (restarting, say)
                 chaos.log.append(f"{time.strftime('%H:%M:%S')} {action.__name__}: skipped ({exc!r})")
-            time.sleep(rng.uniform(10, 30))
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
             statuses = [client.batches.retrieve(batch_id).status for batch_id in inputs]
