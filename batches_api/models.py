@@ -58,7 +58,8 @@ class Worker(models.Model):
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     served_models = models.JSONField(default=list)
-    loaded_model = models.CharField(max_length=255, null=True, blank=True)
+    loaded_models = models.JSONField(default=list)
+    ready_at = models.DateTimeField(null=True, blank=True)  # when the models it preloads were loaded
     engine_pids = models.JSONField(default=list)  # [[pid, create_time], ...] of its engine processes
     started_at = models.DateTimeField(default=timezone.now)
     last_heartbeat_at = models.DateTimeField(default=timezone.now)

@@ -393,6 +393,11 @@ def worker_register(*, name: str, hostname: str, pid: int, served_models: list[s
     return Worker.objects.create(name=name, hostname=hostname, pid=pid, served_models=served_models)
 
 
+def worker_ready(*, worker_id: int) -> None:
+    """The worker has loaded what it preloads: it takes batches without a load on their path."""
+    Worker.objects.filter(pk=worker_id, ready_at__isnull=True).update(ready_at=timezone.now())
+
+
 def worker_heartbeat(*, worker_id: int, **report) -> bool:
     """Renew a worker's heartbeat (and what it reports about itself). False: it was marked stopped."""
     return bool(Worker.objects.filter(pk=worker_id, stopped_at__isnull=True).update(

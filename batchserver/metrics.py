@@ -97,7 +97,7 @@ class DatabaseCollector:
                                  "Output tokens per second of each live worker over the last minute.",
                                  labels=["worker", "model"])
         for worker in alive:
-            rate.add_metric([worker.name, worker.loaded_model or ""], worker.tokens_per_second)
+            rate.add_metric([worker.name, ",".join(worker.loaded_models)], worker.tokens_per_second)
         yield rate
 
         yield _histogram("batchserver_batch_queue_wait_seconds", "From created to in_progress.",

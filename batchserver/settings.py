@@ -302,8 +302,16 @@ BATCHSERVER_MAX_UPLOAD_PART_BYTES = env_int("BATCHSERVER_MAX_UPLOAD_PART_BYTES",
 # Worker tuning.
 # A worker is lost when its heartbeat is older than this; its work is handed out again.
 BATCHSERVER_WORKER_STALE_SECONDS = env_float("BATCHSERVER_WORKER_STALE_SECONDS", 30.0)
-# Requests kept in the engine at once (vLLM batches them; more keeps a GPU busy).
+# Requests kept in each engine at once (vLLM batches them; more keeps a GPU busy).
 BATCHSERVER_WORKER_MAX_INFLIGHT = env_int("BATCHSERVER_WORKER_MAX_INFLIGHT", 256)
+# Models a worker loads when it starts, before any batch arrives (default: every model it serves, as many as
+# fit its memory budget); "none" loads them on first use.
+_preload = os.environ.get("BATCHSERVER_WORKER_PRELOAD")
+BATCHSERVER_WORKER_PRELOAD = (None if _preload is None else [] if _preload.strip().lower() == "none"
+                              else env_list("BATCHSERVER_WORKER_PRELOAD", []))
+# The memory a worker's engines may use together on a CPU, in GB (default: half of the machine's); on a GPU the
+# models' gpu_memory_utilization shares decide (see inference/budget.py).
+BATCHSERVER_WORKER_MEMORY_GB = env_float("BATCHSERVER_WORKER_MEMORY_GB", 0) or None
 
 # ---------------------------------------------------------------------------------------------------------
 # django-q2. The "batchserver" cluster runs short jobs (validation, finalizing, retention); `manage.py

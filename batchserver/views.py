@@ -57,7 +57,8 @@ def form_or_json_object(data, name: str) -> dict | None:
 
 
 def readyz(request):
-    """Readiness: the database and the file storage answer, and every served model has a live worker."""
+    """Readiness: the database and the file storage answer, and every served model has a live worker that is
+    ready (has loaded the models it preloads)."""
     from django.core.files.storage import default_storage
 
     from batches_api.models import Worker
@@ -75,8 +76,10 @@ def readyz(request):
     except Exception as exc:  # noqa: BLE001
         checks["storage"] = f"error: {exc}"
     served = Worker.objects.alive().served_models()
+    ready = Worker.objects.alive().filter(ready_at__isnull=False).served_models()
     for model in settings.BATCHSERVER_MODELS:
-        checks[f"model:{model}"] = "ok" if model in served else "no live worker serves it"
+        checks[f"model:{model}"] = ("ok" if model in ready else "a worker is loading it" if model in served
+                                    else "no live worker serves it")
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 

@@ -61,14 +61,14 @@ class EngineLoadInline(admin.TabularInline):
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "state", "where", "loaded_model_col", "working_on", "inflight_col", "throughput",
+    list_display = ("name", "state", "where", "loaded_models_col", "working_on", "inflight_col", "throughput",
                     "requests_done", "last_seen", "started")
-    list_filter = (StateFilter, "loaded_model", "hostname")
+    list_filter = (StateFilter, "hostname")
     search_fields = ("name", "hostname")
     ordering = ("-last_heartbeat_at",)
     list_per_page = 100
     inlines = (EngineLoadInline,)
-    fields = ("name", "state", "where", "served_models", "loaded_model_col", "engine_pids", "working_on",
+    fields = ("name", "state", "where", "served_models", "loaded_models_col", "ready_at", "engine_pids", "working_on",
               "inflight_col", "throughput", "requests_done", "output_tokens", "started_at", "last_seen",
               "stopped_at")
     readonly_fields = fields
@@ -102,9 +102,12 @@ class WorkerAdmin(admin.ModelAdmin):
     def where(self, obj: Worker):
         return format_html('{} <span class="bs-quiet">pid {}</span>', obj.hostname, obj.pid)
 
-    @admin.display(description="loaded model", ordering="loaded_model")
-    def loaded_model_col(self, obj: Worker):
-        return live(f"w{obj.pk}-model", obj.loaded_model or "—")
+    @admin.display(description="loaded models")
+    def loaded_models_col(self, obj: Worker):
+        loaded = ", ".join(obj.loaded_models) if obj.stopped_at is None and obj.loaded_models else "—"
+        if obj.stopped_at is None and obj.ready_at is None and obj.served_models:
+            loaded = format_html('{} <span class="bs-quiet">(loading)</span>', loaded)
+        return live(f"w{obj.pk}-model", loaded)
 
     @admin.display(description="working on")
     def working_on(self, obj: Worker):

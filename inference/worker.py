@@ -1,10 +1,11 @@
-"""The serving loop of an inference worker: claims requests, keeps the engine full, persists results.
+"""The serving loop of an inference worker: claims requests, keeps its engines full, persists results.
 
-One loop per worker process, hosting one warm engine (inference/engines/host.py), run by the serving task of
-the worker's own django-q2 cluster (inference/tasks.py) until the worker stops. Every write goes through
-batches_api.services: requests are claimed with a conditional update (SKIP LOCKED on PostgreSQL), results are
-written only while this worker still holds the request, and a worker whose heartbeat stops has its requests
-handed out again. The loop rides out database outages with its in-flight work kept.
+One loop per worker process, hosting the warm engines of the models it serves (inference/engines/host.py) within
+a memory budget (inference/budget.py), run by the serving task of the worker's own django-q2 cluster
+(inference/tasks.py) until the worker stops. Every write goes through batches_api.services: requests are
+claimed with a conditional update (SKIP LOCKED on PostgreSQL), results are written only while this worker still
+holds the request, and a worker whose heartbeat stops has its requests handed out again. The loop rides out
+database outages with its in-flight work kept.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 from django.conf import settings
@@ -33,7 +34,8 @@ from batches_api.services import ClaimedRequest, Outcome
 from batchserver.ids import new_id
 from files_api.models import File
 from files_api.services import file_open
-from inference.engines.base import EngineResponse, ModelSpec
+from inference.budget import Budget, model_spec
+from inference.engines.base import EngineResponse
 from inference.engines.host import get_host
 from inference.models import EngineLoad
 
@@ -41,18 +43,13 @@ logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0  # results are written in small bulks about this often
 CONTROL_SECONDS = 1.0  # how often cancellation and expiry of the batches being run are checked
-BUSY_CLAIM_SECONDS = 1.0  # how often a worker with a half-full engine looks for more work
+BUSY_CLAIM_SECONDS = 1.0  # how often a worker with half-full engines looks for more work
 HEARTBEAT_SECONDS = 2.0
 IDLE_POLL_SECONDS = 0.2
 TOKENS_PER_SECOND_WINDOW = 60.0  # the window of the throughput a worker reports
 ABORT_WAIT_SECONDS = 1.0  # on stop, how long aborted requests may take to come back before they are given back
 RETRY_PAUSE_SECONDS = 1.0  # after a database error
 RESTART_PAUSE_SECONDS = 5.0  # after any other error
-
-
-def model_spec(name: str) -> ModelSpec:
-    spec = settings.BATCHSERVER_MODELS[name]
-    return ModelSpec(name=name, path=spec["path"], engine=spec["engine"], engine_args=dict(spec["engine_args"]))
 
 
 class EngineDied(RuntimeError):
@@ -62,6 +59,7 @@ class EngineDied(RuntimeError):
 @dataclass
 class InFlight:
     request: ClaimedRequest
+    model: str
     engine_request_id: str
     future: Future
 
@@ -73,18 +71,28 @@ class BatchInput:
     handle: object | None = None
 
 
+@dataclass
+class ModelState:
+    """What the loop keeps per loaded model."""
+
+    inflight: dict[int, InFlight] = field(default_factory=dict)
+    quarantine: bool = False  # a quarantined group is in flight: nothing else is fed meanwhile
+    draining: bool = False  # to be unloaded for another model once its requests are done
+    last_used: float = 0.0
+
+
 class ServingLoop:
     def __init__(self, *, worker_name: str, models: list[str]) -> None:
         self.worker_name = worker_name
         self.models = models
         self.max_inflight = settings.BATCHSERVER_WORKER_MAX_INFLIGHT
         self.host = get_host()
+        self.budget = Budget.for_this_machine()
         self.worker: Worker | None = None
-        self.inflight: dict[int, InFlight] = {}
+        self.state: dict[str, ModelState] = {}  # per loaded model
         self.done: queue.Queue[InFlight | None] = queue.Queue()
         self.finished: list[tuple[InFlight, EngineResponse | BaseException]] = []
         self.aborting: set[int] = set()  # aborted (batch stopped, or the worker stops): given back, not recorded
-        self.quarantine = False  # a quarantined group is in flight: nothing else is fed meanwhile
         self.stop_requested = threading.Event()
         self.running = threading.Event()
         self.last_tick = time.monotonic()
@@ -93,6 +101,10 @@ class ServingLoop:
         self._heartbeat: threading.Thread | None = None
         self._inputs: dict[str, BatchInput] = {}
         self._finalize_asked: set[str] = set()
+
+    @property
+    def inflight(self) -> list[InFlight]:
+        return [item for state in self.state.values() for item in state.inflight.values()]
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def register(self) -> Worker:
@@ -112,9 +124,9 @@ class ServingLoop:
             worker = self.worker
             if worker is not None and (self.loading or time.monotonic() - self.last_tick < stale / 2):
                 try:
-                    inflight = list(self.inflight.values())
+                    inflight = self.inflight
                     if not services.worker_heartbeat(
-                            worker_id=worker.pk, inflight=len(inflight), loaded_model=self.host.loaded_model,
+                            worker_id=worker.pk, inflight=len(inflight), loaded_models=self.host.loaded_models,
                             tokens_per_second=self.tokens_per_second(),
                             current_batches=sorted({item.request.batch_id for item in inflight})):
                         logger.warning("worker %s was marked stopped while it runs: it registers again",
@@ -138,8 +150,9 @@ class ServingLoop:
         self.done.put(None)  # wake the loop if it sleeps
 
     def serve(self) -> str:
-        """Serve until a stop is requested. A database error is waited out with the work in flight kept; any
-        other error gives the work back, and the loop starts over after a pause."""
+        """Load the models to preload, then serve until a stop is requested. A database error is waited out
+        with the work in flight kept; any other error gives the work back, and the loop starts over after a
+        pause."""
         self.running.set()
         try:
             while not self.stop_requested.is_set():
@@ -147,6 +160,7 @@ class ServingLoop:
                     if self.worker is None:
                         self.recover()  # new, or marked stopped: what it held is no longer its own
                         self.register()
+                        self._preload()
                     self._run()
                 except DatabaseError:
                     logger.warning("worker %s: database error; retrying in %s s", self.worker_name,
@@ -165,6 +179,19 @@ class ServingLoop:
             self.running.clear()
             close_old_connections()
 
+    def _preload(self) -> None:
+        """Load the models to keep warm before the first batch arrives (BATCHSERVER_WORKER_PRELOAD), as many as
+        the budget holds, then report the worker ready."""
+        started = time.monotonic()
+        for model in self.budget.preload(settings.BATCHSERVER_WORKER_PRELOAD, self.models):
+            if self.stop_requested.is_set():
+                return
+            if model not in self.host.loaded_models:
+                self._load(model)
+        services.worker_ready(worker_id=self.worker.pk)
+        logger.info("worker %s ready in %.1f s: %s loaded", self.worker_name, time.monotonic() - started,
+                    ", ".join(self.host.loaded_models) or "no model")
+
     # ------------------------------------------------------------------------------------------ the loop
     def _run(self) -> None:
         next_flush = next_control = next_claim = 0.0
@@ -174,21 +201,20 @@ class ServingLoop:
             if self.finished and (now >= next_flush or not self.inflight):
                 self._flush()
                 next_flush = now + FLUSH_SECONDS
-            if self.inflight and now >= next_control:
+            inflight = len(self.inflight)
+            if inflight and now >= next_control:
                 self._control()
                 next_control = now + CONTROL_SECONDS
-            room = len(self.inflight) < self.max_inflight and not self.quarantine
-            low = len(self.inflight) <= self.max_inflight // 2
-            # Refill at once when the engine runs half empty while there is work; otherwise now and then.
-            if room and (now >= next_claim or (found_work and low)):
+            low = inflight <= self.max_inflight // 2
+            # Refill at once when the engines run half empty while there is work; otherwise now and then.
+            if now >= next_claim or (found_work and low):
                 found_work = bool(self._fill())
                 busy = len(self.inflight) > self.max_inflight // 2
                 next_claim = now + (BUSY_CLAIM_SECONDS if busy else 0.0 if found_work else IDLE_POLL_SECONDS)
             # Sleep until a result arrives (or a stop), or the next timer is due: on a small machine every
-            # wake-up of ours is CPU taken from the engine.
+            # wake-up of ours is CPU taken from the engines.
             far = now + 3600
-            timers = [next_claim if room else far, next_flush if self.finished else far,
-                      next_control if self.inflight else far]
+            timers = [next_claim, next_flush if self.finished else far, next_control if inflight else far]
             self._collect(timeout=max(0.0, min(timers) - time.monotonic()))
 
     def _collect(self, timeout: float) -> None:
@@ -198,70 +224,90 @@ class ServingLoop:
             return
         while True:
             if item is not None:  # None: request_stop's wake-up call
-                self.inflight.pop(item.request.id, None)
-                try:
-                    self.finished.append((item, item.future.result()))
-                except BaseException as exc:  # noqa: BLE001 - the engine failed this one request
-                    self.finished.append((item, exc))
+                state = self.state.get(item.model)
+                if state is not None and state.inflight.pop(item.request.id, None) is not None:
+                    try:
+                        self.finished.append((item, item.future.result()))
+                    except BaseException as exc:  # noqa: BLE001 - the engine failed this one request
+                        self.finished.append((item, exc))
+                    if not state.inflight:
+                        state.quarantine = False
             try:
                 item = self.done.get_nowait()
             except queue.Empty:
                 break
-        if not self.inflight:
-            self.quarantine = False
-        if self.host.engine_dead():
-            self._engine_died()
+        for model in [m for m, state in self.state.items() if state.inflight]:
+            if self.host.engine_dead(model):
+                self._engine_died(model)
 
-    def _engine_died(self) -> None:
-        """The engine's processes died (killed, out of memory): everything in flight failed with it. The
-        requests go back with the try counted (one of them may be what killed it), and the engine is loaded
-        again on the next claim."""
+    def _engine_died(self, model: str) -> None:
+        """A model's engine processes died (killed, out of memory): everything in flight failed with them. The
+        requests go back with the try counted (one of them may be what killed it), and the model is loaded
+        again when it has work."""
+        state = self.state.pop(model)
         logger.error("worker %s: the engine of %s died; %s requests in flight go back, the model is loaded again",
-                     self.worker_name, self.host.loaded_model, len(self.inflight) + len(self.finished))
-        doomed = list(self.inflight.values())
-        self.inflight.clear()
-        self.quarantine = False
+                     self.worker_name, model, len(state.inflight))
         try:
-            self.host.unload()
+            self.host.unload(model)
         except Exception:
-            logger.exception("unloading the dead engine failed")
-        while not self.done.empty():
-            self.done.get_nowait()
+            logger.exception("unloading the dead engine of %s failed", model)
         # Requests that failed just before were failed by the death too.
-        self.finished = [(item, EngineDied() if isinstance(result, BaseException) else result)
+        self.finished = [(item, EngineDied() if item.model == model and isinstance(result, BaseException) else result)
                          for item, result in self.finished]
-        self.finished.extend((item, EngineDied()) for item in doomed)
+        self.finished.extend((item, EngineDied()) for item in state.inflight.values())
 
     # ------------------------------------------------------------------------------------------ claiming
-    def _pick_model(self) -> str | None:
-        """The loaded model while it has work; else the served model whose oldest batch waits longest."""
-        with_work = services.models_with_work(self.models)
-        loaded = self.host.loaded_model
-        if loaded in with_work:
-            return loaded
-        if self.inflight or not with_work:
-            return None  # never switch models with requests in flight
-        return with_work[0]
-
     def _fill(self) -> int:
-        model = self._pick_model()
-        if model is None:
+        """Feed every loaded model that has work, the model whose oldest batch waits longest first; load a model
+        that has work when it fits the budget, unloading idle models (least recently used first) to make room.
+        When nothing can be unloaded, the models with newer work stop taking more until they drain."""
+        with_work = services.models_with_work(self.models)
+        for state in self.state.values():
+            state.draining = False
+        claimed = 0
+        for position, model in enumerate(with_work):
+            if model not in self.state:
+                if not self._make_room(model, with_work):
+                    for loaded, state in self.state.items():
+                        if loaded not in with_work[:position]:
+                            state.draining = True
+                    break
+                self._load(model)
+            claimed += self._claim(model)
+        return claimed
+
+    def _make_room(self, model: str, with_work: list[str]) -> bool:
+        """Whether `model` can be loaded now, after unloading idle models, least recently used first."""
+        while not self.budget.fits(model, self.host.loaded_models):
+            idle = [m for m in self.host.loaded_models if not self.state.get(m, ModelState()).inflight]
+            if not idle:
+                return False
+            victim = min(idle, key=lambda m: (m in with_work, self.state.get(m, ModelState()).last_used))
+            logger.info("worker %s unloads %s to load %s", self.worker_name, victim, model)
+            self.state.pop(victim, None)
+            self.host.unload(victim)
+            Worker.objects.filter(pk=self.worker.pk).update(loaded_models=self.host.loaded_models)
+        return True
+
+    def _claim(self, model: str) -> int:
+        state = self.state[model]
+        if state.quarantine or state.draining:
             return 0
-        if self.host.loaded_model != model:
-            self._load(model)
         level = services.quarantine_level(model)
         if level is not None:
-            if self.inflight:
+            if state.inflight:
                 return 0  # let the engine drain: a quarantined group runs with nothing else
             claimed = services.requests_claim(worker_id=self.worker.pk, model=model,
                                               limit=services.QUARANTINE_GROUPS[level], tries=level)
-            self.quarantine = bool(claimed)
+            state.quarantine = bool(claimed)
         else:
             claimed = services.requests_claim(worker_id=self.worker.pk, model=model,
-                                              limit=self.max_inflight - len(self.inflight))
-        self._describe_batches({request.batch_id for request in claimed})
-        for request in claimed:
-            self._submit(request)
+                                              limit=self.max_inflight - len(state.inflight))
+        if claimed:
+            state.last_used = time.monotonic()
+            self._describe_batches({request.batch_id for request in claimed})
+            for request in claimed:
+                self._submit(model, request)
         return len(claimed)
 
     def _load(self, model: str) -> None:
@@ -279,13 +325,15 @@ class ServingLoop:
         finally:
             self.loading = False
             self.last_tick = time.monotonic()
+        self.state[model] = ModelState(last_used=time.monotonic())
         seconds = time.monotonic() - t0
         EngineLoad.objects.create(worker=self.worker, model=model, started_at=started, seconds=seconds)
-        Worker.objects.filter(pk=self.worker.pk).update(loaded_model=model, engine_pids=self._engine_pids())
+        Worker.objects.filter(pk=self.worker.pk).update(loaded_models=self.host.loaded_models,
+                                                        engine_pids=self._engine_pids())
         logger.info("worker %s loaded %s in %.1f s", self.worker_name, model, seconds)
 
     def _engine_pids(self) -> list[list[float]]:
-        """The engine's processes with their start times, so that a later cleanup never hits a reused pid."""
+        """The engines' processes with their start times, so that a later cleanup never hits a reused pid."""
         pids = []
         for pid in self.host.child_pids():
             try:
@@ -306,7 +354,7 @@ class ServingLoop:
         batch.handle.seek(request.offset)
         return json.loads(batch.handle.read(request.length))["body"]
 
-    def _submit(self, request: ClaimedRequest) -> None:
+    def _submit(self, model: str, request: ClaimedRequest) -> None:
         engine_id = new_id("", 12)
         batch = self._inputs[request.batch_id]
         try:
@@ -315,9 +363,9 @@ class ServingLoop:
             future: Future = Future()
             future.set_exception(exc)
         else:
-            future = self.host.submit(engine_id, batch.endpoint, body)
-        item = InFlight(request=request, engine_request_id=engine_id, future=future)
-        self.inflight[request.id] = item
+            future = self.host.submit(model, engine_id, batch.endpoint, body)
+        item = InFlight(request=request, model=model, engine_request_id=engine_id, future=future)
+        self.state[model].inflight[request.id] = item
         future.add_done_callback(lambda _f, item=item: self.done.put(item))
 
     # ------------------------------------------------------------------------------------------ results
@@ -357,14 +405,11 @@ class ServingLoop:
                                         reasoning_tokens=result.reasoning_tokens))
             elif self.stop_requested.is_set():
                 clean.append(request.id)  # the engine was shut down under it: not the request's fault
-            elif isinstance(result, EngineDied) and request.attempts >= services.MAX_ATTEMPTS:
-                logger.error("request %s of batch %s was running alone when the engine died: it is not tried again",
-                             request.custom_id, request.batch_id)
-                outcomes.append(Outcome(request=request, not_run=services.POISONED))
             elif request.attempts >= services.MAX_ATTEMPTS:
-                logger.error("request %s of batch %s failed in the engine on its last try: %r", request.custom_id,
-                             request.batch_id, result)
-                outcomes.append(Outcome(request=request, not_run=services.engine_failed(result)))
+                logger.error("request %s of batch %s failed on its last try, alone in the engine: %r",
+                             request.custom_id, request.batch_id, result)
+                outcomes.append(Outcome(request=request, not_run=services.POISONED if isinstance(result, EngineDied)
+                                        else services.engine_failed(result)))
             else:
                 logger.warning("request %s of batch %s failed in the engine (try %s of %s): %r", request.custom_id,
                                request.batch_id, request.attempts, services.MAX_ATTEMPTS, result)
@@ -373,7 +418,7 @@ class ServingLoop:
 
     def _ask_finalize(self, batch_ids: set[str]) -> None:
         """Ask the task cluster to finish every batch that has nothing left for this worker to run."""
-        busy = {item.request.batch_id for item in self.inflight.values()}
+        busy = {item.request.batch_id for item in self.inflight}
         quiet = batch_ids - busy
         if not quiet:
             return
@@ -397,32 +442,39 @@ class ServingLoop:
     def _control(self) -> None:
         """Abort the requests of batches that were cancelled or ran out of time; they are given back and the
         batch's finalizing turns them into error lines."""
-        batch_ids = {item.request.batch_id for item in self.inflight.values()}
+        inflight = self.inflight
+        batch_ids = {item.request.batch_id for item in inflight}
         stopping = set(Batch.objects.filter(pk__in=batch_ids).filter(
             ~Q(status=Batch.Status.IN_PROGRESS) | Q(expires_at__lte=timezone.now())).values_list("id", flat=True))
         if not stopping:
             return
-        doomed = [item for item in self.inflight.values()
-                  if item.request.batch_id in stopping and item.request.id not in self.aborting]
+        doomed = [item for item in inflight if item.request.batch_id in stopping and item.request.id not in self.aborting]
         if doomed:
             logger.info("aborting %s requests of stopped batches %s", len(doomed), ", ".join(sorted(stopping)))
             self.aborting.update(item.request.id for item in doomed)
             self._finalize_asked.difference_update(stopping)
-            self.host.abort([item.engine_request_id for item in doomed])
+            self._abort(doomed)
+
+    def _abort(self, items: list[InFlight]) -> None:
+        for model in {item.model for item in items}:
+            self.host.abort(model, [item.engine_request_id for item in items if item.model == model])
 
     def _give_back_all(self) -> None:
         """On stop: abort what is in flight and give it back; record what already finished."""
         try:
-            if self.inflight:
-                self.aborting.update(self.inflight)
-                self.host.abort([item.engine_request_id for item in self.inflight.values()])
+            inflight = self.inflight
+            if inflight:
+                self.aborting.update(item.request.id for item in inflight)
+                self._abort(inflight)
                 deadline = time.monotonic() + ABORT_WAIT_SECONDS
                 while self.inflight and time.monotonic() < deadline:
                     self._collect(timeout=0.1)
             if self.worker is not None:
                 self._flush()
-                services.requests_release(worker_id=self.worker.pk, request_ids=list(self.inflight))
-            self.inflight.clear()
+                services.requests_release(worker_id=self.worker.pk,
+                                          request_ids=[item.request.id for item in self.inflight])
+            for state in self.state.values():
+                state.inflight.clear()
         except Exception:  # the database may be down: the work is handed out again once this worker is gone
             logger.exception("worker %s could not give back its work", self.worker_name)
         for batch_id in list(self._inputs):
@@ -432,12 +484,14 @@ class ServingLoop:
         """After an unexpected error: abort what is in flight and give back every request this worker holds,
         so that nothing waits on a loop that is starting over."""
         try:
-            if self.inflight:
-                self.host.abort([item.engine_request_id for item in self.inflight.values()])
-            self.inflight.clear()
+            inflight = self.inflight
+            if inflight:
+                self._abort(inflight)
+            for state in self.state.values():
+                state.inflight.clear()
+                state.quarantine = False
             self.finished.clear()
             self.aborting.clear()
-            self.quarantine = False
             while not self.done.empty():
                 self.done.get_nowait()
             if self.worker is not None:
@@ -449,7 +503,7 @@ class ServingLoop:
             close_old_connections()
 
     def shutdown(self) -> None:
-        """Stop for good: give back work, record the stop, unload the engine (no engine process stays)."""
+        """Stop for good: give back work, record the stop, unload the engines (no engine process stays)."""
         self.stop_requested.set()
         if self.worker is not None:
             try:
@@ -475,7 +529,7 @@ def get_loop() -> ServingLoop:
 
 def _install_signal_handlers(loop: ServingLoop) -> None:
     """SIGTERM/SIGINT: a running loop gives its work back and returns; an idle process stops at once. Either
-    way the engine is shut down before the process exits, so no vLLM process outlives it."""
+    way the engines are shut down before the process exits, so no vLLM process outlives it."""
 
     def handler(signum, frame):
         loop.request_stop()

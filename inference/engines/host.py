@@ -1,10 +1,10 @@
-"""EngineHost: keeps one warm engine per worker process, on its own asyncio loop.
+"""EngineHost: keeps the warm engines of one worker process, several models at once.
 
-The worker's main thread is synchronous (a django-q2 task); the engine is asyncio. The host
-runs an event loop in a daemon background thread (started lazily) and holds at most one
-loaded Engine: loading another model shuts the current one down first, which keeps the
-memory of a worker bounded. Requests are handed to the loop with
-``asyncio.run_coroutine_threadsafe`` and come back as ``concurrent.futures.Future``.
+The worker's main thread is synchronous (a django-q2 task); engines are asyncio. Each loaded
+engine runs on an event loop of its own in a daemon thread (an EngineSlot), so loading one model
+never holds up the requests of another. Requests are handed to a loop with
+``asyncio.run_coroutine_threadsafe`` and come back as ``concurrent.futures.Future``. Which
+models stay loaded (a memory budget, least recently used first out) is the serving loop's call.
 
 After each load a watchdog process (``inference.engines.watchdog``) is started for the
 engine's child processes, so a SIGKILLed worker leaves no engine behind.
@@ -139,221 +139,112 @@ def _stop_resource_tracker() -> None:
         logger.debug("could not stop the resource tracker", exc_info=True)
 
 
-class EngineHost:
-    """One asyncio loop thread and at most one loaded Engine, driven from sync code."""
+class EngineSlot:
+    """One loaded engine on an asyncio loop of its own (a daemon thread), with the watchdog of its processes.
 
-    def __init__(self, *, watchdog: bool = True):
+    A loop per engine: loading a model (seconds of synchronous work on its loop) never holds up the requests of
+    the engines already loaded."""
+
+    def __init__(self, spec: ModelSpec, *, watchdog: bool) -> None:
+        self.spec = spec
+        self.key = _spec_key(spec)
         self.use_watchdog = watchdog
-        self._lock = threading.RLock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._engine: Engine | None = None
-        self._spec: ModelSpec | None = None
-        self._spec_key: tuple | None = None
-        self._engine_pids: list[int] = []  # the engine's own processes
-        self._child_pids: list[int] = []  # those and their descendants at load time
-        self._child_create_times: dict[int, float] = {}
-        self._watchdog: subprocess.Popen | None = None
-        self._finalizer: multiprocessing.util.Finalize | None = None
-        self._pid = os.getpid()
-        self._owns_resource_tracker = False
+        self.engine: Engine | None = None
         self.load_seconds: float | None = None
-
-    # ---- properties ----
-
-    @property
-    def loaded_model(self) -> str | None:
-        spec = self._spec
-        return spec.name if spec is not None and self._engine is not None else None
-
-    @property
-    def spec(self) -> ModelSpec | None:
-        return self._spec if self._engine is not None else None
-
-    @property
-    def engine(self) -> Engine | None:
-        return self._engine
-
-    @property
-    def endpoints(self) -> frozenset[str]:
-        engine = self._engine
-        return engine.endpoints if engine is not None else frozenset()
-
-    def child_pids(self) -> list[int]:
-        """Pids of the loaded engine's processes (as the engine reports them)."""
-        return list(self._engine_pids)
-
-    def engine_dead(self) -> bool:
-        """A model is loaded but its engine can no longer serve (its processes died)."""
-        engine = self._engine
-        try:
-            return engine is not None and engine.is_dead()
-        except Exception:  # asking failed: it is in no state to serve
-            return True
-
-    @property
-    def watchdog_pid(self) -> int | None:
-        proc = self._watchdog
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    # ---- the loop thread ----
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        self._check_process()
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            return self._loop
-        loop = asyncio.new_event_loop()
+        self.engine_pids: list[int] = []  # the engine's own processes
+        self.child_pids: list[int] = []  # those and their descendants at load time
+        self.child_create_times: dict[int, float] = {}
+        self.watchdog: subprocess.Popen | None = None
+        self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 
         def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
+            asyncio.set_event_loop(self.loop)
+            self.loop.call_soon(ready.set)
             try:
-                loop.run_forever()
+                self.loop.run_forever()
             finally:
                 try:
-                    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                    pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
                     for task in pending:
                         task.cancel()
                     if pending:
-                        loop.run_until_complete(asyncio.wait(pending, timeout=5))
-                    loop.run_until_complete(loop.shutdown_asyncgens())
+                        self.loop.run_until_complete(asyncio.wait(pending, timeout=5))
+                    self.loop.run_until_complete(self.loop.shutdown_asyncgens())
                 except Exception:  # pragma: no cover - best effort at teardown
                     logger.debug("error while closing the engine loop", exc_info=True)
                 finally:
-                    loop.close()
+                    self.loop.close()
 
-        thread = threading.Thread(target=run, name="engine-host-loop", daemon=True)
-        thread.start()
+        self.thread = threading.Thread(target=run, name=f"engine-{spec.name}", daemon=True)
+        self.thread.start()
         ready.wait()
-        self._loop, self._thread = loop, thread
-        if self._finalizer is None or not self._finalizer.still_active():
-            # Runs in multiprocessing's exit handler (a worker process's normal exit, and
-            # atexit in the main process) before children are joined: without it a
-            # worker's exit hangs joining the engine core process.
-            self._finalizer = multiprocessing.util.Finalize(None, self.shutdown, exitpriority=100)
-        return loop
 
-    def _check_process(self) -> None:
-        if os.getpid() != self._pid:
-            raise RuntimeError("EngineHost used in a forked process; use get_host() in each process")
-
-    def _run(self, coro, timeout: float | None = None) -> Any:
-        loop = self._ensure_loop()
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+    def run(self, coro, timeout: float | None = None) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise
 
-    # ---- API ----
-
-    def ensure_loaded(self, spec: ModelSpec) -> bool:
-        """Make ``spec`` the loaded model (blocking). Returns True if it had to load.
-
-        A different model already loaded is shut down first (one model per process)."""
-        with self._lock:
-            key = _spec_key(spec)
-            if self._engine is not None and self._spec_key == key:
-                return False
-            if self._engine is not None:
-                logger.info("Unloading %s to load %s", self.loaded_model, spec.name)
-                self._unload()
-            engine_cls = get_engine_class(spec.engine)  # imports vLLM here, in the caller's thread
-            started = time.monotonic()
-            engine = self._run(engine_cls.load(spec))
-            self.load_seconds = time.monotonic() - started
-            self._engine, self._spec, self._spec_key = engine, spec, key
-            self._remember_children(engine.child_pids())
-            # vLLM's engine processes use multiprocessing's resource tracker (a child of
-            # ours); we stop it again on unload (see _stop_resource_tracker).
-            self._owns_resource_tracker = _resource_tracker_running()
-            if self.use_watchdog and self._child_pids:
-                self._start_watchdog()
-            # At interpreter exit, atexit handlers run last-registered first: registering
-            # after the load puts our shutdown before vLLM's own exit hooks, which would
-            # otherwise wait 5 s per engine process and log the engine's death as an error.
-            # (A multiprocessing child process skips atexit; the Finalize below covers it.)
-            atexit.unregister(self.shutdown)
-            atexit.register(self.shutdown)
-            logger.info("Loaded %s (%s) in %.1f s", spec.name, spec.engine, self.load_seconds)
-            return True
+    def load(self) -> None:
+        engine_cls = get_engine_class(self.spec.engine)  # imports vLLM here, in the caller's thread
+        started = time.monotonic()
+        self.engine = self.run(engine_cls.load(self.spec))
+        self.load_seconds = time.monotonic() - started
+        self._remember_children(self.engine.child_pids())
+        if self.use_watchdog and self.child_pids:
+            self._start_watchdog()
 
     def submit(self, request_id: str, endpoint: str, body: dict) -> "concurrent.futures.Future[EngineResponse]":
-        """Hand one request to the engine; returns at once with a Future."""
-        engine = self._engine
+        engine = self.engine
         if engine is None:
-            raise RuntimeError("No engine loaded: call ensure_loaded() first")
-        loop = self._ensure_loop()
-        return asyncio.run_coroutine_threadsafe(engine.process(request_id, endpoint, body), loop)
+            raise RuntimeError(f"{self.spec.name} is not loaded")
+        return asyncio.run_coroutine_threadsafe(engine.process(request_id, endpoint, body), self.loop)
 
     def abort(self, request_ids: list[str], timeout: float = 5.0) -> None:
-        """Abort in-flight requests; their futures complete shortly after."""
-        engine = self._engine
+        engine = self.engine
         if engine is None or not request_ids:
             return
         try:
-            self._run(engine.abort(list(request_ids)), timeout=timeout)
+            self.run(engine.abort(list(request_ids)), timeout=timeout)
         except concurrent.futures.TimeoutError:
-            logger.warning("abort of %d requests timed out", len(request_ids))
+            logger.warning("abort of %d requests of %s timed out", len(request_ids), self.spec.name)
 
-    def unload(self) -> None:
-        """Shut the current engine down (keeps the loop for a later load)."""
-        with self._lock:
-            self._unload()
+    def is_dead(self) -> bool:
+        engine = self.engine
+        try:
+            return engine is not None and engine.is_dead()
+        except Exception:  # asking failed: it is in no state to serve
+            return True
 
-    def shutdown(self) -> None:
-        """Stop the engine and the loop thread; leaves no child process. Idempotent."""
-        with self._lock:
-            if os.getpid() != self._pid:
-                # A forked copy: the engine belongs to the parent. Forget it.
-                self._engine = None
-                self._loop = self._thread = None
-                return
-            self._unload()
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-            if loop is not None and thread is not None and thread.is_alive():
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(timeout=10)
-            if self._finalizer is not None:
-                self._finalizer.cancel()
-                self._finalizer = None
-            atexit.unregister(self.shutdown)
-
-    # ---- internals ----
-
-    def _unload(self) -> None:
-        engine = self._engine
-        self._engine = None
-        self._spec = self._spec_key = None
-        if engine is not None:
-            loop, thread = self._loop, self._thread
-            if loop is not None and thread is not None and thread.is_alive() and not loop.is_closed():
-                try:
-                    self._run(engine.shutdown(), timeout=ENGINE_SHUTDOWN_TIMEOUT)
-                except Exception:
-                    logger.exception("Engine shutdown failed; killing its processes")
-        # Reap engine processes that exited (multiprocessing joins them lazily), then end
-        # whatever the engine left behind (or all of it if the loop is gone).
+    def close(self) -> None:
+        """Shut the engine down and end its processes and loop; leaves no child process. Idempotent."""
+        engine, self.engine = self.engine, None
+        if engine is not None and self.thread.is_alive() and not self.loop.is_closed():
+            try:
+                self.run(engine.shutdown(), timeout=ENGINE_SHUTDOWN_TIMEOUT)
+            except Exception:
+                logger.exception("Engine shutdown of %s failed; killing its processes", self.spec.name)
+        # Reap engine processes that exited (multiprocessing joins them lazily), then end whatever the engine
+        # left behind (or all of it if the loop is gone).
         multiprocessing.active_children()
-        if self._child_pids:
-            _terminate_pids(self._child_pids, self._child_create_times)
+        if self.child_pids:
+            _terminate_pids(self.child_pids, self.child_create_times)
             multiprocessing.active_children()
-        self._engine_pids, self._child_pids, self._child_create_times = [], [], {}
+        self.engine_pids, self.child_pids, self.child_create_times = [], [], {}
         self._stop_watchdog()
-        if self._owns_resource_tracker:
-            self._owns_resource_tracker = False
-            _stop_resource_tracker()
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
 
     def _remember_children(self, pids: list[int]) -> None:
-        """Record the engine's processes and all their descendants (e.g. vLLM's workers)
-        with their create_time, so unload can end any of them left behind, even one
-        whose parent died first, and never a process that reused a pid."""
-        self._engine_pids = list(pids)
+        """Record the engine's processes and all their descendants (e.g. vLLM's workers) with their create_time,
+        so close() can end any of them left behind, even one whose parent died first, and never a process that
+        reused a pid."""
+        self.engine_pids = list(pids)
         family = list(pids)
-        self._child_create_times = {}
         for pid in pids:
             try:
                 family.extend(c.pid for c in psutil.Process(pid).children(recursive=True))
@@ -361,40 +252,28 @@ class EngineHost:
                 pass
         for pid in family:
             try:
-                self._child_create_times[pid] = psutil.Process(pid).create_time()
+                self.child_create_times[pid] = psutil.Process(pid).create_time()
             except psutil.Error:
                 pass
-        self._child_pids = list(dict.fromkeys(family))
+        self.child_pids = list(dict.fromkeys(family))
 
     def _start_watchdog(self) -> None:
         self._stop_watchdog()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        cmd = [
-            sys.executable,
-            "-m",
-            "inference.engines.watchdog",
-            "--parent",
-            str(os.getpid()),
-            "--pids",
-            ",".join(str(p) for p in self._engine_pids),
-        ]
+        cmd = [sys.executable, "-m", "inference.engines.watchdog", "--parent", str(os.getpid()),
+               "--pids", ",".join(str(p) for p in self.engine_pids)]
         try:
-            self._watchdog = subprocess.Popen(
-                cmd,
-                env=env,
-                cwd=str(_PROJECT_ROOT),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+            self.watchdog = subprocess.Popen(
+                cmd, env=env, cwd=str(_PROJECT_ROOT), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 start_new_session=True,  # not in our process group: survives a group kill of us
-                close_fds=True,
-            )
+                close_fds=True)
         except OSError:
             logger.exception("Could not start the engine watchdog")
-            self._watchdog = None
+            self.watchdog = None
 
     def _stop_watchdog(self) -> None:
-        proc, self._watchdog = self._watchdog, None
+        proc, self.watchdog = self.watchdog, None
         if proc is None:
             return
         if proc.poll() is None:
@@ -404,6 +283,134 @@ class EngineHost:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+class EngineHost:
+    """The engines of one worker process, several models at once, driven from sync code."""
+
+    def __init__(self, *, watchdog: bool = True):
+        self.use_watchdog = watchdog
+        self._lock = threading.RLock()
+        self._slots: dict[str, EngineSlot] = {}
+        self._finalizer: multiprocessing.util.Finalize | None = None
+        self._pid = os.getpid()
+        self._owns_resource_tracker = False
+
+    # ---- what is loaded ----
+
+    @property
+    def loaded_models(self) -> list[str]:
+        return [name for name, slot in self._slots.items() if slot.engine is not None]
+
+    def _slot(self, model: str) -> EngineSlot:
+        slot = self._slots.get(model)
+        if slot is None or slot.engine is None:
+            raise RuntimeError(f"{model} is not loaded: call ensure_loaded() first")
+        return slot
+
+    def spec(self, model: str) -> ModelSpec | None:
+        slot = self._slots.get(model)
+        return slot.spec if slot is not None and slot.engine is not None else None
+
+    def endpoints(self, model: str) -> frozenset[str]:
+        slot = self._slots.get(model)
+        return slot.engine.endpoints if slot is not None and slot.engine is not None else frozenset()
+
+    def load_seconds(self, model: str) -> float | None:
+        slot = self._slots.get(model)
+        return slot.load_seconds if slot is not None else None
+
+    def child_pids(self, model: str | None = None) -> list[int]:
+        """Pids of the engine processes of one loaded model (of every loaded model when None)."""
+        slots = [self._slots[model]] if model in self._slots else [] if model else list(self._slots.values())
+        return [pid for slot in slots for pid in slot.engine_pids]
+
+    def watchdog_pid(self, model: str) -> int | None:
+        slot = self._slots.get(model)
+        proc = slot.watchdog if slot is not None else None
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    # ---- API ----
+
+    def ensure_loaded(self, spec: ModelSpec) -> bool:
+        """Make ``spec`` loaded (blocking), beside the models already loaded. Returns True if it had to load.
+
+        A different spec under the same name (its settings changed) replaces the loaded one."""
+        self._check_process()
+        with self._lock:
+            slot = self._slots.get(spec.name)
+            if slot is not None and slot.engine is not None and slot.key == _spec_key(spec):
+                return False
+            if slot is not None:
+                self._close(spec.name)
+            slot = EngineSlot(spec, watchdog=self.use_watchdog)
+            self._slots[spec.name] = slot
+            try:
+                slot.load()
+            except BaseException:
+                self._close(spec.name)
+                raise
+            # vLLM's engine processes use multiprocessing's resource tracker (a child of ours); we stop it again
+            # when the last engine is unloaded (see _stop_resource_tracker).
+            self._owns_resource_tracker = self._owns_resource_tracker or _resource_tracker_running()
+            if self._finalizer is None or not self._finalizer.still_active():
+                # Runs in multiprocessing's exit handler (a worker process's normal exit, and atexit in the main
+                # process) before children are joined: without it a worker's exit hangs joining the engine core.
+                self._finalizer = multiprocessing.util.Finalize(None, self.shutdown, exitpriority=100)
+            # At interpreter exit, atexit handlers run last-registered first: registering after the load puts our
+            # shutdown before vLLM's own exit hooks, which would otherwise wait 5 s per engine process and log the
+            # engine's death as an error. (A multiprocessing child process skips atexit; Finalize covers it.)
+            atexit.unregister(self.shutdown)
+            atexit.register(self.shutdown)
+            logger.info("Loaded %s (%s) in %.1f s", spec.name, spec.engine, slot.load_seconds)
+            return True
+
+    def submit(self, model: str, request_id: str, endpoint: str, body: dict) -> "concurrent.futures.Future[EngineResponse]":
+        """Hand one request to a loaded model's engine; returns at once with a Future."""
+        return self._slot(model).submit(request_id, endpoint, body)
+
+    def abort(self, model: str, request_ids: list[str], timeout: float = 5.0) -> None:
+        """Abort in-flight requests of a model; their futures complete shortly after."""
+        slot = self._slots.get(model)
+        if slot is not None:
+            slot.abort(request_ids, timeout)
+
+    def engine_dead(self, model: str) -> bool:
+        """The model is loaded but its engine can no longer serve (its processes died)."""
+        slot = self._slots.get(model)
+        return slot is not None and slot.is_dead()
+
+    def unload(self, model: str) -> None:
+        """Shut one model's engine down (its memory is free again)."""
+        with self._lock:
+            self._close(model)
+
+    def shutdown(self) -> None:
+        """Stop every engine and loop thread; leaves no child process. Idempotent."""
+        with self._lock:
+            if os.getpid() != self._pid:
+                self._slots = {}  # a forked copy: the engines belong to the parent
+                return
+            for model in list(self._slots):
+                self._close(model)
+            if self._finalizer is not None:
+                self._finalizer.cancel()
+                self._finalizer = None
+            atexit.unregister(self.shutdown)
+
+    # ---- internals ----
+
+    def _close(self, model: str) -> None:
+        slot = self._slots.pop(model, None)
+        if slot is not None:
+            slot.close()
+        if not self._slots and self._owns_resource_tracker:
+            self._owns_resource_tracker = False
+            _stop_resource_tracker()
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise RuntimeError("EngineHost used in a forked process; use get_host() in each process")
 
 
 _host: EngineHost | None = None

@@ -29,9 +29,9 @@ def row(html: str, worker) -> str:
 
 def test_alive_lost_and_stopped_workers(admin_client, project):
     batch = make_batch(project)
-    alive = make_worker("gpu-1", loaded_model="fake-echo", current_batches=[batch.pk], inflight=7,
+    alive = make_worker("gpu-1", loaded_models=["fake-echo"], current_batches=[batch.pk], inflight=7,
                         tokens_per_second=123.456, requests_done=99)
-    lost = make_worker("gpu-2", seconds_ago=600, loaded_model="fake-echo", current_batches=[batch.pk],
+    lost = make_worker("gpu-2", seconds_ago=600, loaded_models=["fake-echo"], current_batches=[batch.pk],
                        tokens_per_second=50.0)
     stopped = make_worker("gpu-3", seconds_ago=3600, stopped=True)
     response = admin_client.get(LIST)
@@ -60,7 +60,7 @@ def test_state_filter(admin_client, db):
 def test_worker_page_lists_engine_loads(admin_client, db):
     from inference.models import EngineLoad
 
-    worker = make_worker("w", loaded_model="fake-echo")
+    worker = make_worker("w", loaded_models=["fake-echo"])
     EngineLoad.objects.create(worker=worker, model="fake-echo", seconds=12.5)
     html = admin_client.get(reverse("admin:batches_api_worker_change", args=[worker.pk])).content.decode()
     assert "engine loads" in html.lower() and "12.5" in html and "bs-state-alive" in html

@@ -32,7 +32,7 @@ def host():
 
 def run(host: EngineHost, endpoint: str, body: dict, request_id: str | None = None) -> EngineResponse:
     run.counter += 1
-    return host.submit(request_id or f"req-{run.counter}", endpoint, body).result(timeout=10)
+    return host.submit(MODEL, request_id or f"req-{run.counter}", endpoint, body).result(timeout=10)
 
 
 run.counter = 0
@@ -43,10 +43,10 @@ def test_factory_picks_fake_engine():
 
 
 def test_ensure_loaded_is_idempotent(host):
-    assert host.loaded_model == MODEL
+    assert host.loaded_models == [MODEL]
     assert host.ensure_loaded(ModelSpec(name=MODEL, path="unused", engine="fake", engine_args={"max_model_len": 64})) is False
     assert host.child_pids() == []  # in-process engine: nothing to watch
-    assert host.watchdog_pid is None
+    assert host.watchdog_pid(MODEL) is None
 
 
 def test_chat_shape_and_usage(host):
@@ -139,19 +139,19 @@ def test_abort_pending_requests():
     try:
         host.ensure_loaded(ModelSpec(name=MODEL, path="x", engine="fake", engine_args={"seconds_per_token": 0.05}))
         body = {"model": MODEL, "messages": [{"role": "user", "content": "slow"}], "max_tokens": 200}  # 10 s each
-        futures = {f"slow-{i}": host.submit(f"slow-{i}", CHAT, body) for i in range(20)}
-        quick = host.submit("quick", CHAT, {**body, "max_tokens": 2})
+        futures = {f"slow-{i}": host.submit(MODEL, f"slow-{i}", CHAT, body) for i in range(20)}
+        quick = host.submit(MODEL, "quick", CHAT, {**body, "max_tokens": 2})
         assert quick.result(timeout=5).body["choices"][0]["finish_reason"] == "length"
         time.sleep(0.3)
         started = time.monotonic()
-        host.abort(list(futures))
+        host.abort(MODEL, list(futures))
         results = [f.result(timeout=3) for f in futures.values()]
         assert time.monotonic() - started < 2
         for r in results:
             assert r.aborted and r.status_code == 200
             assert r.body["choices"][0]["finish_reason"] == "abort"
             assert r.output_tokens < 200
-        host.abort(["unknown-id"])  # unknown ids are ignored
+        host.abort(MODEL, ["unknown-id"])  # unknown ids are ignored
     finally:
         host.shutdown()
 
@@ -162,7 +162,7 @@ def test_concurrent_requests_overlap():
         host.ensure_loaded(ModelSpec(name=MODEL, path="x", engine="fake", engine_args={"seconds_per_token": 0.01}))
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}  # 0.5 s each
         started = time.monotonic()
-        futures = [host.submit(f"c-{i}", CHAT, body) for i in range(200)]
+        futures = [host.submit(MODEL, f"c-{i}", CHAT, body) for i in range(200)]
         done, _ = concurrent.futures.wait(futures, timeout=10)
         assert len(done) == 200 and all(f.result().status_code == 200 for f in futures)
         assert time.monotonic() - started < 3  # concurrent, not 100 s in series
@@ -170,20 +170,25 @@ def test_concurrent_requests_overlap():
         host.shutdown()
 
 
-def test_switching_models_and_shutdown_idempotent():
+def test_models_load_side_by_side_and_shutdown_is_idempotent():
     host = EngineHost()
     assert host.ensure_loaded(ModelSpec(name="a", path="x", engine="fake")) is True
     assert host.ensure_loaded(ModelSpec(name="b", path="x", engine="fake")) is True
-    assert host.loaded_model == "b"
-    assert host.load_seconds is not None
-    host.shutdown()
-    host.shutdown()
-    assert host.loaded_model is None
+    assert host.loaded_models == ["a", "b"]
+    assert host.load_seconds("b") is not None
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    both = [host.submit(model, f"{model}-1", CHAT, chat) for model in ("a", "b")]  # served at once
+    assert [f.result(timeout=5).body["model"] for f in both] == ["a", "b"]
+    host.unload("a")
+    assert host.loaded_models == ["b"]
     with pytest.raises(RuntimeError):
-        host.submit("x", CHAT, {})
-    # usable again after shutdown (the loop restarts lazily)
+        host.submit("a", "x", CHAT, {})
+    host.shutdown()
+    host.shutdown()
+    assert host.loaded_models == []
+    # usable again after shutdown
     assert host.ensure_loaded(ModelSpec(name="c", path="x", engine="fake")) is True
-    assert run(host, CHAT, {"messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    assert host.submit("c", "c-1", CHAT, chat).result(timeout=5).status_code == 200
     host.shutdown()
 
 
@@ -192,7 +197,7 @@ def test_internal_failure_raises():
     try:
         host.ensure_loaded(ModelSpec(name=MODEL, path="x", engine="fake", engine_args={"raise_on": "BOOM"}))
         with pytest.raises(RuntimeError):
-            host.submit("boom", CHAT, {"messages": [{"role": "user", "content": "BOOM"}]}).result(timeout=5)
+            host.submit(MODEL, "boom", CHAT, {"messages": [{"role": "user", "content": "BOOM"}]}).result(timeout=5)
         assert run(host, CHAT, {"messages": [{"role": "user", "content": "fine"}]}).status_code == 200
     finally:
         host.shutdown()

@@ -77,16 +77,10 @@ def models(engine_env) -> Path:
 
 
 @pytest.fixture(scope="module")
-def chat_host(models):
+def host(models):
+    """One host with both models loaded side by side, as a worker keeps them."""
     host = EngineHost()
     assert host.ensure_loaded(chat_spec()) is True
-    yield host
-    host.shutdown()
-
-
-@pytest.fixture(scope="module")
-def embed_host(models):
-    host = EngineHost()
     assert host.ensure_loaded(embed_spec()) is True
     yield host
     host.shutdown()
@@ -95,8 +89,8 @@ def embed_host(models):
 _counter = iter(range(1_000_000))
 
 
-def call(host: EngineHost, endpoint: str, body: dict, timeout: float = 60) -> EngineResponse:
-    return host.submit(f"t{next(_counter)}", endpoint, body).result(timeout=timeout)
+def call(host: EngineHost, model: str, endpoint: str, body: dict, timeout: float = 60) -> EngineResponse:
+    return host.submit(model, f"t{next(_counter)}", endpoint, body).result(timeout=timeout)
 
 
 def ask(content: str, **params) -> dict:
@@ -117,17 +111,17 @@ def assert_error(r: EngineResponse, status: int, param: str | None = None) -> di
 # ---- chat model ----
 
 
-def test_load_is_warm_and_watched(chat_host):
-    assert chat_host.loaded_model == CHAT_MODEL
-    assert chat_host.ensure_loaded(chat_spec()) is False  # no reload for the same spec
-    assert {CHAT, COMPLETIONS} <= chat_host.endpoints
-    pids = chat_host.child_pids()
+def test_load_is_warm_and_watched(host):
+    assert host.loaded_models == [CHAT_MODEL, EMBED_MODEL]
+    assert host.ensure_loaded(chat_spec()) is False  # no reload for the same spec
+    assert {CHAT, COMPLETIONS} <= host.endpoints(CHAT_MODEL)
+    pids = host.child_pids(CHAT_MODEL)
     assert pids and all(psutil.pid_exists(p) for p in pids)
-    assert chat_host.watchdog_pid is not None
+    assert host.watchdog_pid(CHAT_MODEL) is not None
 
 
-def test_greedy_chat(chat_host):
-    r = call(chat_host, CHAT, ask("What is 2+2?", temperature=0, max_tokens=30))
+def test_greedy_chat(host):
+    r = call(host, CHAT_MODEL, CHAT, ask("What is 2+2?", temperature=0, max_tokens=30))
     assert r.status_code == 200, r.body
     body = r.body
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
@@ -142,8 +136,8 @@ def test_greedy_chat(chat_host):
     assert body["system_fingerprint"].startswith("vllm-")
 
 
-def test_completions(chat_host):
-    r = call(chat_host, COMPLETIONS, {"model": CHAT_MODEL, "prompt": ["The capital of France is", "1, 2, 3,"], "max_tokens": 8, "temperature": 0})
+def test_completions(host):
+    r = call(host, CHAT_MODEL, COMPLETIONS, {"model": CHAT_MODEL, "prompt": ["The capital of France is", "1, 2, 3,"], "max_tokens": 8, "temperature": 0})
     assert r.status_code == 200, r.body
     assert r.body["object"] == "text_completion" and r.body["id"].startswith("cmpl-")
     assert [c["index"] for c in r.body["choices"]] == [0, 1]
@@ -151,9 +145,9 @@ def test_completions(chat_host):
     assert r.output_tokens == 16 and r.input_tokens > 0
 
 
-def test_n_and_seed(chat_host):
+def test_n_and_seed(host):
     body = ask("Name a fruit.", n=3, temperature=1.0, seed=1234, max_tokens=12)
-    a, b = call(chat_host, CHAT, body), call(chat_host, CHAT, body)
+    a, b = call(host, CHAT_MODEL, CHAT, body), call(host, CHAT_MODEL, CHAT, body)
     assert a.status_code == 200, a.body
     assert [c["index"] for c in a.body["choices"]] == [0, 1, 2]
     texts = [c["message"]["content"] for c in a.body["choices"]]
@@ -161,15 +155,15 @@ def test_n_and_seed(chat_host):
     assert 3 <= a.output_tokens <= 36
 
 
-def test_logprobs(chat_host):
-    r = call(chat_host, CHAT, ask("Say hello.", temperature=0, max_tokens=5, logprobs=True, top_logprobs=2))
+def test_logprobs(host):
+    r = call(host, CHAT_MODEL, CHAT, ask("Say hello.", temperature=0, max_tokens=5, logprobs=True, top_logprobs=2))
     assert r.status_code == 200, r.body
     content = r.body["choices"][0]["logprobs"]["content"]
     assert len(content) == r.output_tokens
     assert all(len(tok["top_logprobs"]) == 2 and tok["logprob"] <= 0 for tok in content)
 
 
-def test_response_format_json_schema(chat_host):
+def test_response_format_json_schema(host):
     schema = {
         "type": "object",
         "properties": {"answer": {"type": "integer"}},
@@ -177,7 +171,8 @@ def test_response_format_json_schema(chat_host):
         "additionalProperties": False,
     }
     r = call(
-        chat_host,
+        host,
+        CHAT_MODEL,
         CHAT,
         ask(
             "What is 2+2? Reply in JSON.",
@@ -191,16 +186,16 @@ def test_response_format_json_schema(chat_host):
     assert isinstance(parsed["answer"], int)
 
 
-def test_stop(chat_host):
-    r = call(chat_host, COMPLETIONS, {"model": CHAT_MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 20, "temperature": 0, "stop": ["7"]})
+def test_stop(host):
+    r = call(host, CHAT_MODEL, COMPLETIONS, {"model": CHAT_MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 20, "temperature": 0, "stop": ["7"]})
     assert r.status_code == 200, r.body
     choice = r.body["choices"][0]
     assert choice["finish_reason"] == "stop" and choice["stop_reason"] == "7"
     assert "7" not in choice["text"] and "6" in choice["text"]
 
 
-def test_responses_endpoint(chat_host):
-    r = call(chat_host, RESPONSES, {"model": CHAT_MODEL, "input": "What is 2+2?", "temperature": 0, "max_output_tokens": 30})
+def test_responses_endpoint(host):
+    r = call(host, CHAT_MODEL, RESPONSES, {"model": CHAT_MODEL, "input": "What is 2+2?", "temperature": 0, "max_output_tokens": 30})
     assert r.status_code == 200, r.body
     assert r.body["object"] == "response" and r.body["status"] == "completed"
     text = r.body["output"][-1]["content"][0]["text"]
@@ -208,8 +203,8 @@ def test_responses_endpoint(chat_host):
     assert r.input_tokens > 0 and r.output_tokens > 0
 
 
-def test_prompt_too_long_is_400(chat_host):
-    r = call(chat_host, CHAT, ask("hello " * 2100, max_tokens=5))
+def test_prompt_too_long_is_400(host):
+    r = call(host, CHAT_MODEL, CHAT, ask("hello " * 2100, max_tokens=5))
     error = assert_error(r, 400, "input_tokens")
     assert "maximum context length is 2048" in error["message"]
 
@@ -226,27 +221,27 @@ def test_prompt_too_long_is_400(chat_host):
         (EMBEDDINGS, {"model": CHAT_MODEL, "input": "x"}, 400, "url"),
     ],
 )
-def test_bad_requests(chat_host, endpoint, body, status, param):
-    assert_error(call(chat_host, endpoint, body), status, param)
+def test_bad_requests(host, endpoint, body, status, param):
+    assert_error(call(host, CHAT_MODEL, endpoint, body), status, param)
 
 
-def test_concurrent_requests(chat_host):
-    futures = [chat_host.submit(f"conc-{i}", CHAT, ask(f"Count to {i}.", max_tokens=16, temperature=0)) for i in range(24)]
+def test_concurrent_requests(host):
+    futures = [host.submit(CHAT_MODEL, f"conc-{i}", CHAT, ask(f"Count to {i}.", max_tokens=16, temperature=0)) for i in range(24)]
     results = [f.result(timeout=120) for f in futures]
     assert all(r.status_code == 200 for r in results)
     assert {r.body["id"] for r in results} == {f"chatcmpl-conc-{i}" for i in range(24)}
 
 
-def test_abort_in_flight(chat_host):
+def test_abort_in_flight(host):
     long = ask("Write a very long story about a dragon.", max_tokens=1900, ignore_eos=True)
-    chat_future = chat_host.submit("long-chat", CHAT, long)
-    completion_future = chat_host.submit(
+    chat_future = host.submit(CHAT_MODEL, "long-chat", CHAT, long)
+    completion_future = host.submit(CHAT_MODEL, 
         "long-cmpl", COMPLETIONS, {"model": CHAT_MODEL, "prompt": ["Once", "Twice"], "max_tokens": 1900, "ignore_eos": True}
     )
     time.sleep(2.0)
     assert not chat_future.done() and not completion_future.done()
     started = time.monotonic()
-    chat_host.abort(["long-chat", "long-cmpl"])
+    host.abort(CHAT_MODEL, ["long-chat", "long-cmpl"])
     chat_r = chat_future.result(timeout=5)
     completion_r = completion_future.result(timeout=5)
     assert time.monotonic() - started < 2.0
@@ -255,7 +250,7 @@ def test_abort_in_flight(chat_host):
     assert 0 < chat_r.output_tokens < 1900
     assert all(c["finish_reason"] == "abort" for c in completion_r.body["choices"])
     # the engine is still healthy
-    assert call(chat_host, CHAT, ask("What is 2+2?", temperature=0, max_tokens=20)).status_code == 200
+    assert call(host, CHAT_MODEL, CHAT, ask("What is 2+2?", temperature=0, max_tokens=20)).status_code == 200
 
 
 # ---- embedding model ----
@@ -266,10 +261,10 @@ def cosine(a: list[float], b: list[float]) -> float:
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
-def test_embeddings(embed_host):
-    assert embed_host.endpoints == frozenset({EMBEDDINGS})
+def test_embeddings(host):
+    assert host.endpoints(EMBED_MODEL) == frozenset({EMBEDDINGS})
     sentences = ["The cat sits on the mat.", "A cat is sitting on a rug.", "Stock markets fell sharply today."]
-    r = call(embed_host, EMBEDDINGS, {"model": EMBED_MODEL, "input": sentences})
+    r = call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL, "input": sentences})
     assert r.status_code == 200, r.body
     assert r.body["object"] == "list" and r.body["id"].startswith("embd-")
     vectors = [d["embedding"] for d in sorted(r.body["data"], key=lambda d: d["index"])]
@@ -278,23 +273,22 @@ def test_embeddings(embed_host):
     assert r.input_tokens > 0 and r.output_tokens == 0
 
 
-def test_embedding_errors(embed_host):
-    assert_error(call(embed_host, EMBEDDINGS, {"model": EMBED_MODEL, "input": "word " * 300}), 400, "input_tokens")
-    assert_error(call(embed_host, CHAT, {"model": EMBED_MODEL, "messages": [{"role": "user", "content": "x"}]}), 400, "url")
-    assert_error(call(embed_host, EMBEDDINGS, {"model": EMBED_MODEL}), 400)
+def test_embedding_errors(host):
+    assert_error(call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL, "input": "word " * 300}), 400, "input_tokens")
+    assert_error(call(host, EMBED_MODEL, CHAT, {"model": EMBED_MODEL, "messages": [{"role": "user", "content": "x"}]}), 400, "url")
+    assert_error(call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL}), 400)
 
 
 # ---- processes ----
 
 
-def test_shutdown_leaves_no_child_process(chat_host, embed_host):
-    engine_pids = chat_host.child_pids() + embed_host.child_pids()
-    watchdogs = [chat_host.watchdog_pid, embed_host.watchdog_pid]
+def test_shutdown_leaves_no_child_process(host):
+    engine_pids = host.child_pids()
+    watchdogs = [host.watchdog_pid(CHAT_MODEL), host.watchdog_pid(EMBED_MODEL)]
     assert engine_pids and all(watchdogs)
-    chat_host.shutdown()
-    embed_host.shutdown()
-    chat_host.shutdown()  # idempotent
-    assert chat_host.loaded_model is None and embed_host.loaded_model is None
+    host.shutdown()
+    host.shutdown()  # idempotent
+    assert host.loaded_models == []
     deadline = time.monotonic() + 10
     while engine_children(engine_pids + watchdogs) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -347,7 +341,8 @@ WATCHED_WORKER = textwrap.dedent(
     if __name__ == "__main__":
         host = get_host()
         host.ensure_loaded(ModelSpec(name={name!r}, path={path!r}, engine_args={args!r}))
-        print("WATCHED " + json.dumps({{"pids": host.child_pids(), "watchdog": host.watchdog_pid}}), flush=True)
+        print("WATCHED " + json.dumps({{"pids": host.child_pids(), "watchdog": host.watchdog_pid({name!r})}}),
+              flush=True)
         time.sleep(600)
     """
 )
