@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 
-from batchserver.errors import InvalidRequest, TooLarge
+from batchserver.errors import InvalidRequest
+from batchserver.parsers import json_loads
 
 
 def caller_project(request: Request):
     return request.user.project
-
-
-def reject_oversized_body(request: Request, limit: int) -> None:
-    """Answer 413 from the Content-Length alone, before any of an oversized body is read."""
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    # Multipart framing adds a little around the file itself.
-    if length > limit + 64 * 1024:
-        raise TooLarge(f"The request body is {length} bytes; the limit is {limit} bytes for this endpoint.")
 
 
 def json_object_body(request: Request) -> dict:
@@ -42,10 +30,7 @@ def form_or_json_object(data, name: str) -> dict | None:
     if isinstance(value, dict):
         return value
     if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            raise InvalidRequest(f"Invalid '{name}': expected an object.", param=name) from None
+        parsed = json_loads(value, what=f"'{name}'", param=name)
         if not isinstance(parsed, dict):
             raise InvalidRequest(f"Invalid '{name}': expected an object.", param=name)
         return parsed

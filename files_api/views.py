@@ -6,13 +6,14 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from batchserver.errors import InvalidRequest
 from batchserver.openapi import files_schema, uploads_schema
 from batchserver.pagination import cursor_page, parse_limit, parse_order
-from batchserver.views import caller_project, form_or_json_object, json_object_body, reject_oversized_body
+from batchserver.parsers import JSONParser, reject_oversized_body
+from batchserver.views import caller_project, form_or_json_object, json_object_body
 from files_api import services
 from files_api.models import File
 
