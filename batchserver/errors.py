@@ -127,6 +127,16 @@ def handler404(request, exception=None):
     return page_not_found(request, exception)
 
 
+def handler400(request, exception=None):
+    """Requests refused before a view runs (BadRequest, SuspiciousOperation): their text is about the request."""
+    if _is_api(request):
+        message = str(exception or "") or "The request is malformed. Check its URL, headers and body."
+        return JsonResponse(error_body(message), status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
+
+
 def handler500(request):
     if _is_api(request):
         return JsonResponse(

@@ -348,3 +348,8 @@ def test_json_in_a_form_field_is_read_as_safely_as_a_body(http, stored):
         assert_error(response, 400, param="expires_after")
     assert stored() == before
 
+
+@pytest.mark.parametrize("path", ["/v1/files/file-%00", "/v1/files?after=%00", "/v1/files?purpose=batch%00",
+                                  "/v1/batches/batch_%00", "/v1/batches?after=%00"])
+def test_nul_characters_in_the_url_are_a_400(http, path):
+    assert "NUL" in assert_error(http.get(path), 400)["message"]
