@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
@@ -10,6 +12,8 @@ from rest_framework.request import Request
 
 from batchserver.errors import InvalidRequest
 from batchserver.parsers import json_loads
+
+logger = logging.getLogger(__name__)
 
 
 def caller_project(request: Request):
@@ -41,6 +45,20 @@ def form_or_json_object(data, name: str) -> dict | None:
     return nested or None
 
 
+DATABASE_DOWN = "error: the database does not answer (the server's log has the details)"
+
+
+def _database_answers() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:  # noqa: BLE001 - any database failure means not healthy
+        # The exception's text can name the database host and user: it goes to the log, not the probe.
+        logger.exception("the database does not answer")
+        return False
+    return True
+
+
 def readyz(request):
     """Readiness: the database and the file storage answer, and every served model has a live worker."""
     from django.core.files.storage import default_storage
@@ -48,17 +66,16 @@ def readyz(request):
     from inference.models import Worker
 
     checks: dict[str, str] = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        return JsonResponse({"status": "error", "checks": {"database": str(exc)}}, status=503)
+    if not _database_answers():
+        return JsonResponse({"status": "error", "checks": {"database": DATABASE_DOWN}}, status=503)
+    checks["database"] = "ok"
     try:
         default_storage.exists("readyz-probe")
         checks["storage"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["storage"] = f"error: {exc}"
+    except Exception:  # noqa: BLE001 - any storage failure means not ready
+        # The exception's text can name the bucket, the host or a path: it goes to the log, not the probe.
+        logger.exception("readyz: the file storage does not answer")
+        checks["storage"] = "error: the file storage does not answer (the server's log has the details)"
     served = Worker.objects.alive().served_models()
     for model in settings.BATCHSERVER_MODELS:
         checks[f"model:{model}"] = "ok" if model in served else "no live worker serves it"
@@ -68,11 +85,8 @@ def readyz(request):
 
 def healthz(request):
     """Liveness: the process answers and the database is reachable."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any database failure means not healthy
-        return JsonResponse({"status": "error", "database": str(exc)}, status=503)
+    if not _database_answers():
+        return JsonResponse({"status": "error", "database": DATABASE_DOWN}, status=503)
     return JsonResponse({"status": "ok", "database": "ok", "models": list(settings.BATCHSERVER_MODELS)})
 
 
