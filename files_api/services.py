@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -75,6 +76,45 @@ def check_size(*, purpose: str, size: int, filename: str, param: str = "file") -
         )
 
 
+MAX_FILENAME = 512  # File.filename and Upload.filename
+MAX_MIME_TYPE = 255  # Upload.mime_type
+# type/subtype with optional parameters (RFC 6838 names, RFC 9110 parameters), ASCII only.
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+_MIME_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*', re.ASCII)
+
+
+def check_filename(filename: object, *, param: str) -> str:
+    """A name we can send back in a header and write to a log line as it is: printable, of bounded length.
+
+    "Printable" is Python's str.isprintable(), the rule Django's multipart parser already applies to the names
+    of uploaded files: no control characters (CR, LF, NUL…), no lone surrogates, no invisible separators.
+    """
+    if not isinstance(filename, str) or not filename:
+        raise InvalidRequest(f"Invalid '{param}': expected a non-empty file name.", param=param)
+    if len(filename) > MAX_FILENAME:
+        raise InvalidRequest(f"Invalid '{param}': the file name is {len(filename)} characters long; the limit is "
+                             f"{MAX_FILENAME}. Use a shorter name.", param=param)
+    if not filename.isprintable():
+        position, char = next((i, c) for i, c in enumerate(filename) if not c.isprintable())
+        raise InvalidRequest(
+            f"Invalid '{param}': the file name holds U+{ord(char):04X} at position {position}, a control "
+            "character, line break or other unprintable character. Rename the file without it.",
+            param=param,
+        )
+    return filename
+
+
+def check_mime_type(mime_type: object) -> str:
+    if not isinstance(mime_type, str) or len(mime_type) > MAX_MIME_TYPE or not _MIME_TYPE.fullmatch(mime_type):
+        shown = mime_type[:64] if isinstance(mime_type, str) else mime_type
+        raise InvalidRequest(
+            f"Invalid 'mime_type': {shown!r}. Send a MIME type of at most {MAX_MIME_TYPE} characters such as "
+            "'application/jsonl' or 'text/plain; charset=utf-8'.",
+            param="mime_type",
+        )
+    return mime_type
+
+
 def check_batch_input_name(*, purpose: str, filename: str, param: str = "file") -> None:
     if purpose == File.Purpose.BATCH and not filename.lower().endswith(".jsonl"):
         raise InvalidRequest(
@@ -135,7 +175,7 @@ def file_create(*, project: Project, content, purpose: str | None, expires_after
     if content is None:
         raise InvalidRequest("Missing required parameter: 'file'. Send it as multipart/form-data.", param="file")
     purpose = check_purpose(purpose)
-    filename = getattr(content, "name", None) or "upload"
+    filename = check_filename(getattr(content, "name", None) or "upload", param="file")
     check_batch_input_name(purpose=purpose, filename=filename)
     check_size(purpose=purpose, size=content.size, filename=filename)
     if purpose == File.Purpose.BATCH:
@@ -197,11 +237,11 @@ def _delete_bytes(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ uploads
-def upload_create(*, project: Project, filename: str, purpose: str, size: int, mime_type: str,
+def upload_create(*, project: Project, filename: object, purpose: str, size: int, mime_type: object,
                   expires_after: int | None = None) -> Upload:
     purpose = check_purpose(purpose)
-    if not filename:
-        raise InvalidRequest("Missing required parameter: 'filename'.", param="filename")
+    filename = check_filename(filename, param="filename")
+    mime_type = check_mime_type(mime_type)
     check_batch_input_name(purpose=purpose, filename=filename, param="filename")
     if size < 0:
         raise InvalidRequest("Invalid 'bytes': must be zero or more.", param="bytes")
@@ -209,7 +249,7 @@ def upload_create(*, project: Project, filename: str, purpose: str, size: int, m
         raise TooLarge(f"An Upload may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_BYTES)}.", param="bytes")
     check_size(purpose=purpose, size=size, filename=filename, param="bytes")
     now = timezone.now()
-    return Upload.objects.create(project=project, filename=filename[:512], purpose=purpose, bytes=size,
+    return Upload.objects.create(project=project, filename=filename, purpose=purpose, bytes=size,
                                  mime_type=mime_type, created_at=now, expires_at=now + UPLOAD_TTL,
                                  file_expires_after=expires_after)
 

@@ -97,3 +97,67 @@ def test_batch_file_uploaded_through_sdk_object_matches_list(client):
     created = upload_batch_file(client, [request_line("a")])
     listed = {f.id: f for f in client.files.list(purpose="batch").data}
     assert listed[created.id] == created
+
+
+# ------------------------------------------------------------------------------------ file names
+def test_non_latin1_filename_comes_back_in_an_rfc6266_header(client):
+    created = client.files.create(file=("résumé 中文.jsonl", io.BytesIO(b"{}\n")), purpose="batch")
+    assert created.filename == "résumé 中文.jsonl"
+    response = client.files.with_raw_response.content(created.id)
+    assert response.headers["content-disposition"].lower() == \
+        "attachment; filename*=utf-8''r%c3%a9sum%c3%a9%20%e4%b8%ad%e6%96%87.jsonl"
+    assert response.content == b"{}\n"
+
+
+def test_quotes_in_an_ascii_filename_are_escaped_in_the_header(http, client, db_access):
+    from files_api.models import File
+
+    created = client.files.create(file=("plain.txt", io.BytesIO(b"x")), purpose="user_data")
+    File.objects.filter(pk=created.id).update(filename='say "hi".txt')
+    response = http.get(f"/v1/files/{created.id}/content")
+    assert response.headers["content-disposition"] == 'attachment; filename="say \\"hi\\".txt"'
+
+
+def test_a_stored_name_with_line_breaks_downloads_with_an_encoded_header(http, client, db_access):
+    """Names stored before line breaks were refused still download; the header cannot be split."""
+    from files_api.models import File
+
+    created = client.files.create(file=("plain.txt", io.BytesIO(b"x")), purpose="user_data")
+    File.objects.filter(pk=created.id).update(filename="two\r\nlines.txt")
+    response = http.get(f"/v1/files/{created.id}/content")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-disposition"] == "attachment; filename*=utf-8''two%0D%0Alines.txt"
+    assert response.content == b"x"
+
+
+@pytest.mark.parametrize("filename", ["two\r\nlines.jsonl", "tab\there.jsonl", "bell\x07.jsonl",
+                                      "x" * 600 + ".jsonl", ""])
+def test_upload_filenames_that_could_break_headers_or_logs_are_refused(http, filename):
+    response = http.post("/v1/uploads", json={"bytes": 3, "filename": filename, "mime_type": "application/jsonl",
+                                              "purpose": "batch"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "filename"
+
+
+def test_control_characters_in_a_multipart_filename_are_dropped(http):
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"red\x1b[31m.txt\"\r\n"
+            b"Content-Type: text/plain\r\n\r\nx\r\n--b--\r\n")
+    response = http.post("/v1/files", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 200, response.text
+    assert response.json()["filename"] == "red[31m.txt"
+
+
+# ------------------------------------------------------------------------------------ uploads: bounds
+@pytest.mark.parametrize("mime_type", ["x" * 300, "not a mime type", "text/plain\r\nX-Injected: 1", "*/*"])
+def test_upload_mime_type_must_be_a_bounded_mime_type(http, mime_type):
+    response = http.post("/v1/uploads", json={"bytes": 3, "filename": "x.jsonl", "mime_type": mime_type,
+                                              "purpose": "batch"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "mime_type"
+
+
+def test_upload_accepts_mime_types_with_parameters(client):
+    upload = client.uploads.create(bytes=3, filename="x.jsonl", mime_type="application/jsonl; charset=utf-8",
+                                   purpose="batch")
+    assert upload.status == "pending"
