@@ -7,13 +7,15 @@ import hashlib
 import logging
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.files import File as DjangoFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from batchserver.errors import Conflict, InvalidRequest, NotFound, TooLarge
@@ -21,6 +23,7 @@ from batchserver.models import Project
 from files_api.models import File, Upload, UploadPart
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK = 1024 * 1024
 DEFAULT_BATCH_FILE_TTL = timedelta(days=30)  # OpenAI: files for batches expire after 30 days
@@ -155,19 +158,45 @@ def _expiry(purpose: str, expires_after: int | None, created_at) -> object:
     return None
 
 
-def _store(*, project: Project, purpose: str, filename: str, content: DjangoFile, size: int,
-           expires_after: int | None = None) -> File:
-    """Save the bytes under a name we choose (never the client's), then record the row."""
-    created_at = timezone.now()
-    file = File(project=project, purpose=purpose, filename=filename[:512], bytes=size, created_at=created_at,
-                expires_at=_expiry(purpose, expires_after, created_at))
-    file.storage_name = default_storage.save(f"files/{file.id}", content)
+def _write_then_record(name: str, content, record: Callable[[str], T]) -> T:
+    """Write bytes to storage under `name`, outside any transaction, then call `record(stored_name)` to insert
+    the rows that point to them.
+
+    Rows come only after the bytes are written, so no row ever points to missing bytes; if the write breaks
+    midway, or `record` fails or refuses, the bytes are deleted again (our names are fresh ids: nothing else
+    lives under them).
+    """
     try:
-        file.save(force_insert=True)
+        stored = default_storage.save(name, content)
     except Exception:
-        default_storage.delete(file.storage_name)
+        _delete_bytes(name)
         raise
-    return file
+    try:
+        return record(stored)
+    except BaseException:
+        _delete_bytes(stored)
+        raise
+
+
+def _new_file(*, project: Project, purpose: str, filename: str, size: int, expires_after: int | None) -> File:
+    created_at = timezone.now()
+    return File(project=project, purpose=purpose, filename=filename, bytes=size, created_at=created_at,
+                expires_at=_expiry(purpose, expires_after, created_at))
+
+
+def _store(file: File, content: DjangoFile, *, then: Callable[[File], None] | None = None) -> File:
+    """Save the bytes under a name we choose (never the client's), then insert the row; `then` runs in the
+    row's transaction (a conditional update that may still refuse, and so undo, the whole file)."""
+
+    def insert(stored: str) -> File:
+        with transaction.atomic():
+            file.storage_name = stored
+            file.save(force_insert=True)
+            if then is not None:
+                then(file)
+        return file
+
+    return _write_then_record(f"files/{file.id}", content, insert)
 
 
 def file_create(*, project: Project, content, purpose: str | None, expires_after: int | None = None) -> File:
@@ -181,8 +210,8 @@ def file_create(*, project: Project, content, purpose: str | None, expires_after
     if purpose == File.Purpose.BATCH:
         check_utf8(content.chunks(CHUNK), filename=filename)
         content.seek(0)
-    return _store(project=project, purpose=purpose, filename=filename, content=content, size=content.size,
-                  expires_after=expires_after)
+    return _store(_new_file(project=project, purpose=purpose, filename=filename, size=content.size,
+                            expires_after=expires_after), content)
 
 
 def file_create_from_local(*, project: Project, path: str, purpose: str, filename: str,
@@ -190,8 +219,8 @@ def file_create_from_local(*, project: Project, path: str, purpose: str, filenam
     """Store a file the server wrote itself (batch output and error files)."""
     with open(path, "rb") as fh:
         content = DjangoFile(fh, name=filename)
-        return _store(project=project, purpose=purpose, filename=filename, content=content, size=content.size,
-                      expires_after=expires_after)
+        return _store(_new_file(project=project, purpose=purpose, filename=filename, size=content.size,
+                                expires_after=expires_after), content)
 
 
 def file_get(*, project: Project, file_id: str, param: str | None = None) -> File:
@@ -206,7 +235,13 @@ def file_open(file: File):
 
 
 def file_iter_chunks(file: File, chunk_size: int = CHUNK) -> Iterator[bytes]:
-    with file_open(file) as fh:
+    """The file's bytes, chunk by chunk. The file is opened now, not on the first chunk: a storage that does not
+    answer is an error response, not a 200 cut short after its headers."""
+    return _chunks(file_open(file), chunk_size)
+
+
+def _chunks(fh, chunk_size: int) -> Iterator[bytes]:
+    with fh:
         while chunk := fh.read(chunk_size):
             yield chunk
 
@@ -270,6 +305,24 @@ def _check_pending(upload: Upload) -> None:
                        "Start a new Upload.")
 
 
+def _check_part_fits(upload: Upload, size: int) -> None:
+    """A part may not take the Upload past its part count or its declared size."""
+    parts = upload.parts.aggregate(count=Count("id"), total=Sum("bytes"))
+    count, total = parts["count"], parts["total"] or 0
+    if count >= settings.BATCHSERVER_MAX_UPLOAD_PARTS:
+        raise InvalidRequest(
+            f"Upload '{upload.id}' already has {count} parts, the most one Upload takes. Send larger parts "
+            "in a new Upload.",
+            param="data",
+        )
+    if total + size > upload.bytes:
+        raise InvalidRequest(
+            f"This part of {size} bytes would bring Upload '{upload.id}' to {total + size} bytes, more than the "
+            f"{upload.bytes} bytes it was created for. {upload.bytes - total} bytes are left to send.",
+            param="data",
+        )
+
+
 def upload_add_part(*, upload: Upload, data) -> UploadPart:
     if data is None:
         raise InvalidRequest("Missing required parameter: 'data'. Send the part as multipart/form-data.",
@@ -277,14 +330,20 @@ def upload_add_part(*, upload: Upload, data) -> UploadPart:
     _check_pending(upload)
     if data.size > settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES:
         raise TooLarge(f"A part may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES)}.", param="data")
+    _check_part_fits(upload, data.size)  # early, before the bytes are written
     part = UploadPart(upload=upload, bytes=data.size)
-    part.storage_name = default_storage.save(f"uploads/{upload.id}/{part.id}", data)
-    try:
-        part.save(force_insert=True)
-    except Exception:
-        default_storage.delete(part.storage_name)
-        raise
-    return part
+
+    def insert(stored: str) -> UploadPart:
+        with transaction.atomic():
+            # Again under the Upload's lock: parts may arrive in parallel, and a cancel may have come meanwhile.
+            locked = Upload.objects.select_for_update().get(pk=upload.pk)
+            _check_pending(locked)
+            _check_part_fits(locked, data.size)
+            part.storage_name = stored
+            part.save(force_insert=True)
+        return part
+
+    return _write_then_record(f"uploads/{upload.id}/{part.id}", data, insert)
 
 
 def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = None) -> Upload:
@@ -318,13 +377,22 @@ def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = No
             joined.seek(0)
             check_utf8(iter(lambda: joined.read(CHUNK), b""), filename=upload.filename, param="part_ids")
         joined.seek(0)
-        content = DjangoFile(joined, name=upload.filename)
-        with transaction.atomic():
-            locked = Upload.objects.select_for_update().get(pk=upload.pk)
-            _check_pending(locked)
-            file = _store(project=upload.project, purpose=upload.purpose, filename=upload.filename,
-                          content=content, size=total, expires_after=upload.file_expires_after)
-            Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.COMPLETED, file=file)
+
+        def mark_completed(file: File) -> None:
+            # Only a still pending Upload completes: one cancelled, expired or completed while the bytes were
+            # written makes this raise, which undoes the File row and deletes its bytes.
+            pending = Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING,
+                                            expires_at__gt=timezone.now())
+            if not pending.update(status=Upload.Status.COMPLETED, file=file):
+                _check_pending(Upload.objects.get(pk=upload.pk))
+                raise Conflict(f"Upload '{upload.id}' changed while it was being completed. Retrieve it to see "
+                               "its status.")
+
+        # The bytes are written first, outside any transaction: a lock held while up to 512 MB are copied
+        # would stop every other writer (all of them, on SQLite).
+        _store(_new_file(project=upload.project, purpose=upload.purpose, filename=upload.filename, size=total,
+                         expires_after=upload.file_expires_after),
+               DjangoFile(joined, name=upload.filename), then=mark_completed)
     delete_upload_parts(upload)
     return upload_get(project=upload.project, upload_id=upload.id)
 

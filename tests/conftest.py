@@ -61,7 +61,7 @@ def task_cluster(stack_env) -> Iterator[Proc]:
 
 
 @pytest.fixture
-def db_access(django_db_blocker):
+def db_access(django_db_setup, django_db_blocker):
     """Read and write the test database directly, outside any test transaction (the server sees it)."""
     with django_db_blocker.unblock():
         yield
