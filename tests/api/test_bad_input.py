@@ -172,19 +172,22 @@ def test_batch_inputs_must_be_utf8_jsonl(client, stored, filename, content, need
     assert stored() == before
 
 
-def test_oversized_upload_is_413_before_the_body_is_read(server, keys, stored):
-    before = stored()
+def answer_to_headers_only(server: str, key: str, path: str, content_type: str, length: int) -> str:
+    """Send a request's headers and at most a byte of its body; return what the server answers meanwhile."""
     url = urlparse(server)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
-        sock.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: x\r\n"
-            b"Authorization: Bearer " + keys["alice"].encode() + b"\r\n"
-            b"Content-Type: multipart/form-data; boundary=xyz\r\n"
-            b"Content-Length: 600000000\r\n\r\n")
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                     f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n{{".encode())
         head = b""
         while b'"error"' not in head and (chunk := sock.recv(65536)):
             head += chunk
-        head = head.decode(errors="replace")
+    return head.decode(errors="replace")
+
+
+def test_oversized_upload_is_413_before_the_body_is_read(server, keys, stored):
+    before = stored()
+    head = answer_to_headers_only(server, keys["alice"], "/v1/files", "multipart/form-data; boundary=xyz",
+                                  600_000_000)
     assert head.startswith("HTTP/1.1 413"), head
     assert '"error"' in head
     assert stored() == before
@@ -260,17 +263,7 @@ def test_nesting_within_the_limit_and_brackets_inside_strings_are_fine(http, sto
 
 def test_json_body_over_the_limit_is_413_before_it_is_read(server, keys, stored):
     before = stored()
-    url = urlparse(server)
-    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
-        sock.sendall(
-            b"POST /v1/batches HTTP/1.1\r\nHost: x\r\n"
-            b"Authorization: Bearer " + keys["alice"].encode() + b"\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Content-Length: 5000000\r\n\r\n{")
-        head = b""
-        while b'"error"' not in head and (chunk := sock.recv(65536)):
-            head += chunk
-        head = head.decode(errors="replace")
+    head = answer_to_headers_only(server, keys["alice"], "/v1/batches", "application/json", 5_000_000)
     assert head.startswith("HTTP/1.1 413"), head
     assert "4194304 bytes" in head
     assert stored() == before
