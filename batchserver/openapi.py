@@ -13,7 +13,6 @@ from rest_framework import serializers as s
 from files_api.models import File
 
 
-
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = "batchserver.auth.ApiKeyAuthentication"
     name = "ApiKey"

@@ -71,7 +71,7 @@ class JSONParser(BaseParser):
     def parse(self, stream, media_type=None, parser_context=None):
         parser_context = parser_context or {}
         limit = settings.BATCHSERVER_MAX_JSON_BODY_BYTES
-        if request := parser_context.get("request"):
+        if (request := parser_context.get("request")) is not None:
             reject_oversized_body(request, limit, framing=0)
         # The length header may be missing or wrong: never read more than the limit and one byte.
         raw = stream.read(limit + 1) if stream is not None else b""

@@ -280,6 +280,17 @@ def test_json_body_without_a_length_is_read_only_up_to_the_limit(settings):
     assert endless.tell() == 1001
 
 
+@pytest.mark.parametrize("body", [b'{"k": "\\ud800"}', b'{"\\udc00": 1}', b'["\\u0000"]', b"[" * 65 + b"]" * 65,
+                                  b'{"n": 1e400}', b'{"n": 18446744073709551616}'])
+def test_the_json_parser_refuses_what_a_database_cannot_store_whatever_the_database(body):
+    """Checked on the parsed JSON, not left to the database: SQLite stores lone surrogates and breaks later."""
+    from batchserver.errors import InvalidRequest
+    from batchserver.parsers import JSONParser
+
+    with pytest.raises(InvalidRequest):
+        JSONParser().parse(io.BytesIO(body), "application/json", {})
+
+
 def test_form_fields_over_django_limit_are_413_in_openai_shape(http, stored):
     before = stored()
     response = http.post("/v1/files", content=b"purpose=" + b"x" * (11 * 1024 * 1024),
