@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -89,6 +90,11 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, drf.ValidationError):
         param, message = _first_validation_error(exc.detail)
         return Response(error_body(message, param=param), status=400)
+    if isinstance(exc, RequestDataTooBig):  # form fields (not files) past DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(error_body("The form fields of the request are too large. Send files as file fields "
+                                   "and keep the other fields short."), status=413)
+    if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields or files: Django's text names the limit
+        return Response(error_body(f"{exc} Send a smaller request."), status=400)
     if isinstance(exc, drf.Throttled):
         return Response(error_body(str(exc.detail), type="rate_limit_error", code="rate_limit_exceeded"), status=429)
     if isinstance(exc, drf.APIException):
@@ -119,6 +125,16 @@ def handler404(request, exception=None):
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
+
+
+def handler400(request, exception=None):
+    """Requests refused before a view runs (BadRequest, SuspiciousOperation): their text is about the request."""
+    if _is_api(request):
+        message = str(exception or "") or "The request is malformed. Check its URL, headers and body."
+        return JsonResponse(error_body(message), status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
 
 
 def handler500(request):

@@ -6,6 +6,8 @@ import logging
 import re
 import time
 
+from django.core.exceptions import BadRequest
+
 from batchserver.ids import new_id
 from batchserver.metrics import record_http
 
@@ -39,3 +41,21 @@ class RequestLogMiddleware:
                            "path": request.path, "endpoint": endpoint, "project": project,
                            "duration_ms": round((time.monotonic() - started) * 1000, 1)})
         return response
+
+
+class RejectNulInUrlMiddleware:
+    """A NUL character (%00) in the path or the query string is a 400 for every view at once.
+
+    PostgreSQL cannot hold U+0000 in text, so a NUL in an id or a filter would otherwise fail the lookup it
+    reaches with a 500. No URL of this server needs one.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or any("\x00" in key or any("\x00" in value for value in values)
+                                         for key, values in request.GET.lists()):
+            raise BadRequest("The URL holds a NUL character (%00), which no id or parameter may contain. "
+                             "Remove it from the path and the query string.")
+        return self.get_response(request)

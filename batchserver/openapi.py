@@ -10,6 +10,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers as s
 
+from files_api.models import File
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -80,11 +81,12 @@ def page(name: str, item) -> s.Serializer:
 
 
 ERRORS = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody}
+UPLOAD_PURPOSES = [str(purpose) for purpose in File.UPLOAD_PURPOSES]
 LIST_PARAMS = [OpenApiParameter("after", str), OpenApiParameter("limit", int)]
 
 files_schema = extend_schema_view(
     create=extend_schema(summary="Upload a file", request={"multipart/form-data": inline_serializer(
-        "FileCreate", {"file": s.FileField(), "purpose": s.CharField()})}, responses={200: FileObject, 413: ErrorBody, **ERRORS}),
+        "FileCreate", {"file": s.FileField(), "purpose": s.ChoiceField(UPLOAD_PURPOSES)})}, responses={200: FileObject, 413: ErrorBody, **ERRORS}),
     list=extend_schema(summary="List files", parameters=[*LIST_PARAMS, OpenApiParameter("purpose", str),
                                                          OpenApiParameter("order", str, enum=["asc", "desc"])],
                        responses={200: page("FileList", FileObject), **ERRORS}),
@@ -94,7 +96,8 @@ files_schema = extend_schema_view(
 )
 uploads_schema = extend_schema_view(
     create=extend_schema(summary="Create an upload", request=inline_serializer("UploadCreate", {
-        "bytes": s.IntegerField(), "filename": s.CharField(), "mime_type": s.CharField(), "purpose": s.CharField()}),
+        "bytes": s.IntegerField(min_value=0), "filename": s.CharField(max_length=512),
+        "mime_type": s.CharField(max_length=255), "purpose": s.ChoiceField(UPLOAD_PURPOSES)}),
         responses={200: Upload, **ERRORS}),
     parts=extend_schema(summary="Add a part", request={"multipart/form-data": inline_serializer(
         "UploadPartCreate", {"data": s.FileField()})}, responses={200: UploadPart, **ERRORS}),

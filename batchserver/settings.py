@@ -119,6 +119,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "batchserver.middleware.RequestLogMiddleware",
+    "batchserver.middleware.RejectNulInUrlMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -216,7 +217,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "batchserver.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
@@ -298,6 +299,9 @@ BATCHSERVER_MAX_BATCH_FILE_BYTES = env_int("BATCHSERVER_MAX_BATCH_FILE_BYTES", 2
 BATCHSERVER_MAX_BATCH_REQUESTS = env_int("BATCHSERVER_MAX_BATCH_REQUESTS", 50_000)
 BATCHSERVER_MAX_UPLOAD_BYTES = env_int("BATCHSERVER_MAX_UPLOAD_BYTES", 8 * 1024 * 1024 * 1024)
 BATCHSERVER_MAX_UPLOAD_PART_BYTES = env_int("BATCHSERVER_MAX_UPLOAD_PART_BYTES", 64 * 1024 * 1024)
+BATCHSERVER_MAX_UPLOAD_PARTS = env_int("BATCHSERVER_MAX_UPLOAD_PARTS", 10_000)
+# JSON request bodies (batches, uploads); the largest real one, a long part_ids list, is far smaller.
+BATCHSERVER_MAX_JSON_BODY_BYTES = env_int("BATCHSERVER_MAX_JSON_BODY_BYTES", 4 * 1024 * 1024)
 
 # Worker tuning.
 # A worker is lost when its heartbeat is older than this; its work is handed out again.

@@ -25,5 +25,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "batchserver.errors.handler400"
 handler404 = "batchserver.errors.handler404"
 handler500 = "batchserver.errors.handler500"

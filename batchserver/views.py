@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 
 from django.conf import settings
 from django.db import connection
@@ -10,22 +10,14 @@ from django.http import JsonResponse
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 
-from batchserver.errors import InvalidRequest, TooLarge
+from batchserver.errors import InvalidRequest
+from batchserver.parsers import json_loads
+
+logger = logging.getLogger(__name__)
 
 
 def caller_project(request: Request):
     return request.user.project
-
-
-def reject_oversized_body(request: Request, limit: int) -> None:
-    """Answer 413 from the Content-Length alone, before any of an oversized body is read."""
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    # Multipart framing adds a little around the file itself.
-    if length > limit + 64 * 1024:
-        raise TooLarge(f"The request body is {length} bytes; the limit is {limit} bytes for this endpoint.")
 
 
 def json_object_body(request: Request) -> dict:
@@ -42,10 +34,7 @@ def form_or_json_object(data, name: str) -> dict | None:
     if isinstance(value, dict):
         return value
     if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            raise InvalidRequest(f"Invalid '{name}': expected an object.", param=name) from None
+        parsed = json_loads(value, what=f"'{name}'", param=name)
         if not isinstance(parsed, dict):
             raise InvalidRequest(f"Invalid '{name}': expected an object.", param=name)
         return parsed
@@ -56,6 +45,20 @@ def form_or_json_object(data, name: str) -> dict | None:
     return nested or None
 
 
+DATABASE_DOWN = "error: the database does not answer (the server's log has the details)"
+
+
+def _database_answers() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:  # noqa: BLE001 - any database failure means not healthy
+        # The exception's text can name the database host and user: it goes to the log, not the probe.
+        logger.exception("the database does not answer")
+        return False
+    return True
+
+
 def readyz(request):
     """Readiness: the database and the file storage answer, and every served model has a live worker that is
     ready (has loaded the models it preloads)."""
@@ -64,17 +67,16 @@ def readyz(request):
     from batches_api.models import Worker
 
     checks: dict[str, str] = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        return JsonResponse({"status": "error", "checks": {"database": str(exc)}}, status=503)
+    if not _database_answers():
+        return JsonResponse({"status": "error", "checks": {"database": DATABASE_DOWN}}, status=503)
+    checks["database"] = "ok"
     try:
         default_storage.exists("readyz-probe")
         checks["storage"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["storage"] = f"error: {exc}"
+    except Exception:  # noqa: BLE001 - any storage failure means not ready
+        # The exception's text can name the bucket, the host or a path: it goes to the log, not the probe.
+        logger.exception("readyz: the file storage does not answer")
+        checks["storage"] = "error: the file storage does not answer (the server's log has the details)"
     served = Worker.objects.alive().served_models()
     ready = Worker.objects.alive().filter(ready_at__isnull=False).served_models()
     for model in settings.BATCHSERVER_MODELS:
@@ -86,11 +88,8 @@ def readyz(request):
 
 def healthz(request):
     """Liveness: the process answers and the database is reachable."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any database failure means not healthy
-        return JsonResponse({"status": "error", "database": str(exc)}, status=503)
+    if not _database_answers():
+        return JsonResponse({"status": "error", "database": DATABASE_DOWN}, status=503)
     return JsonResponse({"status": "ok", "database": "ok", "models": list(settings.BATCHSERVER_MODELS)})
 
 

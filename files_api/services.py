@@ -5,14 +5,17 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
+import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.files import File as DjangoFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from batchserver.errors import Conflict, InvalidRequest, NotFound, TooLarge
@@ -20,6 +23,7 @@ from batchserver.models import Project
 from files_api.models import File, Upload, UploadPart
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK = 1024 * 1024
 DEFAULT_BATCH_FILE_TTL = timedelta(days=30)  # OpenAI: files for batches expire after 30 days
@@ -75,6 +79,45 @@ def check_size(*, purpose: str, size: int, filename: str, param: str = "file") -
         )
 
 
+MAX_FILENAME = 512  # File.filename and Upload.filename
+MAX_MIME_TYPE = 255  # Upload.mime_type
+# type/subtype with optional parameters (RFC 6838 names, RFC 9110 parameters), ASCII only.
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+_MIME_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*', re.ASCII)
+
+
+def check_filename(filename: object, *, param: str) -> str:
+    """A name we can send back in a header and write to a log line as it is: printable, of bounded length.
+
+    "Printable" is Python's str.isprintable(), the rule Django's multipart parser already applies to the names
+    of uploaded files: no control characters (CR, LF, NUL…), no lone surrogates, no invisible separators.
+    """
+    if not isinstance(filename, str) or not filename:
+        raise InvalidRequest(f"Invalid '{param}': expected a non-empty file name.", param=param)
+    if len(filename) > MAX_FILENAME:
+        raise InvalidRequest(f"Invalid '{param}': the file name is {len(filename)} characters long; the limit is "
+                             f"{MAX_FILENAME}. Use a shorter name.", param=param)
+    if not filename.isprintable():
+        position, char = next((i, c) for i, c in enumerate(filename) if not c.isprintable())
+        raise InvalidRequest(
+            f"Invalid '{param}': the file name holds U+{ord(char):04X} at position {position}, a control "
+            "character, line break or other unprintable character. Rename the file without it.",
+            param=param,
+        )
+    return filename
+
+
+def check_mime_type(mime_type: object) -> str:
+    if not isinstance(mime_type, str) or len(mime_type) > MAX_MIME_TYPE or not _MIME_TYPE.fullmatch(mime_type):
+        shown = mime_type[:64] if isinstance(mime_type, str) else mime_type
+        raise InvalidRequest(
+            f"Invalid 'mime_type': {shown!r}. Send a MIME type of at most {MAX_MIME_TYPE} characters such as "
+            "'application/jsonl' or 'text/plain; charset=utf-8'.",
+            param="mime_type",
+        )
+    return mime_type
+
+
 def check_batch_input_name(*, purpose: str, filename: str, param: str = "file") -> None:
     if purpose == File.Purpose.BATCH and not filename.lower().endswith(".jsonl"):
         raise InvalidRequest(
@@ -115,19 +158,45 @@ def _expiry(purpose: str, expires_after: int | None, created_at) -> object:
     return None
 
 
-def _store(*, project: Project, purpose: str, filename: str, content: DjangoFile, size: int,
-           expires_after: int | None = None) -> File:
-    """Save the bytes under a name we choose (never the client's), then record the row."""
-    created_at = timezone.now()
-    file = File(project=project, purpose=purpose, filename=filename[:512], bytes=size, created_at=created_at,
-                expires_at=_expiry(purpose, expires_after, created_at))
-    file.storage_name = default_storage.save(f"files/{file.id}", content)
+def _write_then_record(name: str, content, record: Callable[[str], T]) -> T:
+    """Write bytes to storage under `name`, outside any transaction, then call `record(stored_name)` to insert
+    the rows that point to them.
+
+    Rows come only after the bytes are written, so no row ever points to missing bytes; if the write breaks
+    midway, or `record` fails or refuses, the bytes are deleted again (our names are fresh ids: nothing else
+    lives under them).
+    """
     try:
-        file.save(force_insert=True)
+        stored = default_storage.save(name, content)
     except Exception:
-        default_storage.delete(file.storage_name)
+        _delete_bytes(name)
         raise
-    return file
+    try:
+        return record(stored)
+    except BaseException:
+        _delete_bytes(stored)
+        raise
+
+
+def _new_file(*, project: Project, purpose: str, filename: str, size: int, expires_after: int | None) -> File:
+    created_at = timezone.now()
+    return File(project=project, purpose=purpose, filename=filename, bytes=size, created_at=created_at,
+                expires_at=_expiry(purpose, expires_after, created_at))
+
+
+def _store(file: File, content: DjangoFile, *, then: Callable[[File], None] | None = None) -> File:
+    """Save the bytes under a name we choose (never the client's), then insert the row; `then` runs in the
+    row's transaction (a conditional update that may still refuse, and so undo, the whole file)."""
+
+    def insert(stored: str) -> File:
+        with transaction.atomic():
+            file.storage_name = stored
+            file.save(force_insert=True)
+            if then is not None:
+                then(file)
+        return file
+
+    return _write_then_record(f"files/{file.id}", content, insert)
 
 
 def file_create(*, project: Project, content, purpose: str | None, expires_after: int | None = None) -> File:
@@ -135,14 +204,14 @@ def file_create(*, project: Project, content, purpose: str | None, expires_after
     if content is None:
         raise InvalidRequest("Missing required parameter: 'file'. Send it as multipart/form-data.", param="file")
     purpose = check_purpose(purpose)
-    filename = getattr(content, "name", None) or "upload"
+    filename = check_filename(getattr(content, "name", None) or "upload", param="file")
     check_batch_input_name(purpose=purpose, filename=filename)
     check_size(purpose=purpose, size=content.size, filename=filename)
     if purpose == File.Purpose.BATCH:
         check_utf8(content.chunks(CHUNK), filename=filename)
         content.seek(0)
-    return _store(project=project, purpose=purpose, filename=filename, content=content, size=content.size,
-                  expires_after=expires_after)
+    return _store(_new_file(project=project, purpose=purpose, filename=filename, size=content.size,
+                            expires_after=expires_after), content)
 
 
 def file_create_from_local(*, project: Project, path: str, purpose: str, filename: str,
@@ -150,8 +219,8 @@ def file_create_from_local(*, project: Project, path: str, purpose: str, filenam
     """Store a file the server wrote itself (batch output and error files)."""
     with open(path, "rb") as fh:
         content = DjangoFile(fh, name=filename)
-        return _store(project=project, purpose=purpose, filename=filename, content=content, size=content.size,
-                      expires_after=expires_after)
+        return _store(_new_file(project=project, purpose=purpose, filename=filename, size=content.size,
+                                expires_after=expires_after), content)
 
 
 def file_get(*, project: Project, file_id: str, param: str | None = None) -> File:
@@ -166,7 +235,13 @@ def file_open(file: File):
 
 
 def file_iter_chunks(file: File, chunk_size: int = CHUNK) -> Iterator[bytes]:
-    with file_open(file) as fh:
+    """The file's bytes, chunk by chunk. The file is opened now, not on the first chunk: a storage that does not
+    answer is an error response, not a 200 cut short after its headers."""
+    return _chunks(file_open(file), chunk_size)
+
+
+def _chunks(fh, chunk_size: int) -> Iterator[bytes]:
+    with fh:
         while chunk := fh.read(chunk_size):
             yield chunk
 
@@ -197,11 +272,11 @@ def _delete_bytes(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ uploads
-def upload_create(*, project: Project, filename: str, purpose: str, size: int, mime_type: str,
+def upload_create(*, project: Project, filename: object, purpose: str, size: int, mime_type: object,
                   expires_after: int | None = None) -> Upload:
     purpose = check_purpose(purpose)
-    if not filename:
-        raise InvalidRequest("Missing required parameter: 'filename'.", param="filename")
+    filename = check_filename(filename, param="filename")
+    mime_type = check_mime_type(mime_type)
     check_batch_input_name(purpose=purpose, filename=filename, param="filename")
     if size < 0:
         raise InvalidRequest("Invalid 'bytes': must be zero or more.", param="bytes")
@@ -209,7 +284,7 @@ def upload_create(*, project: Project, filename: str, purpose: str, size: int, m
         raise TooLarge(f"An Upload may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_BYTES)}.", param="bytes")
     check_size(purpose=purpose, size=size, filename=filename, param="bytes")
     now = timezone.now()
-    return Upload.objects.create(project=project, filename=filename[:512], purpose=purpose, bytes=size,
+    return Upload.objects.create(project=project, filename=filename, purpose=purpose, bytes=size,
                                  mime_type=mime_type, created_at=now, expires_at=now + UPLOAD_TTL,
                                  file_expires_after=expires_after)
 
@@ -230,6 +305,24 @@ def _check_pending(upload: Upload) -> None:
                        "Start a new Upload.")
 
 
+def _check_part_fits(upload: Upload, size: int) -> None:
+    """A part may not take the Upload past its part count or its declared size."""
+    parts = upload.parts.aggregate(count=Count("id"), total=Sum("bytes"))
+    count, total = parts["count"], parts["total"] or 0
+    if count >= settings.BATCHSERVER_MAX_UPLOAD_PARTS:
+        raise InvalidRequest(
+            f"Upload '{upload.id}' already has {count} parts, the most one Upload takes. Send larger parts "
+            "in a new Upload.",
+            param="data",
+        )
+    if total + size > upload.bytes:
+        raise InvalidRequest(
+            f"This part of {size} bytes would bring Upload '{upload.id}' to {total + size} bytes, more than the "
+            f"{upload.bytes} bytes it was created for. {upload.bytes - total} bytes are left to send.",
+            param="data",
+        )
+
+
 def upload_add_part(*, upload: Upload, data) -> UploadPart:
     if data is None:
         raise InvalidRequest("Missing required parameter: 'data'. Send the part as multipart/form-data.",
@@ -237,14 +330,20 @@ def upload_add_part(*, upload: Upload, data) -> UploadPart:
     _check_pending(upload)
     if data.size > settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES:
         raise TooLarge(f"A part may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES)}.", param="data")
+    _check_part_fits(upload, data.size)  # early, before the bytes are written
     part = UploadPart(upload=upload, bytes=data.size)
-    part.storage_name = default_storage.save(f"uploads/{upload.id}/{part.id}", data)
-    try:
-        part.save(force_insert=True)
-    except Exception:
-        default_storage.delete(part.storage_name)
-        raise
-    return part
+
+    def insert(stored: str) -> UploadPart:
+        with transaction.atomic():
+            # Again under the Upload's lock: parts may arrive in parallel, and a cancel may have come meanwhile.
+            locked = Upload.objects.select_for_update().get(pk=upload.pk)
+            _check_pending(locked)
+            _check_part_fits(locked, data.size)
+            part.storage_name = stored
+            part.save(force_insert=True)
+        return part
+
+    return _write_then_record(f"uploads/{upload.id}/{part.id}", data, insert)
 
 
 def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = None) -> Upload:
@@ -278,13 +377,22 @@ def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = No
             joined.seek(0)
             check_utf8(iter(lambda: joined.read(CHUNK), b""), filename=upload.filename, param="part_ids")
         joined.seek(0)
-        content = DjangoFile(joined, name=upload.filename)
-        with transaction.atomic():
-            locked = Upload.objects.select_for_update().get(pk=upload.pk)
-            _check_pending(locked)
-            file = _store(project=upload.project, purpose=upload.purpose, filename=upload.filename,
-                          content=content, size=total, expires_after=upload.file_expires_after)
-            Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.COMPLETED, file=file)
+
+        def mark_completed(file: File) -> None:
+            # Only a still pending Upload completes: one cancelled, expired or completed while the bytes were
+            # written makes this raise, which undoes the File row and deletes its bytes.
+            pending = Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING,
+                                            expires_at__gt=timezone.now())
+            if not pending.update(status=Upload.Status.COMPLETED, file=file):
+                _check_pending(Upload.objects.get(pk=upload.pk))
+                raise Conflict(f"Upload '{upload.id}' changed while it was being completed. Retrieve it to see "
+                               "its status.")
+
+        # The bytes are written first, outside any transaction: a lock held while up to 512 MB are copied
+        # would stop every other writer (all of them, on SQLite).
+        _store(_new_file(project=upload.project, purpose=upload.purpose, filename=upload.filename, size=total,
+                         expires_after=upload.file_expires_after),
+               DjangoFile(joined, name=upload.filename), then=mark_completed)
     delete_upload_parts(upload)
     return upload_get(project=upload.project, upload_id=upload.id)
 

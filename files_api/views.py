@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from batchserver.errors import InvalidRequest
 from batchserver.openapi import files_schema, uploads_schema
 from batchserver.pagination import cursor_page, parse_limit, parse_order
-from batchserver.views import caller_project, form_or_json_object, json_object_body, reject_oversized_body
+from batchserver.parsers import JSONParser, reject_oversized_body
+from batchserver.views import caller_project, form_or_json_object, json_object_body
 from files_api import services
 from files_api.models import File
 
@@ -65,7 +67,8 @@ class FileViewSet(viewsets.ViewSet):
         file = services.file_get(project=caller_project(request), file_id=pk)
         response = StreamingHttpResponse(services.file_iter_chunks(file), content_type="application/octet-stream")
         response["Content-Length"] = str(file.bytes)
-        response["Content-Disposition"] = f'attachment; filename="{file.filename.replace(chr(34), "")}"'
+        # RFC 6266: a quoted ASCII name, or filename*=utf-8''… for any other (Django escapes and encodes it).
+        response["Content-Disposition"] = content_disposition_header(True, file.filename)
         return response
 
 
@@ -84,10 +87,10 @@ class UploadViewSet(viewsets.ViewSet):
             raise InvalidRequest("Invalid 'bytes': expected an integer.", param="bytes")
         upload = services.upload_create(
             project=caller_project(request),
-            filename=str(data["filename"]),
+            filename=data["filename"],
             purpose=data["purpose"],
             size=size,
-            mime_type=str(data["mime_type"]),
+            mime_type=data["mime_type"],
             expires_after=_expires_after(data),
         )
         return Response(upload.to_dict())

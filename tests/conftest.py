@@ -69,7 +69,8 @@ def db_access(django_db_setup, django_db_blocker):
 
 @pytest.fixture(scope="session")
 def keys(django_db_blocker) -> dict[str, str]:
-    """API keys of two different owners, plus one revoked key."""
+    """API keys of two different owners, plus one revoked key, and one for the fuzzer (whatever it creates stays
+    out of the others' lists)."""
     from batchserver.services import api_key_create, api_key_revoke
 
     with django_db_blocker.unblock():
@@ -77,7 +78,8 @@ def keys(django_db_blocker) -> dict[str, str]:
         _, bob = api_key_create(name="bob-key", new_project="bob")
         revoked, revoked_raw = api_key_create(name="old-key", project=alice_key.project)
         api_key_revoke(key=revoked)
-    return {"alice": alice, "bob": bob, "revoked": revoked_raw}
+        _, fuzz = api_key_create(name="fuzz-key", project_name="fuzz")
+    return {"alice": alice, "bob": bob, "revoked": revoked_raw, "fuzz": fuzz}
 
 
 @pytest.fixture(scope="session")

@@ -172,19 +172,22 @@ def test_batch_inputs_must_be_utf8_jsonl(client, stored, filename, content, need
     assert stored() == before
 
 
-def test_oversized_upload_is_413_before_the_body_is_read(server, keys, stored):
-    before = stored()
+def answer_to_headers_only(server: str, key: str, path: str, content_type: str, length: int) -> str:
+    """Send a request's headers and at most a byte of its body; return what the server answers meanwhile."""
     url = urlparse(server)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
-        sock.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: x\r\n"
-            b"Authorization: Bearer " + keys["alice"].encode() + b"\r\n"
-            b"Content-Type: multipart/form-data; boundary=xyz\r\n"
-            b"Content-Length: 600000000\r\n\r\n")
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                     f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n{{".encode())
         head = b""
         while b'"error"' not in head and (chunk := sock.recv(65536)):
             head += chunk
-        head = head.decode(errors="replace")
+    return head.decode(errors="replace")
+
+
+def test_oversized_upload_is_413_before_the_body_is_read(server, keys, stored):
+    before = stored()
+    head = answer_to_headers_only(server, keys["alice"], "/v1/files", "multipart/form-data; boundary=xyz",
+                                  600_000_000)
     assert head.startswith("HTTP/1.1 413"), head
     assert '"error"' in head
     assert stored() == before
@@ -227,3 +230,130 @@ def test_error_bodies_are_json_even_for_huge_garbage(http, stored):
                          headers={"Content-Type": "application/json"})
     assert_error(response, 400)
     assert stored() == before
+
+
+# ------------------------------------------------------------------------------------ JSON bodies, read safely
+def json_endpoints(client) -> list[str]:
+    upload = client.uploads.create(bytes=3, filename="x.jsonl", mime_type="application/jsonl", purpose="batch")
+    return ["/v1/batches", "/v1/uploads", f"/v1/uploads/{upload.id}/complete"]
+
+
+def post_json_text(http, path: str, text: str):
+    return http.post(path, content=text.encode(), headers={"Content-Type": "application/json"})
+
+
+def test_deeply_nested_json_is_a_400_on_every_json_endpoint(http, client, stored):
+    before = stored()
+    for path in json_endpoints(client):
+        error = assert_error(post_json_text(http, path, "[" * 100_000 + "]" * 100_000), 400)
+        assert "nested" in error["message"] and "64" in error["message"]
+    assert stored() == before
+
+
+def test_nesting_within_the_limit_and_brackets_inside_strings_are_fine(http, stored):
+    before = stored()
+    nested = "[" * 60 + "]" * 60
+    brackets_in_a_string = json.dumps({"input_file_id": "[" * 1000, "endpoint": "/v1/chat/completions",
+                                       "completion_window": "24h"})
+    assert assert_error(post_json_text(http, "/v1/batches", nested), 400)["message"] == \
+        "The request body must be a JSON object."
+    assert_error(post_json_text(http, "/v1/batches", brackets_in_a_string), 404, param="input_file_id")
+    assert stored() == before
+
+
+def test_json_body_over_the_limit_is_413_before_it_is_read(server, keys, stored):
+    before = stored()
+    head = answer_to_headers_only(server, keys["alice"], "/v1/batches", "application/json", 5_000_000)
+    assert head.startswith("HTTP/1.1 413"), head
+    assert "4194304 bytes" in head
+    assert stored() == before
+
+
+def test_json_body_without_a_length_is_read_only_up_to_the_limit(settings):
+    from batchserver.errors import TooLarge
+    from batchserver.parsers import JSONParser
+
+    settings.BATCHSERVER_MAX_JSON_BODY_BYTES = 1000
+    endless = io.BytesIO(b"[" + b"1," * 1_000_000 + b"1]")
+    with pytest.raises(TooLarge):
+        JSONParser().parse(endless, "application/json", {})
+    assert endless.tell() == 1001
+
+
+@pytest.mark.parametrize("body", [b'{"k": "\\ud800"}', b'{"\\udc00": 1}', b'["\\u0000"]', b"[" * 65 + b"]" * 65,
+                                  b'{"n": 1e400}', b'{"n": 18446744073709551616}'])
+def test_the_json_parser_refuses_what_a_database_cannot_store_whatever_the_database(body):
+    """Checked on the parsed JSON, not left to the database: SQLite stores lone surrogates and breaks later."""
+    from batchserver.errors import InvalidRequest
+    from batchserver.parsers import JSONParser
+
+    with pytest.raises(InvalidRequest):
+        JSONParser().parse(io.BytesIO(body), "application/json", {})
+
+
+def test_form_fields_over_django_limit_are_413_in_openai_shape(http, stored):
+    before = stored()
+    response = http.post("/v1/files", content=b"purpose=" + b"x" * (11 * 1024 * 1024),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert_error(response, 413)
+    assert stored() == before
+
+
+@pytest.mark.parametrize("metadata", [{"\ud800": "value"}, {"key": "\udfff"}, {"key": "ok \ud83d"}])
+def test_lone_surrogates_in_metadata_are_a_400(http, client, stored, metadata):
+    file = upload_batch_file(client, [request_line("a")])
+    before = stored()
+    body = json.dumps({"input_file_id": file.id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+                       "metadata": metadata})  # ensure_ascii: the surrogate travels as a \\u escape, as a client sends it
+    assert "surrogate" in assert_error(post_json_text(http, "/v1/batches", body), 400)["message"]
+    assert stored() == before
+
+
+def test_surrogate_pairs_are_ordinary_characters(http, client):
+    file = upload_batch_file(client, [request_line("a")])
+    body = json.dumps({"input_file_id": file.id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+                       "metadata": {"emoji": "\U0001F600"}})
+    response = post_json_text(http, "/v1/batches", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["metadata"] == {"emoji": "\U0001F600"}
+    client.batches.cancel(response.json()["id"])
+
+
+@pytest.mark.parametrize("body", [
+    {"input_file_id": "file-\u0000"},
+    {"input_file_id": "file-x", "endpoint": "/v1/chat/completions", "completion_window": "24h",
+     "metadata": {"k": "v\u0000"}},
+])
+def test_nul_characters_in_json_strings_are_a_400(http, stored, body):
+    before = stored()
+    assert "NUL" in assert_error(post_json_text(http, "/v1/batches", json.dumps(body)), 400)["message"]
+    assert stored() == before
+
+
+@pytest.mark.parametrize("path,text", [
+    ("/v1/batches", '{"input_file_id": ' + "7" * 5000 + "}"),
+    ("/v1/uploads", '{"bytes": 99999999999999999999, "filename": "x.jsonl", "mime_type": "application/jsonl", '
+                    '"purpose": "batch"}'),
+    ("/v1/uploads", '{"bytes": 3, "filename": "x.jsonl", "mime_type": "application/jsonl", "purpose": "batch", '
+                    '"expires_after": {"anchor": "created_at", "seconds": 1e400}}'),
+])
+def test_numbers_out_of_range_are_a_400(http, stored, path, text):
+    before = stored()
+    error = assert_error(post_json_text(http, path, text), 400)
+    assert "out of range" in error["message"] and "set_int_max_str_digits" not in error["message"]
+    assert stored() == before
+
+
+def test_json_in_a_form_field_is_read_as_safely_as_a_body(http, stored):
+    before = stored()
+    for value in ("[" * 100_000 + "]" * 100_000, '{"anchor": "created_at", "seconds": 1e400}'):
+        response = http.post("/v1/files", files={"file": ("a.txt", b"x")},
+                             data={"purpose": "user_data", "expires_after": value})
+        assert_error(response, 400, param="expires_after")
+    assert stored() == before
+
+
+@pytest.mark.parametrize("path", ["/v1/files/file-%00", "/v1/files?after=%00", "/v1/files?purpose=batch%00",
+                                  "/v1/batches/batch_%00", "/v1/batches?after=%00"])
+def test_nul_characters_in_the_url_are_a_400(http, path):
+    assert "NUL" in assert_error(http.get(path), 400)["message"]

@@ -97,3 +97,38 @@ def test_json_logs_carry_the_batch_id():
     line = json.loads(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s").format(records[0]))
     assert line["batch_id"] == "batch_abc" and line["status"] == "completed"
     assert line["message"] == "batch batch_abc completed (3 succeeded, 0 failed)"
+
+
+def test_health_probes_keep_database_errors_in_the_log(stack_env, tmp_path):
+    """The exception text names the database host, port and user: the probes say only that it is down."""
+    import sys
+
+    from tests.stack import ARTIFACTS, Proc, free_port, wait_for
+
+    dead_port = free_port()  # nothing listens there
+    env = {**stack_env, "DATABASE_URL": f"postgres://secret_user@127.0.0.1:{dead_port}/secret_db",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
+    port = free_port()
+    old_log = ARTIFACTS / "server-db-down.log"
+    offset = old_log.stat().st_size if old_log.exists() else 0
+    proc = Proc("server-db-down", [sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind",
+                                   f"127.0.0.1:{port}", "--workers", "1"], env)
+    try:
+        def answer(path: str):
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+            except httpx.HTTPError:
+                assert proc.alive(), proc.tail()
+                return None
+
+        health = wait_for(lambda: answer("/healthz"), 60, message="the server without a database")
+        ready = answer("/readyz")
+    finally:
+        proc.stop()
+    assert health.status_code == 503 and ready.status_code == 503
+    assert health.json()["database"].startswith("error: the database does not answer")
+    assert ready.json()["checks"]["database"].startswith("error: the database does not answer")
+    for text in (health.text, ready.text):
+        assert "secret_user" not in text and "secret_db" not in text and str(dead_port) not in text
+    log = proc.log_path.read_bytes()[offset:].decode(errors="replace")
+    assert "Traceback" in log and "OperationalError" in log
