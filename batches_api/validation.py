@@ -3,22 +3,20 @@ as a request or reported with its line number; nothing a client can put in a fil
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from batchserver.errors import InvalidRequest
+from batchserver.parsers import json_loads
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 MAX_ERRORS = 100  # errors listed on the batch in all …
 MAX_ERRORS_PER_CODE = 20  # … and of one code; the rest are counted in one summary entry per code
 MAX_MESSAGE_CHARS = 300
 MAX_CUSTOM_ID_CHARS = 1024
-MAX_DEPTH = 64  # JSON nesting of one line; more is refused before anything deeper (vLLM, pydantic) sees it
 READ_CHUNK = 1024 * 1024
 UTF8_BOM = b"\xef\xbb\xbf"
-# A \uD800-\uDFFF escape: the line may hold an unpaired surrogate, which no UTF-8 text (nor PostgreSQL) can hold.
-SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass
@@ -79,23 +77,6 @@ def iter_lines(fh, max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[int, int, b
         yield number + 1, line_start, None if too_long else buffer
 
 
-def json_depth_exceeds(value, limit: int) -> bool:
-    """True when objects and arrays nest deeper than `limit` (walked without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
-
-
 class LineError(Exception):
     """One line is not a valid request: its error code, message and parameter."""
 
@@ -105,27 +86,19 @@ class LineError(Exception):
 
 
 def parse_line(raw: bytes) -> dict:
-    """A line's JSON object, or LineError for anything that is not one: bad UTF-8, bad JSON, nesting too deep,
-    numbers too long to convert, unpaired surrogates."""
+    """A line's JSON object, or LineError for anything that is not one. The line is read by the same rules as
+    the API's JSON bodies (batchserver.parsers.json_loads): no nesting past 64 levels, no numbers out of
+    range, no NUL or unpaired surrogates."""
     try:
-        item = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise LineError("invalid_json_line", "This line is not valid UTF-8 text.") from None
-    except RecursionError:
-        raise LineError("invalid_json_line", f"This line nests JSON deeper than {MAX_DEPTH} levels.") from None
-    except ValueError as exc:  # JSONDecodeError, and integers too long to convert
-        detail = "" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
-        raise LineError("invalid_json_line", f"This line is not parseable as valid JSON.{detail}") from None
+    try:
+        item = json_loads(text, what="this line")
+    except InvalidRequest as error:
+        raise LineError("invalid_json_line", error.message) from None
     if not isinstance(item, dict):
         raise LineError("invalid_json_line", "This line must be a JSON object.")
-    if json_depth_exceeds(item, MAX_DEPTH):
-        raise LineError("invalid_json_line", f"This line nests JSON deeper than {MAX_DEPTH} levels.")
-    if SURROGATE_ESCAPE.search(raw):
-        try:
-            json.dumps(item, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise LineError("invalid_json_line", "This line holds an unpaired surrogate escape (\\ud800-\\udfff), "
-                                                 "which is not a character; encode the text as UTF-8.") from None
     return item
 
 
@@ -169,9 +142,9 @@ class InputValidator:
         custom_id = item.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
             raise LineError("missing_custom_id", "The request has no 'custom_id' (a non-empty string).", "custom_id")
-        if len(custom_id) > MAX_CUSTOM_ID_CHARS or "\x00" in custom_id:
-            raise LineError("invalid_request", f"The 'custom_id' must be at most {MAX_CUSTOM_ID_CHARS} characters, "
-                                               "without NUL characters.", "custom_id")
+        if len(custom_id) > MAX_CUSTOM_ID_CHARS:
+            raise LineError("invalid_request", f"The 'custom_id' must be at most {MAX_CUSTOM_ID_CHARS} characters.",
+                            "custom_id")
         if custom_id in self._custom_ids:
             raise LineError("duplicate_custom_id",
                             f"The custom_id '{custom_id[:200]}' is used by an earlier line; custom_id values must be "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -71,6 +72,10 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's exception handler: every client error in OpenAI's envelope; unexpected errors stay 500s."""
     if isinstance(exc, ApiError):
         return Response(exc.body(), status=exc.status_code)
+    if isinstance(exc, OperationalError | InterfaceError):  # the database is down or restarting
+        logger.warning("database unavailable: %s", exc)
+        return Response(error_body("The server is temporarily unavailable: its database did not answer. Retry "
+                                   "in a few seconds.", type="server_error"), status=503, headers={"Retry-After": "2"})
     if isinstance(exc, drf.NotAuthenticated):
         return Response(error_body(NO_KEY_MESSAGE), status=401, headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, drf.AuthenticationFailed):

@@ -78,7 +78,7 @@ def keys(django_db_blocker) -> dict[str, str]:
         _, bob = api_key_create(name="bob-key", new_project="bob")
         revoked, revoked_raw = api_key_create(name="old-key", project=alice_key.project)
         api_key_revoke(key=revoked)
-        _, fuzz = api_key_create(name="fuzz-key", project_name="fuzz")
+        _, fuzz = api_key_create(name="fuzz-key", new_project="fuzz")
     return {"alice": alice, "bob": bob, "revoked": revoked_raw, "fuzz": fuzz}
 
 

@@ -113,8 +113,7 @@ def test_hostile_lines_get_an_error_with_their_line_number(case):
     assert validator.check(1, 0, good) is not None
     assert validator.check(2, len(good) + 1, HOSTILE[case]) is None
     result = validator.finish()
-    assert [(e["line"], e["code"]) for e in result.errors] == [(2, "invalid_json_line" if "custom_id" not in case
-                                                                or "surrogate" in case else "invalid_request")]
+    assert [(e["line"], e["code"]) for e in result.errors] == [(2, "invalid_json_line")]
 
 
 def test_a_line_longer_than_16_mb_is_reported_without_being_held():

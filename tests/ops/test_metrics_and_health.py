@@ -123,9 +123,15 @@ def test_health_probes_keep_database_errors_in_the_log(stack_env, tmp_path):
 
         health = wait_for(lambda: answer("/healthz"), 60, message="the server without a database")
         ready = answer("/readyz")
+        api = httpx.get(f"http://127.0.0.1:{port}/v1/batches", headers={"Authorization": "Bearer sk-bs-whatever"},
+                        timeout=5)
     finally:
         proc.stop()
     assert health.status_code == 503 and ready.status_code == 503
+    # The API says "retry later" in OpenAI's envelope (the SDK retries a 503 by itself), not a 500.
+    assert api.status_code == 503 and api.headers["retry-after"]
+    assert api.json()["error"]["type"] == "server_error" and "Retry" in api.json()["error"]["message"]
+    assert "secret_user" not in api.text and "secret_db" not in api.text
     assert health.json()["database"].startswith("error: the database does not answer")
     assert ready.json()["checks"]["database"].startswith("error: the database does not answer")
     for text in (health.text, ready.text):
