@@ -24,11 +24,10 @@ from django.utils.safestring import mark_safe
 
 from batches_api import services
 from batches_api.models import Batch, BatchRequest, Worker, succeeded_q
+from batchserver.admin_kit import ConsoleMedia, admin_change_url, badge, figures, human_duration, live, table
 from batchserver.errors import ApiError
 from files_api.models import File
 
-MEDIA_CSS = {"all": ("batchserver/admin.css",)}
-MEDIA_JS = ("batchserver/admin.js",)
 TIMELINE = (
     ("created_at", "Created"),
     ("in_progress_at", "In progress"),
@@ -45,30 +44,8 @@ FAILED_SHOWN = 20
 
 
 # ------------------------------------------------------------------------------------------------ display
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours:02d}h"
-
-
-def live(key: str, content, block: bool = False) -> str:
-    """Content that the page's auto-refresh replaces with its fresh twin (see static/batchserver/admin.js)."""
-    return format_html('<{0} data-live="{1}">{2}</{0}>', "div" if block else "span", key, content)
-
-
 def status_badge(status: str) -> str:
-    label = Batch.Status(status).label if status in Batch.Status.values else status
-    return format_html('<span class="bs-badge bs-status-{}">{}</span>', status, label)
+    return badge("status", status, Batch.Status(status).label if status in Batch.Status.values else status)
 
 
 def batch_elapsed(batch: Batch, now: datetime | None = None) -> float:
@@ -101,13 +78,6 @@ def progress_bar(batch: Batch, wide: bool = False) -> str:
         " bs-wide" if wide else "", total, ok + failed, title, f"{ok_pct:.2f}", f"{fail_pct:.2f}",
         f"{ok + failed:,}", f"{total:,}", f" ({failed:,} failed)" if failed and wide else "",
     )
-
-
-def admin_change_url(obj) -> str:
-    """The admin page of an object. Primary keys are quoted the admin's way ("_" is its escape character, and
-    our ids hold one: batch_…)."""
-    opts = obj._meta
-    return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(obj.pk)])
 
 
 def batch_link(batch_id: str) -> str:
@@ -151,9 +121,8 @@ class BatchAdmin(admin.ModelAdmin):
                        "progress_detail", "request_breakdown", "usage", "timeline", "files", "errors_table",
                        "failed_requests_table", "metadata_table")
 
-    class Media:
-        css = MEDIA_CSS
-        js = MEDIA_JS
+    class Media(ConsoleMedia):
+        pass
 
     # -------------------------------------------------------------------------------------- permissions
     def has_add_permission(self, request):
@@ -293,23 +262,15 @@ class BatchAdmin(admin.ModelAdmin):
             failed=Count("id", filter=Q(status=S.RESPONDED) & ~succeeded_q()),
             not_run=Count("id", filter=Q(status=S.ERRORED)),
         )
-        rows = [("Pending", counts["pending"]), ("Running", counts["running"]),
-                ("Succeeded (2xx)", counts["succeeded"]), ("Failed (non-2xx response)", counts["failed"]),
-                ("Not run (error file)", counts["not_run"])]
-        table = format_html('<table class="bs-table"><tbody>{}</tbody></table>',
-                            format_html_join("", '<tr><th>{}</th><td class="bs-num">{}</td></tr>',
-                                             ((label, f"{n:,}") for label, n in rows)))
-        return live("breakdown", table, block=True)
+        return live("breakdown", figures([
+            ("Pending", counts["pending"]), ("Running", counts["running"]), ("Succeeded (2xx)", counts["succeeded"]),
+            ("Failed (non-2xx response)", counts["failed"]), ("Not run (error file)", counts["not_run"])]), block=True)
 
     @admin.display(description="usage")
     def usage(self, obj: Batch):
-        rows = [("Input tokens", obj.input_tokens), ("cached", obj.cached_tokens),
-                ("Output tokens", obj.output_tokens), ("reasoning", obj.reasoning_tokens),
-                ("Total tokens", obj.input_tokens + obj.output_tokens)]
-        table = format_html('<table class="bs-table"><tbody>{}</tbody></table>',
-                            format_html_join("", '<tr><th>{}</th><td class="bs-num">{}</td></tr>',
-                                             ((label, f"{n:,}") for label, n in rows)))
-        return live("usage", table, block=True)
+        return live("usage", figures([
+            ("Input tokens", obj.input_tokens), ("cached", obj.cached_tokens), ("Output tokens", obj.output_tokens),
+            ("reasoning", obj.reasoning_tokens), ("Total tokens", obj.input_tokens + obj.output_tokens)]), block=True)
 
     @admin.display(description="status timeline")
     def timeline(self, obj: Batch):
@@ -321,11 +282,8 @@ class BatchAdmin(admin.ModelAdmin):
                 offset = f"+{human_duration((stamp - obj.created_at).total_seconds())}"
             rows.append((" bs-pending" if not stamp else "", label,
                          timezone.localtime(stamp).strftime("%Y-%m-%d %H:%M:%S %Z") if stamp else "—", offset))
-        table = format_html(
-            '<table class="bs-table"><tbody>{}</tbody></table>',
-            format_html_join("", '<tr class="{}"><th>{}</th><td class="bs-num">{}</td><td class="bs-quiet bs-num">'
-                                 '{}</td></tr>', rows))
-        return live("timeline", table, block=True)
+        return live("timeline", table(rows, '<tr class="{}"><th>{}</th><td class="bs-num">{}</td>'
+                                            '<td class="bs-quiet bs-num">{}</td></tr>'), block=True)
 
     @admin.display(description="files")
     def files(self, obj: Batch):
@@ -346,40 +304,32 @@ class BatchAdmin(admin.ModelAdmin):
                     label, file.pk, reverse("admin:files_api_file_change", args=[quote(file.pk)]),
                     reverse("admin:files_api_file_download", args=[quote(file.pk)]), file.filename,
                     _filesize(file.bytes)))
-        return live("files", format_html('<table class="bs-table"><tbody>{}</tbody></table>',
-                                         mark_safe("".join(rows))), block=True)
+        return live("files", table(((row,) for row in rows), "{}"), block=True)
 
     @admin.display(description="errors")
     def errors_table(self, obj: Batch):
-        errors = obj.errors or []
-        rows = format_html_join(
-            "", '<tr><td class="bs-num">{}</td><td class="bs-mono">{}</td><td class="bs-msg">{}</td>'
-                '<td class="bs-mono">{}</td></tr>',
-            ((e.get("line") if e.get("line") is not None else "—", e.get("code") or "", e.get("message") or "",
-              e.get("param") or "") for e in errors if isinstance(e, dict)))
-        return format_html('<table class="bs-table bs-errors"><thead><tr><th>line</th><th>code</th><th>message</th>'
-                           '<th>param</th></tr></thead><tbody>{}</tbody></table>', rows)
+        rows = ((e.get("line") if e.get("line") is not None else "—", e.get("code") or "", e.get("message") or "",
+                 e.get("param") or "") for e in obj.errors or [] if isinstance(e, dict))
+        return table(rows, '<tr><td class="bs-num">{}</td><td class="bs-mono">{}</td><td class="bs-msg">{}</td>'
+                           '<td class="bs-mono">{}</td></tr>', head=("line", "code", "message", "param"),
+                     css="bs-table bs-errors")
 
     @admin.display(description="requests")
     def failed_requests_table(self, obj: Batch):
         failed = (BatchRequest.objects.filter(batch=obj).not_succeeded()
                   .order_by("line").values_list("line", "custom_id", "status_code", "error_code")[:FAILED_SHOWN])
-        rows = format_html_join(
-            "", '<tr><td class="bs-num">{}</td><td class="bs-mono">{}</td><td class="bs-mono">{}</td></tr>',
-            ((line, custom_id, status_code if status_code is not None else (error_code or ""))
-             for line, custom_id, status_code, error_code in failed))
-        return live("failed", format_html(
-            '<table class="bs-table"><thead><tr><th>line</th><th>custom_id</th><th>status / error</th></tr></thead>'
-            '<tbody>{}</tbody></table>', rows), block=True)
+        rows = ((line, custom_id, status_code if status_code is not None else (error_code or ""))
+                for line, custom_id, status_code, error_code in failed)
+        return live("failed", table(rows, '<tr><td class="bs-num">{}</td><td class="bs-mono">{}</td>'
+                                          '<td class="bs-mono">{}</td></tr>', head=("line", "custom_id", "status / error")),
+                    block=True)
 
     @admin.display(description="metadata")
     def metadata_table(self, obj: Batch):
         if not obj.metadata:
             return "—"
         items = obj.metadata.items() if isinstance(obj.metadata, dict) else []
-        return format_html('<table class="bs-table"><tbody>{}</tbody></table>',
-                           format_html_join("", '<tr><th class="bs-mono">{}</th><td class="bs-msg">{}</td></tr>',
-                                            ((key, value) for key, value in items)))
+        return table(items, '<tr><th class="bs-mono">{}</th><td class="bs-msg">{}</td></tr>')
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {"title": "Batches", **(extra_context or {})})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,6 +11,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from batches_api.models import Batch, BatchRequest, Worker, stale_before
+from files_api.usage import SHOWN, FileUse
 
 CHART_WINDOW = timedelta(hours=1)
 CHART_BUCKET = timedelta(minutes=1)
@@ -96,3 +98,22 @@ def overview() -> dict:
         "workers_alive": counts["alive"],
         "workers_lost": counts["lost"],
     }
+
+
+def file_uses(file_ids: list[str], *, needed_only: bool) -> Iterator[FileUse]:
+    """The batches that use these files (as input, output or error file), newest first: registered with
+    files_api.usage. An unfinished batch needs its input file."""
+    ids = set(file_ids)
+    if needed_only:
+        rows = (Batch.objects.filter(input_file_id__in=ids, status__in=Batch.ACTIVE_STATUSES)
+                .values_list("id", "status", "input_file_id", "output_file_id", "error_file_id"))
+    else:
+        rows = (Batch.objects.filter(Q(input_file_id__in=ids) | Q(output_file_id__in=ids) | Q(error_file_id__in=ids))
+                .order_by("-created_at").values_list("id", "status", "input_file_id", "output_file_id",
+                                                     "error_file_id")[:SHOWN])
+    for batch_id, status, *files in rows:
+        for role, file_id in zip(("input", "output", "errors"), files, strict=True):
+            needed = role == "input" and status in Batch.ACTIVE_STATUSES
+            if file_id in ids and (needed or not needed_only):
+                yield FileUse(file_id=file_id, kind="batch", object_id=batch_id, status=status, role=role,
+                              admin_url_name="admin:batches_api_batch_change", blocks_deletion=needed)

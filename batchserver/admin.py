@@ -1,5 +1,5 @@
-"""The operator console's frame (site titles, the overview on the admin index) and the owners: projects and
-their API keys. A key is created through batchserver.services.api_key_create and shown exactly once, on the
+"""API keys in the operator console (the console itself, and the projects page, which counts every app's rows,
+are batchserver/admin_site.py: the project's wiring). A key is created through batchserver.services.api_key_create and shown exactly once, on the
 page that answers the form; it is never stored, put in a message or the session, or shown again. Its project is
 typed in as a new one, or picked from the existing ones by staff with the permission "Can create API keys for
 existing projects" (a key sees every file and batch of its project)."""
@@ -19,109 +19,10 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from batches_api.admin import MEDIA_CSS, MEDIA_JS
+from batchserver.admin_kit import ConsoleMedia, badge
 from batchserver import queue_admin  # noqa: F401 - django-q2's pages, read-only
 from batchserver.models import PERM_ADD_TO_EXISTING_PROJECT, ApiKey, Project
 from batchserver.services import api_key_create, api_key_revoke
-
-admin.site.site_header = "batchserver console"
-admin.site.site_title = "batchserver"
-admin.site.index_title = "Overview"
-admin.site.site_url = None  # no "view site": the server has no pages besides the API and this console
-admin.site.index_template = "admin/batchserver/index.html"
-# The console's pages are wide tables: the overview, the app list and the breadcrumbs lead everywhere.
-admin.site.enable_nav_sidebar = False
-
-
-# ------------------------------------------------------------------------------------------------ overview
-def throughput_chart(throughput, width: int = 720, height: int = 140) -> str:
-    """Output tokens/s per minute over the last hour as an inline SVG bar chart (server-rendered, no JS)."""
-    top, bottom, left = 12, 18, 44
-    plot_w, plot_h = width - left - 4, height - top - bottom
-    peak = throughput.peak or 1.0
-    slot = plot_w / max(1, len(throughput.buckets))
-    bars = []
-    for i, (start, value) in enumerate(throughput.buckets):
-        bar_h = plot_h * value / peak if value else 0
-        bars.append((f"{left + i * slot + 0.5:.1f}", f"{top + plot_h - bar_h:.1f}", f"{max(slot - 1.5, 1):.1f}",
-                     f"{bar_h:.1f}", timezone.localtime(start).strftime("%H:%M"), f"{value:,.1f}"))
-    return format_html(
-        '<svg class="bs-chart" viewBox="0 0 {w} {h}" role="img" aria-label="Output tokens per second, last hour">'
-        '<line class="bs-axis" x1="{l}" y1="{base}" x2="{w}" y2="{base}"></line>'
-        '<line class="bs-axis" x1="{l}" y1="{top}" x2="{l}" y2="{base}"></line>'
-        '<text x="{lt}" y="{ty}" text-anchor="end">{peak}</text><text x="{lt}" y="{base}" text-anchor="end">0</text>'
-        '<text x="{l}" y="{h1}">{start}</text><text x="{w}" y="{h1}" text-anchor="end">now</text>'
-        '{bars}</svg>',
-        w=width, h=height, l=left, lt=left - 4, top=top, ty=top + 4, base=top + plot_h, h1=height - 4,
-        peak=f"{throughput.peak:,.0f}", start="60 min ago",
-        bars=format_html_join("", '<rect class="bs-bar" x="{}" y="{}" width="{}" height="{}">'
-                                  '<title>{} · {} tokens/s</title></rect>', bars),
-    )
-
-
-_default_index = admin.site.index
-
-
-def index(request, extra_context=None):
-    """The admin index with the overview above the app list (for staff who may see batches)."""
-    context = dict(extra_context or {})
-    if request.user.is_active and request.user.is_staff and request.user.has_perm("batches_api.view_batch"):
-        from batches_api.admin import human_duration
-        from batches_api.selectors import overview
-
-        data = overview()
-        oldest = data["oldest_waiting"]
-        if oldest is not None:
-            data["oldest_wait"] = human_duration((timezone.now() - oldest.created_at).total_seconds())
-        data["chart"] = throughput_chart(data["throughput"])
-        context["overview"] = data
-    return _default_index(request, extra_context=context)
-
-
-admin.site.index = index
-
-
-# ------------------------------------------------------------------------------------------------ projects
-def _count(queryset, field: str):
-    """A correlated COUNT subquery, part of the page query: no query per row."""
-    return Coalesce(Subquery(queryset.filter(**{field: OuterRef("pk")}).order_by().values(field)
-                             .annotate(n=Count("*")).values("n")[:1], output_field=IntegerField()), Value(0))
-
-
-@admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at", "active_keys", "batch_count", "file_count")
-    search_fields = ("name",)
-    ordering = ("name",)
-    fields = ("name", "created_at")
-    readonly_fields = ("created_at",)
-
-    def get_queryset(self, request):
-        from batches_api.models import Batch
-        from files_api.models import File
-
-        return super().get_queryset(request).annotate(
-            _active_keys=_count(ApiKey.objects.filter(revoked_at__isnull=True), "project"),
-            _batches=_count(Batch.objects.all(), "project"), _files=_count(File.objects.all(), "project"))
-
-    @admin.display(description="API keys", ordering="_active_keys")
-    def active_keys(self, obj):
-        url = reverse("admin:batchserver_apikey_changelist") + f"?project__id__exact={obj.pk}"
-        return format_html('<a href="{}">{}</a>', url, obj._active_keys)
-
-    @admin.display(description="batches", ordering="_batches")
-    def batch_count(self, obj):
-        url = reverse("admin:batches_api_batch_changelist") + f"?project__id__exact={obj.pk}"
-        return format_html('<a href="{}">{}</a>', url, f"{obj._batches:,}")
-
-    @admin.display(description="files", ordering="_files")
-    def file_count(self, obj):
-        url = reverse("admin:files_api_file_changelist") + f"?project__id__exact={obj.pk}"
-        return format_html('<a href="{}">{}</a>', url, f"{obj._files:,}")
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # deleting a project would delete its files and batches: not from a click
-
 
 # ------------------------------------------------------------------------------------------------ API keys
 class ApiKeyCreateForm(forms.ModelForm):
@@ -191,9 +92,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("shown_prefix", "owner", "created_at", "last_used_at", "state")
     change_form_template = "admin/batchserver/apikey/change_form.html"
 
-    class Media:
-        css = MEDIA_CSS
-        js = MEDIA_JS
+    class Media(ConsoleMedia):
+        pass
 
     def has_delete_permission(self, request, obj=None):
         return False  # revoke instead: the row keeps who used what, and when
@@ -226,9 +126,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="state", ordering="revoked_at")
     def state(self, obj):
         if obj.revoked_at:
-            return format_html('<span class="bs-badge bs-key-revoked">revoked</span> <span class="bs-quiet">{}'
-                               '</span>', timezone.localtime(obj.revoked_at).strftime("%Y-%m-%d %H:%M"))
-        return mark_safe('<span class="bs-badge bs-key-active">active</span>')
+            return format_html('{} <span class="bs-quiet">{}</span>', badge("key", "revoked", "revoked"),
+                               timezone.localtime(obj.revoked_at).strftime("%Y-%m-%d %H:%M"))
+        return badge("key", "active", "active")
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {"title": "API keys", **(extra_context or {})})

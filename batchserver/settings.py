@@ -101,7 +101,7 @@ SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "batchserver.apps.ConsoleAdminConfig",  # django.contrib.admin, with the console as its site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -337,9 +337,9 @@ Q_CLUSTER = {
     "retry": 1900,
     "max_attempts": 3,
     "ack_failures": True,
-    # Keep successful tasks without django-q2's pruning (it locks and reads every saved success on each task);
-    # the retention job deletes those older than a day instead.
-    "save_limit": 0,
+    # django-q2 keeps no record of successful tasks: our own rows say what happened (and its pruning of them
+    # locks and reads every saved success on each task). Failures are kept, and shown in the console.
+    "save_limit": -1,
     "bulk": 4,
     "poll": 0.2,
     "catch_up": False,

@@ -5,7 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from batches_api.views import BatchViewSet, ModelViewSet
 from batchserver.metrics import metrics_view
-from batchserver.views import healthz, readyz
+from batchserver.health import healthz, readyz
 from files_api.views import FileViewSet, UploadViewSet
 
 router = DefaultRouter(trailing_slash=False)

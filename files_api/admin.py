@@ -4,7 +4,6 @@ delete through files_api.services.file_delete (refused while an unfinished batch
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
@@ -19,16 +18,17 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header
 
-from batches_api.admin import MEDIA_CSS, MEDIA_JS, status_badge
-from batches_api.models import Batch
+from batchserver.admin_kit import ConsoleMedia, admin_change_url, badge, table
 from batchserver.errors import ApiError
 from files_api.models import File
 from files_api.services import file_delete, file_iter_chunks, file_open
+from files_api.usage import file_uses
 
 PREVIEW_LINES = 20
 PREVIEW_BYTES = 256 * 1024
 PREVIEW_LINE_CHARS = 20_000
 USED_BY_SHOWN = 3
+USED_BY_DETAILED = 50
 
 
 def preview_lines(file: File, max_lines: int = PREVIEW_LINES, max_bytes: int = PREVIEW_BYTES) -> dict:
@@ -60,22 +60,12 @@ def preview_lines(file: File, max_lines: int = PREVIEW_LINES, max_bytes: int = P
 
 
 class FileChangeList(ChangeList):
-    """Attaches to each file of the page the batches that use it, in one query for the whole page."""
+    """Attaches to each file of the page what uses it (files_api.usage), in one round for the whole page."""
 
     def get_results(self, request):
         super().get_results(request)
         self.result_list = list(self.result_list)
-        ids = [file.pk for file in self.result_list]
-        used: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-        if ids:
-            rows = (Batch.objects.filter(Q(input_file_id__in=ids) | Q(output_file_id__in=ids)
-                                         | Q(error_file_id__in=ids))
-                    .order_by("-created_at").values_list("id", "status", "input_file_id", "output_file_id",
-                                                         "error_file_id")[:1000])
-            for batch_id, status, input_id, output_id, error_id in rows:
-                for role, file_id in (("input", input_id), ("output", output_id), ("errors", error_id)):
-                    if file_id in ids:
-                        used[file_id].append((batch_id, status, role))
+        used = file_uses(file.pk for file in self.result_list)
         for file in self.result_list:
             file.used_by = used.get(file.pk, [])
 
@@ -95,9 +85,8 @@ class FileAdmin(admin.ModelAdmin):
     fields = ("id", "filename", "purpose", "size", "owner", "created_at", "expiry", "used_by_detail")
     readonly_fields = fields
 
-    class Media:
-        css = MEDIA_CSS
-        js = MEDIA_JS
+    class Media(ConsoleMedia):
+        pass
 
     def has_add_permission(self, request):
         return False  # files are uploaded through the API
@@ -138,26 +127,19 @@ class FileAdmin(admin.ModelAdmin):
         used = getattr(obj, "used_by", [])
         if not used:
             return "—"
-        shown = format_html_join(
-            ", ", '<a href="{}" title="{} · {}">{}</a>',
-            ((reverse("admin:batches_api_batch_change", args=[quote(batch_id)]), role, status, batch_id)
-             for batch_id, status, role in used[:USED_BY_SHOWN]))
+        shown = format_html_join(", ", '<a href="{}" title="{} · {}">{}</a>',
+                                 ((use.admin_url, use.role, use.status, use.object_id) for use in used[:USED_BY_SHOWN]))
         if len(used) > USED_BY_SHOWN:
-            return format_html('{} <a href="{}?q={}">+{} more</a>', shown,
-                               reverse("admin:batches_api_batch_changelist"), obj.pk, len(used) - USED_BY_SHOWN)
+            return format_html('{} <a href="{}">+{} more</a>', shown, admin_change_url(obj), len(used) - USED_BY_SHOWN)
         return shown
 
-    @admin.display(description="used by batches")
+    @admin.display(description="used by")
     def used_by_detail(self, obj: File):
-        used = (Batch.objects.filter(Q(input_file_id=obj.pk) | Q(output_file_id=obj.pk) | Q(error_file_id=obj.pk))
-                .order_by("-created_at").values_list("id", "status", "input_file_id", "output_file_id")[:50])
-        rows = [(reverse("admin:batches_api_batch_change", args=[quote(bid)]), bid,
-                 "input" if inp == obj.pk else "output" if out == obj.pk else "errors", status_badge(status))
-                for bid, status, inp, out in used]
-        if not rows:
+        used = file_uses([obj.pk]).get(obj.pk, [])[:USED_BY_DETAILED]
+        if not used:
             return "—"
-        return format_html('<table class="bs-table"><tbody>{}</tbody></table>', format_html_join(
-            "", '<tr><td><a class="bs-mono" href="{}">{}</a></td><td>{}</td><td>{}</td></tr>', rows))
+        return table(((use.admin_url, use.object_id, use.role, badge("status", use.status)) for use in used),
+                     '<tr><td><a class="bs-mono" href="{}">{}</a></td><td>{}</td><td>{}</td></tr>')
 
     # -------------------------------------------------------------------------------------- views
     def get_urls(self):

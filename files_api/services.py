@@ -21,6 +21,7 @@ from django.utils import timezone
 from batchserver.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from batchserver.models import Project
 from files_api.models import File, Upload, UploadPart
+from files_api.usage import files_in_use
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -247,19 +248,12 @@ def _chunks(fh, chunk_size: int) -> Iterator[bytes]:
 
 
 def file_delete(*, file: File) -> None:
-    """Delete the row and its bytes. Refused while an unfinished batch still reads the file."""
-    from batches_api.models import Batch
-
+    """Delete the row and its bytes. Refused while something still needs the file (an unfinished batch reads its
+    input: see files_api.usage)."""
     with transaction.atomic():
-        using = Batch.objects.filter(input_file_id=file.id, status__in=Batch.ACTIVE_STATUSES).values_list(
-            "id", flat=True
-        )[:1]
-        if using:
-            raise Conflict(
-                f"File '{file.id}' is the input of batch '{using[0]}', which has not finished. Cancel the "
-                "batch or wait for it to finish, then delete the file.",
-                param="file_id",
-            )
+        needed = files_in_use([file.id]).get(file.id)
+        if needed is not None:
+            raise Conflict(needed.refusal(), param="file_id")
         File.objects.filter(pk=file.pk).delete()
         transaction.on_commit(lambda name=file.storage_name: _delete_bytes(name))
 

@@ -9,8 +9,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from batches_api.admin import MEDIA_CSS, MEDIA_JS, human_duration, live
 from batches_api.models import Worker, stale_before
+from batchserver.admin_kit import ConsoleMedia, badge, human_duration, live
 from inference.models import EngineLoad
 
 
@@ -74,9 +74,8 @@ class WorkerAdmin(admin.ModelAdmin):
     readonly_fields = fields
     change_list_template = "admin/inference/worker/change_list.html"
 
-    class Media:
-        css = MEDIA_CSS
-        js = MEDIA_JS
+    class Media(ConsoleMedia):
+        pass
 
     def has_add_permission(self, request):
         return False
@@ -96,7 +95,7 @@ class WorkerAdmin(admin.ModelAdmin):
     @admin.display(description="state", ordering="last_heartbeat_at")
     def state(self, obj: Worker):
         state = worker_state(obj, stale_before())
-        return live(f"w{obj.pk}-state", format_html('<span class="bs-badge bs-state-{}">{}</span>', state, state))
+        return live(f"w{obj.pk}-state", badge("state", state, state))
 
     @admin.display(description="where", ordering="hostname")
     def where(self, obj: Worker):

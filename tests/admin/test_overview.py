@@ -59,7 +59,7 @@ def test_overview_is_only_for_staff_who_may_see_batches(django_user_model, proje
 
 
 def test_chart_escapes_nothing_it_should_not(admin_client, db):
-    from batchserver.admin import throughput_chart
+    from batchserver.admin_site import throughput_chart
     from batches_api.selectors import output_throughput
 
     svg = throughput_chart(output_throughput())
