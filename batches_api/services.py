@@ -25,7 +25,7 @@ from django.db.models import Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from batchserver.db import bulk_update_rows
+from batchserver.db import update_rows
 from batchserver.errors import Conflict, InvalidRequest, NotFound
 from batchserver.ids import new_id
 from batchserver.models import Project
@@ -482,21 +482,32 @@ def requests_claim(*, worker_id: int, model: str, limit: int, tries: int | None 
         return []
     share = max(1, limit // len(batch_ids))
     claimed: list[ClaimedRequest] = []
-    now = timezone.now()
     for batch_id in batch_ids:
         take = min(share, limit - len(claimed))
         if take <= 0:
             break
-        with transaction.atomic():
-            ids = list(BatchRequest.objects.select_for_update(skip_locked=True, of=("self",))
-                       .filter(claimable, batch_id=batch_id).order_by("line").values_list("id", flat=True)[:take])
-            if not ids:
-                continue
-            BatchRequest.objects.filter(pk__in=ids).update(
-                status=BatchRequest.Status.RUNNING, worker_id=worker_id, claimed_at=now, attempts=F("attempts") + 1)
-            claimed.extend(ClaimedRequest(*row) for row in BatchRequest.objects.filter(pk__in=ids).order_by("line")
-                           .values_list("id", "batch_id", "custom_id", "offset", "length", "attempts"))
+        claimed.extend(_claim_from(batch_id, claimable, take, worker_id))
     return claimed
+
+
+def _claim_from(batch_id: str, claimable: Q, take: int, worker_id: int) -> list[ClaimedRequest]:
+    """One statement: UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …, the
+    subquery built by the ORM from the one definition of a claimable request. Workers that claim at once skip
+    each other's rows and never block."""
+    quote = connection.ops.quote_name
+    table = quote(BatchRequest._meta.db_table)
+    with transaction.atomic():
+        chosen = (BatchRequest.objects.select_for_update(skip_locked=True, of=("self",))
+                  .filter(claimable, batch_id=batch_id).order_by("line").values("id")[:take])
+        subquery, params = chosen.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {quote('status')} = %s, {quote('worker_id')} = %s, {quote('claimed_at')} = %s, "
+                f"{quote('attempts')} = {quote('attempts')} + 1 WHERE {quote('id')} IN ({subquery}) RETURNING "
+                + ", ".join(quote(c) for c in ("id", "batch_id", "custom_id", "offset", "length", "attempts", "line")),
+                [BatchRequest.Status.RUNNING, worker_id, timezone.now(), *params])
+            rows = cursor.fetchall()
+    return [ClaimedRequest(*row[:6]) for row in sorted(rows, key=lambda row: row[6])]
 
 
 def requests_release(*, worker_id: int, request_ids: Iterable[int], failed: bool = False) -> int:
@@ -508,6 +519,10 @@ def requests_release(*, worker_id: int, request_ids: Iterable[int], failed: bool
         status=BatchRequest.Status.PENDING, worker=None, attempts=attempts)
 
 
+RECORDED_FIELDS = ("status", "finished_at", "status_code", "error_code", "result_line", "input_tokens",
+                   "cached_tokens", "output_tokens", "reasoning_tokens")
+
+
 def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
     """Write the outcomes of requests the worker still holds, and add them to their batches' counts and usage,
     in one transaction. A request the worker no longer holds (handed to another worker meanwhile) is left
@@ -517,23 +532,18 @@ def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
     for outcome in outcomes:
         request = outcome.request
         if outcome.status_code is not None:
-            line = output_line(custom_id=request.custom_id, status_code=outcome.status_code, body=outcome.body or {})
-            rows.append(BatchRequest(pk=request.id, status=BatchRequest.Status.RESPONDED, finished_at=now,
-                                     status_code=outcome.status_code, error_code=None, result_line=line,
-                                     input_tokens=outcome.input_tokens, cached_tokens=outcome.cached_tokens,
-                                     output_tokens=outcome.output_tokens, reasoning_tokens=outcome.reasoning_tokens))
+            rows.append((request.id, BatchRequest.Status.RESPONDED, now, outcome.status_code, None,
+                         output_line(custom_id=request.custom_id, status_code=outcome.status_code,
+                                     body=outcome.body or {}),
+                         outcome.input_tokens, outcome.cached_tokens, outcome.output_tokens, outcome.reasoning_tokens))
         else:
             not_run = outcome.not_run or engine_failed("unknown error")
-            rows.append(BatchRequest(pk=request.id, status=BatchRequest.Status.ERRORED, finished_at=now,
-                                     status_code=None, error_code=not_run.code,
-                                     result_line=error_line(custom_id=request.custom_id, code=not_run.code,
-                                                            message=not_run.message),
-                                     input_tokens=0, cached_tokens=0, output_tokens=0, reasoning_tokens=0))
+            rows.append((request.id, BatchRequest.Status.ERRORED, now, None, not_run.code,
+                         error_line(custom_id=request.custom_id, code=not_run.code, message=not_run.message),
+                         0, 0, 0, 0))
     with transaction.atomic():
-        written = set(bulk_update_rows(
-            BatchRequest, rows, ["status", "finished_at", "status_code", "error_code", "result_line", "input_tokens",
-                                 "cached_tokens", "output_tokens", "reasoning_tokens"],
-            where="t.status = %s AND t.worker_id = %s", where_params=[BatchRequest.Status.RUNNING, worker_id]))
+        written = set(update_rows(BatchRequest, RECORDED_FIELDS, rows, where="t.status = %s AND t.worker_id = %s",
+                                  where_params=[BatchRequest.Status.RUNNING, worker_id]))
         _add_to_counts([o for o in outcomes if o.request.id in written])
         output_tokens = sum(o.output_tokens for o in outcomes if o.request.id in written)
         Worker.objects.filter(pk=worker_id).update(requests_done=F("requests_done") + len(written),
@@ -569,16 +579,14 @@ def requests_not_run(*, batch_id: str | None, not_run: NotRun, extra: Q = Q()) -
         if not chunk:
             return ended
         now = timezone.now()
-        rows = [BatchRequest(pk=pk, status=BatchRequest.Status.ERRORED, error_code=not_run.code, finished_at=now,
-                             worker=None, result_line=error_line(custom_id=custom_id, code=not_run.code,
-                                                                  message=not_run.message))
+        rows = [(pk, BatchRequest.Status.ERRORED, not_run.code, now, None,
+                 error_line(custom_id=custom_id, code=not_run.code, message=not_run.message))
                 for pk, _, custom_id in chunk]
         batch_of = {pk: batch for pk, batch, _ in chunk}
         with transaction.atomic():
-            written = bulk_update_rows(BatchRequest, rows, ["status", "error_code", "finished_at", "worker",
-                                                            "result_line"],
-                                       where="t.status IN (%s, %s)",
-                                       where_params=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING])
+            written = update_rows(BatchRequest, ("status", "error_code", "finished_at", "worker", "result_line"),
+                                  rows, where="t.status IN (%s, %s)",
+                                  where_params=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING])
             per_batch: dict[str, int] = {}
             for pk in written:
                 per_batch[batch_of[pk]] = per_batch.get(batch_of[pk], 0) + 1

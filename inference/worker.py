@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import psutil
@@ -38,6 +37,7 @@ from inference.budget import Budget, model_spec
 from inference.engines.base import EngineResponse
 from inference.engines.host import get_host
 from inference.models import EngineLoad
+from inference.writer import Results, ResultWriter
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ HEARTBEAT_SECONDS = 2.0
 IDLE_POLL_SECONDS = 0.2
 TOKENS_PER_SECOND_WINDOW = 60.0  # the window of the throughput a worker reports
 ABORT_WAIT_SECONDS = 1.0  # on stop, how long aborted requests may take to come back before they are given back
+WRITER_DRAIN_SECONDS = 2.0  # on stop, how long the writer may take to write what it holds
+WRITER_BACKLOG = 4  # the loop stops claiming while the writer holds this many engines' worth of results
 RETRY_PAUSE_SECONDS = 1.0  # after a database error
 RESTART_PAUSE_SECONDS = 5.0  # after any other error
 
@@ -56,12 +58,11 @@ class EngineDied(RuntimeError):
     """The engine's processes died while the request was in flight."""
 
 
-@dataclass
+@dataclass(slots=True)
 class InFlight:
     request: ClaimedRequest
     model: str
     engine_request_id: str
-    future: Future
 
 
 @dataclass
@@ -90,7 +91,8 @@ class ServingLoop:
         self.budget = Budget.for_this_machine()
         self.worker: Worker | None = None
         self.state: dict[str, ModelState] = {}  # per loaded model
-        self.done: queue.Queue[InFlight | None] = queue.Queue()
+        # (request, response or exception) as each ends, put by the engines' threads; None wakes the loop up.
+        self.done: queue.SimpleQueue[tuple[InFlight, EngineResponse | BaseException] | None] = queue.SimpleQueue()
         self.finished: list[tuple[InFlight, EngineResponse | BaseException]] = []
         self.aborting: set[int] = set()  # aborted (batch stopped, or the worker stops): given back, not recorded
         self.stop_requested = threading.Event()
@@ -99,6 +101,7 @@ class ServingLoop:
         self.loading = False  # a model load may take minutes: the heartbeat goes on meanwhile
         self.tokens: deque[tuple[float, int]] = deque()
         self._heartbeat: threading.Thread | None = None
+        self.writer = ResultWriter(worker_name)
         self._inputs: dict[str, BatchInput] = {}
         self._finalize_asked: set[str] = set()
 
@@ -201,6 +204,7 @@ class ServingLoop:
             if self.finished and (now >= next_flush or not self.inflight):
                 self._flush()
                 next_flush = now + FLUSH_SECONDS
+            self._settle()
             inflight = len(self.inflight)
             if inflight and now >= next_control:
                 self._control()
@@ -219,21 +223,19 @@ class ServingLoop:
 
     def _collect(self, timeout: float) -> None:
         try:
-            item = self.done.get(timeout=timeout) if timeout else self.done.get_nowait()
+            ended = self.done.get(timeout=timeout) if timeout else self.done.get_nowait()
         except queue.Empty:
             return
         while True:
-            if item is not None:  # None: request_stop's wake-up call
+            if ended is not None:  # None: request_stop's wake-up call
+                item = ended[0]
                 state = self.state.get(item.model)
                 if state is not None and state.inflight.pop(item.request.id, None) is not None:
-                    try:
-                        self.finished.append((item, item.future.result()))
-                    except BaseException as exc:  # noqa: BLE001 - the engine failed this one request
-                        self.finished.append((item, exc))
+                    self.finished.append(ended)
                     if not state.inflight:
                         state.quarantine = False
             try:
-                item = self.done.get_nowait()
+                ended = self.done.get_nowait()
             except queue.Empty:
                 break
         for model in [m for m, state in self.state.items() if state.inflight]:
@@ -291,7 +293,7 @@ class ServingLoop:
 
     def _claim(self, model: str) -> int:
         state = self.state[model]
-        if state.quarantine or state.draining:
+        if state.quarantine or state.draining or self.writer.pending > WRITER_BACKLOG * self.max_inflight:
             return 0
         level = services.quarantine_level(model)
         if level is not None:
@@ -305,9 +307,7 @@ class ServingLoop:
                                               limit=self.max_inflight - len(state.inflight))
         if claimed:
             state.last_used = time.monotonic()
-            self._describe_batches({request.batch_id for request in claimed})
-            for request in claimed:
-                self._submit(model, request)
+            self._submit(model, claimed)
         return len(claimed)
 
     def _load(self, model: str) -> None:
@@ -354,39 +354,47 @@ class ServingLoop:
         batch.handle.seek(request.offset)
         return json.loads(batch.handle.read(request.length))["body"]
 
-    def _submit(self, model: str, request: ClaimedRequest) -> None:
-        engine_id = new_id("", 12)
-        batch = self._inputs[request.batch_id]
-        try:
-            body = self._read_body(request, batch)
-        except Exception as exc:  # noqa: BLE001 - the input went missing: this request cannot run
-            future: Future = Future()
-            future.set_exception(exc)
-        else:
-            future = self.host.submit(model, engine_id, batch.endpoint, body)
-        item = InFlight(request=request, model=model, engine_request_id=engine_id, future=future)
-        self.state[model].inflight[request.id] = item
-        future.add_done_callback(lambda _f, item=item: self.done.put(item))
+    def _submit(self, model: str, claimed: list[ClaimedRequest]) -> None:
+        """Hand claimed requests to the model's engine, all at once; each comes back through self.done."""
+        self._describe_batches({request.batch_id for request in claimed})
+        inflight = self.state[model].inflight
+        items = []
+        for request in claimed:
+            item = inflight[request.id] = InFlight(request=request, model=model, engine_request_id=new_id("", 12))
+            batch = self._inputs[request.batch_id]
+            try:
+                body = self._read_body(request, batch)
+            except Exception as exc:  # noqa: BLE001 - the input went missing: this request cannot run
+                self.done.put((item, exc))
+                continue
+            items.append((item, item.engine_request_id, batch.endpoint, body))
+        if items:
+            self.host.submit_many(model, items, lambda item, result: self.done.put((item, result)))
 
     # ------------------------------------------------------------------------------------------ results
     def _flush(self) -> None:
-        """Record finished requests (only those this worker still holds) and give back the aborted ones."""
+        """Hand finished requests to the writer: it records them (only those this worker still holds) and gives
+        back the aborted ones, on its own thread."""
         if not self.finished:
             return
         finished, self.finished = self.finished, []
-        try:
-            outcomes, clean, failed = self._sort_out(finished)
-            written = services.requests_record(worker_id=self.worker.pk, outcomes=outcomes) if outcomes else set()
-            if clean:
-                services.requests_release(worker_id=self.worker.pk, request_ids=clean)
-            if failed:
-                services.requests_release(worker_id=self.worker.pk, request_ids=failed, failed=True)
-        except BaseException:
-            self.finished = finished + self.finished  # nothing was written: keep them for the next try
-            raise
+        outcomes, clean, failed = self._sort_out(finished)
         self.aborting.difference_update(item.request.id for item, _ in finished)
-        self.tokens.append((time.monotonic(), sum(o.output_tokens for o in outcomes if o.request.id in written)))
-        self._ask_finalize({item.request.batch_id for item, _ in finished})
+        self.writer.submit(Results(worker_id=self.worker.pk, outcomes=outcomes, clean=clean, failed=failed,
+                                   batch_ids={item.request.batch_id for item, _ in finished}))
+
+    def _settle(self) -> None:
+        """What the writer has written: count the tokens, and ask for finalizing the batches it completed."""
+        batch_ids: set[str] = set()
+        while True:
+            try:
+                written = self.writer.written.get_nowait()
+            except queue.Empty:
+                break
+            batch_ids |= written.batch_ids
+            self.tokens.append((time.monotonic(), written.output_tokens))
+        if batch_ids:
+            self._ask_finalize(batch_ids)
 
     def _sort_out(self, finished) -> tuple[list[Outcome], list[int], list[int]]:
         """Outcomes to record, requests to give back cleanly (aborted), and requests to give back with the try
@@ -473,6 +481,9 @@ class ServingLoop:
                 self._flush()
                 services.requests_release(worker_id=self.worker.pk,
                                           request_ids=[item.request.id for item in self.inflight])
+            if not self.writer.drain(WRITER_DRAIN_SECONDS):
+                logger.error("worker %s stops with %s results not written: they run again elsewhere",
+                             self.worker_name, self.writer.pending)
             for state in self.state.values():
                 state.inflight.clear()
         except Exception:  # the database may be down: the work is handed out again once this worker is gone
@@ -512,6 +523,7 @@ class ServingLoop:
                 services.workers_stop(worker_ids=[self.worker.pk])
             except Exception:
                 logger.exception("could not record the worker's stop")
+        self.writer.stop()
         self.host.shutdown()
 
 

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 # Project root (the folder holding the ``inference`` package), for the watchdog's sys.path.
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+Deliver = Callable[[Any, "EngineResponse | BaseException"], None]
 ENGINE_SHUTDOWN_TIMEOUT = 60.0  # seconds for Engine.shutdown() before we kill its processes
 PROCESS_KILL_GRACE = 5.0
 
@@ -202,6 +204,27 @@ class EngineSlot:
         if engine is None:
             raise RuntimeError(f"{self.spec.name} is not loaded")
         return asyncio.run_coroutine_threadsafe(engine.process(request_id, endpoint, body), self.loop)
+
+    def submit_many(self, items: list[tuple[Any, str, str, dict]], deliver: Deliver) -> None:
+        """Hand many requests to the engine at once, (key, request_id, endpoint, body) each: one wake-up of the
+        engine's loop for all of them, no Future per request. `deliver(key, response or exception)` is called on
+        the engine's loop thread as each one ends."""
+        engine = self.engine
+        if engine is None:
+            raise RuntimeError(f"{self.spec.name} is not loaded")
+
+        def ended(task: asyncio.Task, key: Any) -> None:
+            if task.cancelled():
+                deliver(key, asyncio.CancelledError())
+            else:
+                deliver(key, task.exception() or task.result())
+
+        def start() -> None:
+            for key, request_id, endpoint, body in items:
+                task = self.loop.create_task(engine.process(request_id, endpoint, body))
+                task.add_done_callback(lambda done, key=key: ended(done, key))
+
+        self.loop.call_soon_threadsafe(start)
 
     def abort(self, request_ids: list[str], timeout: float = 5.0) -> None:
         engine = self.engine
@@ -368,6 +391,10 @@ class EngineHost:
     def submit(self, model: str, request_id: str, endpoint: str, body: dict) -> "concurrent.futures.Future[EngineResponse]":
         """Hand one request to a loaded model's engine; returns at once with a Future."""
         return self._slot(model).submit(request_id, endpoint, body)
+
+    def submit_many(self, model: str, items: list[tuple[Any, str, str, dict]], deliver: Deliver) -> None:
+        """Hand many requests to a loaded model's engine at once (see EngineSlot.submit_many)."""
+        self._slot(model).submit_many(items, deliver)
 
     def abort(self, model: str, request_ids: list[str], timeout: float = 5.0) -> None:
         """Abort in-flight requests of a model; their futures complete shortly after."""

@@ -12,14 +12,16 @@ import django
 django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
-from batchserver.db import bulk_update_rows
+from django.db import transaction
+from batchserver.db import update_rows
 from batchserver.models import Project
 a, b = Project.objects.create(name="a"), Project.objects.create(name="b")
-changed = bulk_update_rows(Project, [Project(pk=a.pk, name="a2"), Project(pk=b.pk, name="b2")], ["name"])
+with transaction.atomic():
+    changed = update_rows(Project, ["name"], [(a.pk, "a2"), (b.pk, "b2")])
 assert sorted(changed) == sorted([a.pk, b.pk]), changed
 # A conditional write leaves alone the rows whose state moved on, and says which it changed.
-changed = bulk_update_rows(Project, [Project(pk=a.pk, name="a3"), Project(pk=b.pk, name="b3")], ["name"],
-                           where="t.name = %s", where_params=["a2"])
+with transaction.atomic():
+    changed = update_rows(Project, ["name"], [(a.pk, "a3"), (b.pk, "b3")], where="t.name = %s", where_params=["a2"])
 assert changed == [a.pk], changed
 print(sorted(Project.objects.values_list("name", flat=True)))
 """
