@@ -36,7 +36,7 @@ run: install
 # The test processes (pytest, and the server and workers it starts) share these.
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) BATCHSERVER_DATA_DIR=$(CURDIR)/var/test \
 	BATCHSERVER_MODELS_DIR=$(CURDIR)/var/models BATCHSERVER_MODELS_FILE=$(CURDIR)/tests/models.json \
-	BATCHSERVER_WORKER_STALE_SECONDS=10
+	BATCHSERVER_WORKER_STALE_SECONDS=10 BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true
 
 test: install
 	@# The admin's browser tests drive Debian's Chromium (nothing downloads a browser of its own).
