@@ -373,8 +373,8 @@ try:
 except ValueError:
     BATCHSERVER_WEBHOOK_RETRY_SECONDS = []
 if not BATCHSERVER_WEBHOOK_RETRY_SECONDS or min(BATCHSERVER_WEBHOOK_RETRY_SECONDS) <= 0:
-    raise ImproperlyConfigured(f"BATCHSERVER_WEBHOOK_RETRY_SECONDS={os.environ.get('BATCHSERVER_WEBHOOK_RETRY_SECONDS')!r}"
-                               " must be comma-separated positive seconds, e.g. 5,30,120,600.")
+    raise ImproperlyConfigured(f"BATCHSERVER_WEBHOOK_RETRY_SECONDS={os.environ['BATCHSERVER_WEBHOOK_RETRY_SECONDS']!r} "
+                               "must be comma-separated positive seconds, e.g. 5,30,120,600.")
 # A receiver has this long to answer one delivery.
 BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS = env_float("BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS", 5.0)
 # An endpoint whose deliveries have all failed for this many days is disabled (the console can enable it again).

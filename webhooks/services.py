@@ -172,8 +172,9 @@ def events_record_batch(*, batch_id: str, status: str) -> WebhookEvent | None:
         return None
     project_id, stamp = row
     # Few endpoints per project: the event-type test is done here, the same way on SQLite and PostgreSQL.
-    endpoints = [endpoint for endpoint in WebhookEndpoint.objects.filter(project_id=project_id, disabled_at__isnull=True)
-                 .only("id", "event_types", "disabled_at") if endpoint.wants(event_type)]
+    candidates = WebhookEndpoint.objects.filter(project_id=project_id, disabled_at__isnull=True)
+    endpoints = [endpoint for endpoint in candidates.only("id", "event_types", "disabled_at")
+                 if endpoint.wants(event_type)]
     if not endpoints:
         return None
     now = timezone.now()

@@ -7,8 +7,10 @@ answer are read."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -91,6 +93,12 @@ def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6
     return addresses
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """Loading the CA bundle takes a quarter of a second: once per process, not per attempt."""
+    return httpx.create_ssl_context()
+
+
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> Outcome:
     started = time.monotonic()
 
@@ -111,10 +119,10 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> O
     request_headers = {**headers, "Host": host if default_port else f"{host}:{port}", "User-Agent": USER_AGENT,
                        "Content-Type": "application/json"}
     # A client per attempt: a pooled connection could carry one host's TLS session to another host's request.
+    client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=tls_context())
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client, client.stream(
-                "POST", target, content=body, headers=request_headers,
-                extensions={"sni_hostname": host}) as response:
+        with client, client.stream("POST", target, content=body, headers=request_headers,
+                                   extensions={"sni_hostname": host}) as response:
             received = bytearray()
             for chunk in response.iter_raw():
                 received += chunk

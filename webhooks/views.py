@@ -67,7 +67,8 @@ class WebhookEndpointViewSet(viewsets.ViewSet):
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(endpoint_dict(services.endpoint_get(project=caller_project(request), endpoint_id=pk)))
 
-    @extend_schema(summary="Update a webhook endpoint", operation_id="webhook_endpoints_update", request=WebhookEndpointUpdateSerializer,
+    @extend_schema(summary="Update a webhook endpoint", operation_id="webhook_endpoints_update",
+                   request=WebhookEndpointUpdateSerializer,
                    responses={200: WebhookEndpointSerializer, **ERRORS})
     def update(self, request: Request, pk: str) -> Response:
         endpoint = services.endpoint_get(project=caller_project(request), endpoint_id=pk)
@@ -94,8 +95,8 @@ class WebhookEndpointViewSet(viewsets.ViewSet):
         event_type = validated(WebhookTestSerializer, json_object_body(request))["event_type"]
         outcome = services.endpoint_test(endpoint=endpoint, event_type=event_type)
         if outcome.status_code is None:
-            raise InvalidRequest(f"The test delivery to {endpoint.url} got no answer: {outcome.error.rstrip('.')}. Check that the "
-                                 "URL accepts POST requests from this server, then test again.",
+            raise InvalidRequest(f"The test delivery to {endpoint.url} got no answer: {outcome.error.rstrip('.')}. "
+                                 "Check that the URL accepts POST requests from this server, then test again.",
                                  code="webhook_delivery_failed")
         return Response(WebhookEndpointTestResultSerializer({
             "webhook_endpoint_id": endpoint.id, "event_type": event_type, "status_code": outcome.status_code}).data)

@@ -100,8 +100,8 @@ def test_expiry_delivers_batch_expired(client, make_endpoint, receiver, task_clu
     endpoint = make_endpoint(receiver.url, ["batch.expired"])
     batch = wait_for_status(client, create_batch(client, model=UNSERVED).id, {"in_progress"}, timeout=60)
     # Its window ended long ago (and so did its validation job's, so the sweep need not wait for that job).
-    Batch.objects.filter(pk=batch.id).update(expires_at=Batch.objects.get(pk=batch.id).created_at - timedelta(seconds=1),
-                                             job_enqueued_at=None)
+    created_at = Batch.objects.get(pk=batch.id).created_at
+    Batch.objects.filter(pk=batch.id).update(expires_at=created_at - timedelta(seconds=1), job_enqueued_at=None)
     batch = wait_for_status(client, batch.id, {"expired"}, timeout=30)
     event = assert_is_openai_event(client, receiver.for_batch(batch.id)[0], endpoint.signing_secret,
                                    event_type="batch.expired", batch_id=batch.id, created_at=batch.expired_at)

@@ -19,6 +19,7 @@ from django.utils import timezone
 from openai import OpenAI
 from standardwebhooks import Webhook
 
+from batchserver.errors import Conflict
 from tests.helpers import make_batch
 from tests.webhooks.receiver import Answer, Receiver
 
@@ -142,7 +143,7 @@ def test_an_endpoint_failing_for_days_is_disabled_and_gets_no_more_events(endpoi
 
     batch = make_batch(project, status="completed", completed_at=timezone.now())
     assert services.events_record_batch(batch_id=batch.id, status="completed") is None
-    with pytest.raises(Exception, match="disabled: enable it again first"):
+    with pytest.raises(Conflict, match="disabled: enable it again first"):
         services.delivery_redeliver(delivery=waiting)
     # A new URL is its owner's fix: enabled again.
     services.endpoint_update(endpoint=disabled, url=receiver.url + "/v2")
@@ -190,7 +191,7 @@ def test_signing_secrets_are_encrypted_at_rest(endpoint, settings, stack_env):
     assert services.signing_secrets(row, timezone.now()) == [secret]
 
     # The same ciphertext on another row does not decrypt: it is bound to its endpoint.
-    with pytest.raises(Exception):
+    with pytest.raises(crypto.SecretUnreadable):
         crypto.decrypt(row.secret, context="we_another")
     # Another SECRET_KEY reads nothing; the old one among SECRET_KEY_FALLBACKS still does.
     old_key = settings.SECRET_KEY
@@ -217,7 +218,7 @@ def test_a_kept_old_secret_stops_signing_after_24_hours(endpoint, receiver):
     row = WebhookEndpoint.objects.get(pk=endpoint.pk)
     assert services.signing_secrets(row, timezone.now()) == [new, endpoint.plain_secret]
     assert services.signing_secrets(row, timezone.now() + timedelta(hours=24, seconds=1)) == [new]
-    with pytest.raises(Exception, match="rotated by another request"):
+    with pytest.raises(Conflict, match="rotated by another request"):
         services.endpoint_rotate_secret(endpoint=stale)  # read before the rotation: it lost the race
 
 
