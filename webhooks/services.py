@@ -3,9 +3,9 @@ their deliveries (the outbox), and the sending of a delivery.
 
 - An event is recorded, with one delivery per subscribed endpoint, inside the transaction of the batch
   transition that raises it (batches_api.signals.batch_status_changed): both commit, or neither does.
-- A delivery is sent by a task-cluster task queued when that transaction commits. The task claims the delivery
-  with a conditional update first, so a task delivered twice, or a retry the sweep queued meanwhile, does
-  nothing. A failed attempt is retried after BATCHSERVER_WEBHOOK_RETRY_SECONDS, with the same webhook-id, until
+- A delivery is sent by a task-cluster task queued when that transaction commits (and, in the task cluster, at
+  once by the fast lane of webhooks/sender.py). Each claims the delivery with a conditional update first, so a
+  task delivered twice, or a retry the sweep queued meanwhile, does nothing. A failed attempt is retried after BATCHSERVER_WEBHOOK_RETRY_SECONDS, with the same webhook-id, until
   RETRY_WINDOW after the event; the sweep queues retries that are due and claims whose sender died.
 - An endpoint whose attempts all failed for BATCHSERVER_WEBHOOK_DISABLE_AFTER_DAYS is disabled.
 """
@@ -33,6 +33,7 @@ from batchserver.ids import new_id
 from batchserver.models import Project
 from webhooks import crypto, transport
 from webhooks.models import EVENT_TYPES, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.sender import fast_lane
 from webhooks.transport import Outcome
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 24  # 32 base64 characters, no padding
 RETRY_WINDOW = timedelta(hours=72)
 KEEP_OLD_SECRET = timedelta(hours=24)
-# A queued send usually starts within this; the sweep queues a due delivery again only after it.
-ENQUEUE_GRACE = timedelta(seconds=20)
+# A queued send usually starts within this (behind a busy queue too); the sweep queues a due delivery again only
+# after it: a task lost with its process.
+ENQUEUE_GRACE = timedelta(seconds=60)
 # Finished deliveries (and their events) are kept this long in the log.
 LOG_RETENTION = timedelta(days=30)
 PRUNE_EVERY_SECONDS = 600
@@ -184,6 +186,7 @@ def events_record_batch(*, batch_id: str, status: str) -> WebhookEvent | None:
         for endpoint in endpoints])
     for delivery in deliveries:
         enqueue(SEND_TASK, delivery.id)
+    transaction.on_commit(lambda: fast_lane.submit([delivery.id for delivery in deliveries]))
     return event
 
 

@@ -42,7 +42,7 @@ def endpoint(project, receiver):
 
 
 def due_delivery(endpoint, *, batch_id: str = "batch_0123", **fields):
-    """A delivery that is due now and counts as just queued (the sweep leaves it alone for 20 s)."""
+    """A delivery that is due now and counts as just queued (the sweep leaves it alone for a minute)."""
     from webhooks import services
     from webhooks.models import WebhookDelivery
 
