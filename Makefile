@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/worker_memory.py
 	$(BIN)/python bench/queue_burst.py
 	$(BIN)/python bench/claiming.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) var
