@@ -15,7 +15,7 @@ import queue
 import threading
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,10 @@ class FastLane:
             except Exception:  # its queued task, or the sweep, tries again
                 logger.exception("webhook %s: sending from the fast lane failed", delivery_id)
             finally:
-                close_old_connections()
+                if pending.empty():
+                    connection.close()  # idle: hold no database connection (one a thread would stay open)
+                else:
+                    close_old_connections()
 
 
 fast_lane = FastLane()

@@ -5,8 +5,9 @@ their deliveries (the outbox), and the sending of a delivery.
   transition that raises it (batches_api.signals.batch_status_changed): both commit, or neither does.
 - A delivery is sent by a task-cluster task queued when that transaction commits (and, in the task cluster, at
   once by the fast lane of webhooks/sender.py). Each claims the delivery with a conditional update first, so a
-  task delivered twice, or a retry the sweep queued meanwhile, does nothing. A failed attempt is retried after BATCHSERVER_WEBHOOK_RETRY_SECONDS, with the same webhook-id, until
-  RETRY_WINDOW after the event; the sweep queues retries that are due and claims whose sender died.
+  task delivered twice, or a retry the sweep queued meanwhile, does nothing. A failed attempt is retried after
+  BATCHSERVER_WEBHOOK_RETRY_SECONDS, with the same webhook-id, until RETRY_WINDOW after the event; the sweep
+  queues retries that are due and claims whose sender died.
 - An endpoint whose attempts all failed for BATCHSERVER_WEBHOOK_DISABLE_AFTER_DAYS is disabled.
 """
 
@@ -232,8 +233,12 @@ def _attempt(delivery: WebhookDelivery) -> Outcome:
         return Outcome(error=str(exc))
     headers = {"webhook-id": delivery.id, "webhook-timestamp": str(int(now.timestamp())),
                "webhook-signature": signature}
-    return transport.post(endpoint.url, payload.encode(), headers,
-                          timeout=settings.BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS)
+    try:
+        return transport.post(endpoint.url, payload.encode(), headers,
+                              timeout=settings.BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS)
+    except Exception as exc:  # recorded as a failed attempt (and retried), not left to a lapsing claim
+        logger.exception("webhook %s to %s: the attempt failed unexpectedly", delivery.id, endpoint.url)
+        return Outcome(error=f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _finish(delivery: WebhookDelivery, claim: str, outcome: Outcome) -> None:

@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -47,32 +47,46 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified)
 
 
-def check_url(url: str) -> None:
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str  # ASCII (IDNA), as DNS, the Host header and TLS want it
+    port: int
+    path: str  # with the query
+
+
+def check_url(url: str) -> Target:
     """What can be checked without the network: the scheme, a host, and a host that names this machine or a
     private network by itself (an IP literal, localhost). The resolved addresses are checked at each attempt."""
     allow_private = settings.BATCHSERVER_WEBHOOK_ALLOW_PRIVATE
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:
+        port = parts.port
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
         raise UnsafeUrl(f"'{url[:200]}' is not a valid URL: use https://host/path.") from None
     schemes = ("https", "http") if allow_private else ("https",)
-    if parts.scheme not in schemes or not parts.hostname:
+    if parts.scheme not in schemes or not host:
         raise UnsafeUrl(f"'{url[:200]}' is not an HTTPS URL: use https://host/path "
                         + ("(or http://)." if allow_private else "(plain HTTP is accepted only when the server "
                                                                "sets BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true)."))
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeUrl("A webhook URL cannot hold credentials (user:password@): receivers authenticate a delivery "
+                        "by its signature (client.webhooks.unwrap).")
+    target = Target(parts.scheme, host, port or (443 if parts.scheme == "https" else 80),
+                    (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     if allow_private:
-        return
-    host = parts.hostname
+        return target
     if host == "localhost" or host.endswith(".localhost"):
         raise UnsafeUrl(f"'{host}' is this server itself: webhooks go to public addresses only.")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return
+        return target
     if not is_public(address):
         raise UnsafeUrl(f"{address} is not a public address: webhooks go to public addresses only (an operator "
                         "can allow private ones with BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true).")
+    return target
 
 
 def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -106,22 +120,20 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> O
         return Outcome(error=error[:500], latency=time.monotonic() - started)
 
     try:
-        check_url(url)
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = resolve(parts.hostname, port)[0]
+        target = check_url(url)
+        address = resolve(target.host, target.port)[0]
     except UnsafeUrl as exc:
         return failed(f"refused: {exc}")
-    host = parts.hostname
+    host, port = target.host, target.port
     pinned = f"[{address}]" if address.version == 6 else str(address)
-    target = urlunsplit((parts.scheme, f"{pinned}:{port}", parts.path or "/", parts.query, ""))
-    default_port = port == (443 if parts.scheme == "https" else 80)
+    default_port = port == (443 if target.scheme == "https" else 80)
     request_headers = {**headers, "Host": host if default_port else f"{host}:{port}", "User-Agent": USER_AGENT,
                        "Content-Type": "application/json"}
     # A client per attempt: a pooled connection could carry one host's TLS session to another host's request.
     client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=tls_context())
     try:
-        with client, client.stream("POST", target, content=body, headers=request_headers,
+        with client, client.stream("POST", f"{target.scheme}://{pinned}:{port}{target.path}", content=body,
+                                   headers=request_headers,
                                    extensions={"sni_hostname": host}) as response:
             received = bytearray()
             for chunk in response.iter_raw():

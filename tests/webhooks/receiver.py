@@ -5,6 +5,7 @@ status codes it is told, in order (then 200)."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ class Answer:
 
 
 class Receiver:
-    def __init__(self, answers: list[int | Answer] = (), path: str = "/hooks/batchserver") -> None:
+    def __init__(self, answers: list[int | Answer] = (), path: str = "/hooks/batchserver", *,
+                 tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
+        """`tls`: serve HTTPS with this context, at https://`host`:port (the server listens on 127.0.0.1)."""
         self.received: list[Received] = []
         self.answers = [a if isinstance(a, Answer) else Answer(status=a) for a in answers]
         self.lock = threading.Lock()
@@ -66,7 +69,9 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.server.server_address[1]}{path}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True)
         self.thread.start()
 

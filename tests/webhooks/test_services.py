@@ -232,12 +232,74 @@ def test_private_addresses_and_plain_http_are_refused_when_sending_without_the_s
                       (f"https://127.0.0.1:{port}/", "127.0.0.1 is not a public address"),
                       (f"https://127.1:{port}/", "'127.1' resolves to 127.0.0.1, not a public address"),
                       (f"https://[::ffff:127.0.0.1]:{port}/", "not a public address"),
-                      (f"https://no-such-host.invalid:{port}/", "does not resolve")]:
+                      (f"https://no-such-host.invalid:{port}/", "does not resolve"),
+                      (f"https://user:pw@example.com:{port}/", "cannot hold credentials")]:
         outcome = transport.post(url, b"{}", {}, timeout=2)
         assert outcome.status_code is None and outcome.error.startswith("refused: ") and says in outcome.error, url
     assert receiver.received == []
     settings.BATCHSERVER_WEBHOOK_ALLOW_PRIVATE = True
     assert transport.post(receiver.url, b"{}", {}, timeout=2).status_code == 200
+
+
+def certificate_for(name: str):
+    """A CA, and a certificate for `name` that it signed (PEM files in a temporary folder)."""
+    import datetime
+    import tempfile
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def issue(subject: str, key, issuer_name, issuer_key, *, ca: bool):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webhook tests CA")])
+    ca = issue("webhook tests CA", ca_key, ca_name, ca_key, ca=True)
+    leaf = issue(name, leaf_key, ca_name, ca_key, ca=False)
+    folder = Path(tempfile.mkdtemp())
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + leaf_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder / "ca.pem", folder / "leaf.pem"
+
+
+def test_https_is_verified_against_the_urls_host_name_though_the_address_is_pinned(settings, monkeypatch):
+    import ssl
+
+    from webhooks import transport
+
+    ca, leaf = certificate_for("localhost")
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(leaf)
+    trusting = ssl.create_default_context(cafile=str(ca))
+    monkeypatch.setattr(transport, "tls_context", lambda: trusting)  # the test CA instead of the public ones
+    settings.BATCHSERVER_WEBHOOK_ALLOW_PRIVATE = True
+    receiver = Receiver(tls=served, host="localhost")
+    try:
+        outcome = transport.post(receiver.url, b"{}", {}, timeout=5)
+        assert outcome.ok, outcome.error
+        assert receiver.received[0].headers["host"] == receiver.url.split("/")[2]
+        # The same server by address: its certificate names localhost, not 127.0.0.1.
+        by_address = transport.post(receiver.url.replace("localhost", "127.0.0.1"), b"{}", {}, timeout=5)
+        assert by_address.status_code is None and "CERTIFICATE_VERIFY_FAILED" in by_address.error
+        monkeypatch.undo()  # the public CAs do not know the test CA
+        unknown = transport.post(receiver.url, b"{}", {}, timeout=5)
+        assert unknown.status_code is None and "CERTIFICATE_VERIFY_FAILED" in unknown.error
+        assert len(receiver.received) == 1
+    finally:
+        receiver.close()
 
 
 def test_redirects_are_not_followed(receiver, settings):
@@ -291,3 +353,11 @@ def test_prune_deletes_old_finished_deliveries_and_their_events(endpoint):
     assert not WebhookDelivery.objects.filter(pk=old.pk).exists()
     assert not WebhookEvent.objects.filter(pk=old.event_id).exists()
     assert WebhookDelivery.objects.filter(pk__in=[old_pending.pk, recent.pk]).count() == 2
+
+
+def test_a_bad_retry_schedule_stops_the_server_with_a_clear_error(tmp_path):
+    from tests.stack import finished, settings_process
+
+    for value in ("5,soon", "0,30", ""):
+        proc = settings_process("import django; django.setup()", tmp_path, BATCHSERVER_WEBHOOK_RETRY_SECONDS=value)
+        assert "must be comma-separated positive seconds" in finished(proc, ok=False), value
