@@ -36,7 +36,7 @@ run: install
 # The test processes (pytest, and the server and workers it starts) share these.
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) BATCHSERVER_DATA_DIR=$(CURDIR)/var/test \
 	BATCHSERVER_MODELS_DIR=$(CURDIR)/var/models BATCHSERVER_MODELS_FILE=$(CURDIR)/tests/models.json \
-	BATCHSERVER_WORKER_STALE_SECONDS=10
+	BATCHSERVER_WORKER_STALE_SECONDS=10 BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true
 
 test: install
 	@# The admin's browser tests drive Debian's Chromium (nothing downloads a browser of its own).
@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/worker_memory.py
 	$(BIN)/python bench/queue_burst.py
 	$(BIN)/python bench/claiming.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) var

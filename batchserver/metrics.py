@@ -27,6 +27,8 @@ HTTP_REQUESTS = Counter("batchserver_http_requests", "HTTP requests by endpoint 
 WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 RUN_BUCKETS = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
 LOAD_BUCKETS = (1, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+WEBHOOK_DELAY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600, 72 * 3600)
+WEBHOOK_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 
 
 def _histogram(name: str, doc: str, queryset, duration, buckets) -> HistogramMetricFamily:
@@ -115,9 +117,51 @@ class DatabaseCollector:
             sum_value=loads["total"] or 0.0)
 
 
+class WebhookCollector:
+    """Webhook endpoints and the delivery log (30 days of it: gauges, since pruning lowers them)."""
+
+    def collect(self):
+        from django.utils import timezone
+
+        from webhooks.models import WebhookDelivery, WebhookEndpoint
+
+        endpoints = GaugeMetricFamily("batchserver_webhook_endpoints", "Webhook endpoints by state.", labels=["state"])
+        counts = WebhookEndpoint.objects.aggregate(enabled=Count("pk", filter=Q(disabled_at__isnull=True)),
+                                                   disabled=Count("pk", filter=Q(disabled_at__isnull=False)))
+        for state, count in counts.items():
+            endpoints.add_metric([state], count)
+        yield endpoints
+
+        deliveries = GaugeMetricFamily("batchserver_webhook_deliveries", "Webhook deliveries in the log by status.",
+                                       labels=["status"])
+        attempts = GaugeMetricFamily("batchserver_webhook_attempts", "Attempts of the deliveries in the log, by "
+                                     "their status (retries included).", labels=["status"])
+        by_status = {row["status"]: row for row in WebhookDelivery.objects.values("status").annotate(
+            n=Count("pk"), tries=Sum("attempts")).order_by()}
+        for status in WebhookDelivery.Status.values:
+            row = by_status.get(status, {})
+            deliveries.add_metric([status], row.get("n", 0))
+            attempts.add_metric([status], row.get("tries") or 0)
+        yield deliveries
+        yield attempts
+
+        oldest = WebhookDelivery.objects.filter(status__in=WebhookDelivery.DUE).order_by("created_at").values_list(
+            "created_at", flat=True).first()
+        yield GaugeMetricFamily("batchserver_webhook_oldest_undelivered_seconds",
+                                "Age of the oldest delivery still being tried (0: none).",
+                                value=(timezone.now() - oldest).total_seconds() if oldest else 0.0)
+        delivered = WebhookDelivery.objects.filter(delivered_at__isnull=False, event__test=False)
+        yield _histogram("batchserver_webhook_delivery_seconds", "From the event (the batch's final status) to its "
+                         "delivery, retries included.", delivered, F("delivered_at") - F("event__created_at"),
+                         WEBHOOK_DELAY_BUCKETS)
+        yield _histogram("batchserver_webhook_response_seconds", "How long receivers took to answer a delivery.",
+                         delivered, F("last_latency"), WEBHOOK_LATENCY_BUCKETS)
+
+
 def _registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(DatabaseCollector())
+    registry.register(WebhookCollector())
     if MULTIPROCESS:
         multiprocess.MultiProcessCollector(registry)
     else:

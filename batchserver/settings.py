@@ -115,6 +115,7 @@ INSTALLED_APPS = [
     "files_api",
     "batches_api",
     "inference",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -395,3 +396,28 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("BATCHSERVER_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# ---------------------------------------------------------------------------------------------------------
+# Webhooks (webhooks/): batch.* events POSTed to each project's endpoints, signed the Standard Webhooks way.
+# Receivers on loopback, private or link-local addresses, and plain-HTTP URLs, only when this is on (a receiver on
+# the same machine or network, the tests): otherwise an API key could make the server call its own neighbours.
+BATCHSERVER_WEBHOOK_ALLOW_PRIVATE = env_bool("BATCHSERVER_WEBHOOK_ALLOW_PRIVATE", False)
+# Seconds before each retry of a failed delivery; the last one repeats until 72 hours after the event.
+try:
+    BATCHSERVER_WEBHOOK_RETRY_SECONDS = [float(value) for value in env_list(
+        "BATCHSERVER_WEBHOOK_RETRY_SECONDS", ["5", "30", "120", "600", "1800", "3600", "7200", "14400", "28800"])]
+except ValueError:
+    BATCHSERVER_WEBHOOK_RETRY_SECONDS = []
+if not BATCHSERVER_WEBHOOK_RETRY_SECONDS or min(BATCHSERVER_WEBHOOK_RETRY_SECONDS) <= 0:
+    raise ImproperlyConfigured(f"BATCHSERVER_WEBHOOK_RETRY_SECONDS={os.environ['BATCHSERVER_WEBHOOK_RETRY_SECONDS']!r} "
+                               "must be comma-separated positive seconds, e.g. 5,30,120,600.")
+# A receiver has this long to answer one delivery.
+BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS = env_float("BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS", 5.0)
+# An endpoint whose deliveries have all failed for this many days is disabled (the console can enable it again).
+BATCHSERVER_WEBHOOK_DISABLE_AFTER_DAYS = env_float("BATCHSERVER_WEBHOOK_DISABLE_AFTER_DAYS", 3.0)
+# The constant `object` values of the webhook objects, named in /v1/openapi.json (several objects share each).
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {**SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),
+                                               "WebhookEndpointObjectEnum": ["webhook_endpoint"],
+                                               "ListObjectEnum": ["list"]}
+# httpx logs every request at INFO: the delivery log (the console) has each attempt already.
+LOGGING["loggers"]["httpx"] = {"level": "WARNING"}

@@ -19,6 +19,7 @@ urlpatterns = [
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
          name="openapi"),
     path("v1/", include(router.urls)),
+    path("v1/", include("webhooks.urls")),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

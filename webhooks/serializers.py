@@ -1,0 +1,167 @@
+"""The wire format of webhooks, one serializer per OpenAI object and per request body: they validate what comes in,
+shape what goes out, and are what /v1/openapi.json describes. Names follow the official SDK
+(openai.types.webhooks)."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from batchserver.ids import unix
+from webhooks.models import EVENT_TYPES
+from webhooks.transport import UnsafeUrl, check_url
+
+SUPPORTED = ", ".join(EVENT_TYPES)
+NAME_MAX = 256
+URL_MAX = 2048
+
+
+def required(name: str, what: str) -> dict:
+    """Messages that read well after the envelope's "Invalid '<name>': " prefix."""
+    return {"required": f"this parameter is required: {what}.", "null": f"must not be null: {what}.",
+            "blank": f"must not be empty: {what}."}
+
+
+def check_event_type(value: str) -> str:
+    if value not in EVENT_TYPES:
+        raise serializers.ValidationError(f"'{value}' is not an event type this server sends. Supported: {SUPPORTED}.")
+    return value
+
+
+def check_event_types(values: list[str]) -> list[str]:
+    if not values:
+        raise serializers.ValidationError(f"give at least one event type. Supported: {SUPPORTED}.")
+    for value in values:
+        check_event_type(value)
+    return list(dict.fromkeys(values))  # each type once, in the order given
+
+
+def check_webhook_url(value: str) -> str:
+    try:
+        check_url(value)
+    except UnsafeUrl as exc:
+        raise serializers.ValidationError(str(exc)) from None
+    return value
+
+
+def url_field(**kwargs) -> serializers.CharField:
+    return serializers.CharField(max_length=URL_MAX, validators=[check_webhook_url],
+                                 error_messages=required("url", "the HTTPS URL that receives the deliveries"), **kwargs)
+
+
+def name_field(**kwargs) -> serializers.CharField:
+    return serializers.CharField(max_length=NAME_MAX, error_messages=required("name", "a name for the endpoint"),
+                                 **kwargs)
+
+
+def event_types_field(**kwargs) -> serializers.ListField:
+    what = f"a list of event types ({SUPPORTED})"
+    return serializers.ListField(child=serializers.CharField(), validators=[check_event_types],
+                                 error_messages={**required("event_types", what), "not_a_list": f"expected {what}."},
+                                 **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ requests
+class WebhookEndpointCreateSerializer(serializers.Serializer):
+    url = url_field()
+    name = name_field()
+    event_types = event_types_field()
+
+
+class WebhookEndpointUpdateSerializer(serializers.Serializer):
+    url = url_field(required=False)
+    name = name_field(required=False)
+    event_types = event_types_field(required=False)
+
+
+class WebhookRotateSecretSerializer(serializers.Serializer):
+    keep_old_secret_active_for_24_hours = serializers.BooleanField(required=False, default=False)
+
+
+class WebhookTestSerializer(serializers.Serializer):
+    event_type = serializers.CharField(validators=[check_event_type],
+                                       error_messages=required("event_type", f"one of {SUPPORTED}"))
+
+
+class WebhookListParamsSerializer(serializers.Serializer):
+    after = serializers.CharField(required=False, allow_blank=True)
+    limit = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
+    order = serializers.ChoiceField(["asc", "desc"], required=False, default="desc")
+
+
+# ------------------------------------------------------------------------------------------------ objects
+@extend_schema_field(OpenApiTypes.INT)
+class UnixTimeField(serializers.Field):
+    """A timestamp as OpenAI sends it: Unix seconds."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value) -> int | None:
+        return unix(value)
+
+
+class ConstantField(serializers.Field):
+    """A key whose value never changes, such as OpenAI's `object`."""
+
+    def __init__(self, value, **kwargs) -> None:
+        self.value = value
+        super().__init__(read_only=True, source="*", **kwargs)
+
+    def to_representation(self, _):
+        return self.value
+
+
+def constant(value: str | bool) -> ConstantField:
+    """A ConstantField described inline in the schema (a shared enum component would collide across objects)."""
+    # (A boolean is always true here: no enum, which would only add one more component to the schema.)
+    schema = {"type": "boolean"} if isinstance(value, bool) else {"type": "string", "enum": [value]}
+    return extend_schema_field(schema)(type("Constant", (ConstantField,), {}))(value)
+
+
+class WebhookEndpointSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = constant("webhook_endpoint")
+    created_at = UnixTimeField()
+    event_types = serializers.ListField(child=serializers.CharField())
+    name = serializers.CharField()
+    signing_secret_hint = serializers.CharField(allow_null=True)
+    url = serializers.CharField()
+    updated_at = UnixTimeField(allow_null=True)
+
+
+class WebhookEndpointWithSecretSerializer(WebhookEndpointSerializer):
+    """The only shape with the whole signing secret: the answer to create and rotate_secret."""
+
+    signing_secret = serializers.SerializerMethodField()
+
+    def get_signing_secret(self, endpoint) -> str:
+        return self.context["signing_secret"]
+
+
+class WebhookEndpointListSerializer(serializers.Serializer):
+    object = constant("list")
+    data = WebhookEndpointSerializer(many=True)
+    first_id = serializers.CharField(allow_null=True)
+    last_id = serializers.CharField(allow_null=True)
+    has_more = serializers.BooleanField()
+
+
+class DeletedWebhookEndpointSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = constant("webhook_endpoint.deleted")
+    deleted = constant(True)
+
+
+class WebhookEndpointTestResultSerializer(serializers.Serializer):
+    object = constant("webhook_endpoint.test")
+    webhook_endpoint_id = serializers.CharField()
+    event_type = serializers.CharField()
+    status_code = serializers.IntegerField()
+    success = constant(True)  # the request completed; status_code says how the receiver took it
+
+
+class WebhookEventTypeListSerializer(serializers.Serializer):
+    object = constant("list")
+    data = serializers.ListField(child=serializers.CharField())
