@@ -12,7 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from batches_api.admin import MEDIA_CSS, MEDIA_JS, admin_change_url, batch_link, human_duration
+from batches_api.admin import batch_link
+from batchserver.admin_kit import MEDIA_CSS, MEDIA_JS, admin_change_url, human_duration
 from batchserver.errors import ApiError
 from webhooks import services
 from webhooks.models import WebhookDelivery, WebhookEndpoint
