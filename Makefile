@@ -8,7 +8,7 @@ export PORT
 # Tests talk to a real PostgreSQL (pytest-django creates and drops the test_ database).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/batchserver
 
-.PHONY: install run test models bench clean
+.PHONY: install install-dev run test lint models bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +24,19 @@ endif
 
 install: $(VENV)/.installed-$(ENGINE)
 
+$(VENV)/.installed-dev: $(BIN)/python requirements-dev.txt
+	$(BIN)/pip install -r requirements-dev.txt
+	touch $@
+
+install-dev: install $(VENV)/.installed-dev
+
 models: install
 	$(BIN)/python manage.py prepare_models
 
 run: install
 	$(BIN)/python manage.py bootstrap
 	$(BIN)/python manage.py prepare_models
-	@echo "Serving on http://localhost:$(PORT)/v1 (admin: /admin/, stop with Ctrl-C)"
+	@echo "Serving http://localhost:$(PORT)/v1 · console http://localhost:$(PORT)/admin/ (first account: $(BIN)/python manage.py createsuperuser) · stop with Ctrl-C"
 	$(BIN)/honcho start -f Procfile
 
 # The test processes (pytest, and the server and workers it starts) share these.
@@ -38,7 +44,14 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) BATCHSERVER_DATA_DIR=$(CURDIR)/var
 	BATCHSERVER_MODELS_DIR=$(CURDIR)/var/models BATCHSERVER_MODELS_FILE=$(CURDIR)/tests/models.json \
 	BATCHSERVER_WORKER_STALE_SECONDS=10 BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true
 
-test: install
+# ruff (lint and format), import-linter (the apps' layers; engines without Django), mypy: CI runs them first.
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	DJANGO_SETTINGS_MODULE=batchserver.settings $(BIN)/mypy
+
+test: install-dev
 	@# The admin's browser tests drive Debian's Chromium (nothing downloads a browser of its own).
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(TEST_ENV) $(BIN)/python manage.py prepare_models
