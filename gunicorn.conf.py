@@ -11,9 +11,17 @@ graceful_timeout = 4
 
 
 def on_starting(server):
-    # prometheus-client's multiprocess mode: each worker writes its counters to files in this directory.
-    data_dir = Path(os.environ.get("BATCHSERVER_DATA_DIR", Path(__file__).resolve().parent / "var"))
-    directory = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "prometheus"))
+    # prometheus-client's multiprocess mode: each worker writes its counters to files in this directory. One
+    # directory per gunicorn (several may share a data dir), emptied when it starts; those of gunicorns that are
+    # gone are removed.
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        data_dir = Path(os.environ.get("BATCHSERVER_DATA_DIR", Path(__file__).resolve().parent / "var"))
+        root = data_dir / "prometheus"
+        for old in root.glob("*") if root.is_dir() else []:
+            if not old.name.isdigit() or not Path(f"/proc/{old.name}").exists():
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(root / str(os.getpid()))
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)
 

@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from batchserver.ids import new_id, unix
+from batchserver.ids import new_id
 from batchserver.models import Project
 from files_api.models import File
 
@@ -161,43 +161,6 @@ class Batch(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
-
-    def to_dict(self) -> dict:
-        """The Batch object, exactly as OpenAI sends it."""
-        return {
-            "id": self.id,
-            "object": "batch",
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "errors": {"object": "list", "data": self.errors} if self.errors else None,
-            "input_file_id": self.input_file_id,
-            "completion_window": self.completion_window,
-            "status": self.status,
-            "output_file_id": self.output_file_id,
-            "error_file_id": self.error_file_id,
-            "created_at": unix(self.created_at),
-            "in_progress_at": unix(self.in_progress_at),
-            "expires_at": unix(self.expires_at),
-            "finalizing_at": unix(self.finalizing_at),
-            "completed_at": unix(self.completed_at),
-            "failed_at": unix(self.failed_at),
-            "expired_at": unix(self.expired_at),
-            "cancelling_at": unix(self.cancelling_at),
-            "cancelled_at": unix(self.cancelled_at),
-            "request_counts": {
-                "total": self.total_requests,
-                "completed": self.completed_requests,
-                "failed": self.failed_requests,
-            },
-            "usage": {
-                "input_tokens": self.input_tokens,
-                "input_tokens_details": {"cached_tokens": self.cached_tokens},
-                "output_tokens": self.output_tokens,
-                "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-                "total_tokens": self.input_tokens + self.output_tokens,
-            },
-            "metadata": self.metadata,
-        }
 
 
 # ------------------------------------------------------------------------------------------------ requests

@@ -33,12 +33,11 @@ from batches_api.models import Batch, BatchRequest, Worker, gone_worker, succeed
 from batches_api.signals import batch_status_changed
 from batches_api.validation import InputValidator, iter_lines
 from files_api.models import File
-from files_api.services import check_expires_after, file_create_from_local, file_delete, file_get, file_open
+from files_api.services import file_create_from_local, file_delete, file_get, file_open
 
 logger = logging.getLogger(__name__)
 
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
-METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
 INSERT_CHUNK = 1000
 
 # A task-cluster job (validation, finalizing) renews its claim this often; silent for JOB_STALE it is lost.
@@ -96,50 +95,9 @@ def _transition(batch_id: str, *, from_statuses: Iterable[str], to: str, job: st
     return True
 
 
-def check_metadata(metadata) -> dict | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        raise InvalidRequest("Invalid 'metadata': expected an object of string keys and values.", param="metadata")
-    if len(metadata) > METADATA_MAX_PAIRS:
-        raise InvalidRequest(f"Invalid 'metadata': at most {METADATA_MAX_PAIRS} key-value pairs, got "
-                             f"{len(metadata)}.", param="metadata")
-    for key, value in metadata.items():
-        if len(key) > METADATA_KEY_MAX:
-            raise InvalidRequest(f"Invalid 'metadata': key '{key[:80]}…' is longer than {METADATA_KEY_MAX} "
-                                 "characters.", param="metadata")
-        if not isinstance(value, str):
-            raise InvalidRequest(f"Invalid 'metadata': the value of '{key}' must be a string.", param="metadata")
-        if len(value) > METADATA_VALUE_MAX:
-            raise InvalidRequest(f"Invalid 'metadata': the value of '{key}' is longer than {METADATA_VALUE_MAX} "
-                                 "characters.", param="metadata")
-    return metadata
-
-
 # ------------------------------------------------------------------------------------------------ create
-def batch_create(*, project: Project, input_file_id, endpoint, completion_window, metadata=None,
-                 output_expires_after=None) -> Batch:
-    for name, value in (("input_file_id", input_file_id), ("endpoint", endpoint),
-                        ("completion_window", completion_window)):
-        if value in (None, ""):
-            raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name)
-        if not isinstance(value, str):
-            raise InvalidRequest(f"Invalid '{name}': expected a string.", param=name)
-    endpoints = served_endpoints()
-    if endpoint not in endpoints:
-        raise InvalidRequest(
-            f"Invalid value for 'endpoint': '{endpoint}'. This server runs batches for: "
-            + ", ".join(endpoints) + ".", param="endpoint")
-    if completion_window not in COMPLETION_WINDOWS:
-        raise InvalidRequest(f"Invalid value for 'completion_window': '{completion_window}'. Supported values "
-                             "are: '24h'.", param="completion_window")
-    metadata = check_metadata(metadata)
-    expires_after = None
-    if output_expires_after is not None:
-        if not isinstance(output_expires_after, dict):
-            raise InvalidRequest("Invalid 'output_expires_after': expected an object.", param="output_expires_after")
-        expires_after = check_expires_after(output_expires_after.get("anchor"), output_expires_after.get("seconds"),
-                                            param="output_expires_after")
+def batch_create(*, project: Project, input_file_id: str, endpoint: str, completion_window: str,
+                 metadata: dict[str, str] | None = None, output_expires_after: int | None = None) -> Batch:
     file = file_get(project=project, file_id=input_file_id, param="input_file_id")
     if file.purpose != File.Purpose.BATCH:
         raise InvalidRequest(f"File '{file.id}' has purpose '{file.purpose}'; a batch input must be uploaded "
@@ -148,7 +106,7 @@ def batch_create(*, project: Project, input_file_id, endpoint, completion_window
     with transaction.atomic():
         batch = Batch.objects.create(
             project=project, endpoint=endpoint, completion_window=completion_window, input_file=file,
-            metadata=metadata, output_expires_after=expires_after, created_at=now, job_enqueued_at=now,
+            metadata=metadata, output_expires_after=output_expires_after, created_at=now, job_enqueued_at=now,
             expires_at=now + COMPLETION_WINDOWS[completion_window],
         )
         enqueue("batches_api.tasks.validate_batch", batch.id)
@@ -766,13 +724,11 @@ def batch_retry_failed(*, batch: Batch) -> Batch:
         tmp.flush()
         new_file = file_create_from_local(project=batch.project, path=tmp.name, purpose=File.Purpose.BATCH,
                                           filename=f"{batch.id}_retry.jsonl")
-    expires_after = ({"anchor": "created_at", "seconds": batch.output_expires_after}
-                     if batch.output_expires_after is not None else None)
     try:
         with transaction.atomic():
             new = batch_create(project=batch.project, input_file_id=new_file.id, endpoint=batch.endpoint,
                                completion_window=batch.completion_window, metadata=batch.metadata,
-                               output_expires_after=expires_after)
+                               output_expires_after=batch.output_expires_after)
             Batch.objects.filter(pk=new.pk).update(retry_of=batch)
     except Exception:
         file_delete(file=new_file)

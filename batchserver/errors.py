@@ -8,7 +8,11 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
+from rest_framework import fields as drf_fields
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
+
+from batchserver.serializers import ErrorResponseSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ class TooLarge(ApiError):
 
 def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return ErrorResponseSerializer({"error": {"message": message, "type": type, "param": param, "code": code}}).data
 
 
 NO_KEY_MESSAGE = (
@@ -107,17 +111,34 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response | None:
     return None  # unexpected: DRF re-raises, Django logs it and answers 500 (handler500 below)
 
 
-def _first_validation_error(detail, param: str = "") -> tuple[str | None, str]:
-    """The first message of a serializer's (possibly nested) errors, and the dotted name of its field."""
+# Codes of a value not sent, or sent empty: OpenAI's "Missing required parameter". DRF's own words for them are
+# dropped; a field's own message for them is a hint that follows ("Send it as multipart/form-data.").
+MISSING = ("required", "null", "blank", "empty")
+DRF_MISSING = (drf_fields.Field.default_error_messages["required"], drf_fields.Field.default_error_messages["null"],
+               drf_fields.CharField.default_error_messages["blank"], drf_fields.ListField.default_error_messages["empty"])
+
+
+def _first_validation_error(detail, param: str | None = None) -> tuple[str | None, str]:
+    """The first error of a serializer's (possibly nested) errors, in OpenAI's words, and the name of its
+    parameter: `expires_after.seconds` in an object, `part_ids[0]` in a list."""
     if isinstance(detail, dict) and detail:
         key, value = next(iter(detail.items()))
-        if key != "non_field_errors":
-            param = f"{param}.{key}" if param else str(key)
+        if isinstance(key, int):
+            param = f"{param}[{key}]"
+        elif key != api_settings.NON_FIELD_ERRORS_KEY:
+            param = f"{param}.{key}" if param else key
         return _first_validation_error(value, param)
     if isinstance(detail, list) and detail:
         return _first_validation_error(detail[0], param)
-    message = str(detail)
-    return (param, f"Invalid '{param}': {message}") if param else (None, message)
+    message, code = str(detail), getattr(detail, "code", None)
+    if param is None:
+        return None, message
+    if code in MISSING:
+        hint = "" if message in map(str, DRF_MISSING) else f" {message}"  # DRF's words are lazy translations
+        return param, f"Missing required parameter: '{param}'.{hint}"
+    if code == "invalid_choice":
+        return param, f"Invalid value for '{param}': {message}"
+    return param, f"Invalid '{param}': {message}"
 
 
 def _is_api(request) -> bool:

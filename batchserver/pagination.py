@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from django.db.models import Q, QuerySet
 
 from batchserver.errors import InvalidRequest
-
-
-def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"Invalid 'limit': expected an integer, got '{raw}'.", param="limit") from None
-    if not 1 <= limit <= maximum:
-        raise InvalidRequest(
-            f"Invalid 'limit': {limit}. It must be between 1 and {maximum}.", param="limit"
-        )
-    return limit
-
-
-def parse_order(raw: str | None, *, default: str = "desc") -> str:
-    order = raw or default
-    if order not in ("asc", "desc"):
-        raise InvalidRequest(f"Invalid 'order': '{order}'. Use 'asc' or 'desc'.", param="order")
-    return order
+from batchserver.serializers import PageSerializer
 
 
 def cursor_page(
@@ -37,7 +16,7 @@ def cursor_page(
     after: str | None,
     limit: int,
     order: str,
-    to_dict: Callable[[Any], dict],
+    serializer: type[PageSerializer],
 ) -> dict:
     """One page of `queryset`, ordered by (created_at, id), starting after the object whose id is `after`.
 
@@ -56,15 +35,9 @@ def cursor_page(
             | Q(created_at=anchor["created_at"], **{f"id__{op}": anchor["id"]})
         )
     rows = list(queryset[: limit + 1])
-    return list_page([to_dict(row) for row in rows[:limit]], has_more=len(rows) > limit)
+    return list_page(serializer, rows[:limit], has_more=len(rows) > limit)
 
 
-def list_page(data: Iterable[dict], *, has_more: bool = False) -> dict:
-    data = list(data)
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
+def list_page(serializer: type[PageSerializer], objects: Iterable, *, has_more: bool = False) -> dict:
+    """A page of `objects`, serialized by `serializer` (made by batchserver.serializers.page_serializer)."""
+    return serializer({"data": list(objects), "has_more": has_more}).data

@@ -233,6 +233,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Enums stay inline, as in OpenAI's own schema: an `object`, `status` or `purpose` enum per object, no shared
+    # components whose names would collide.
+    "POSTPROCESSING_HOOKS": ["batchserver.openapi.inline_enums"],
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
 }
 
 # ---------------------------------------------------------------------------------------------------------

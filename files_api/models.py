@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from batchserver.ids import new_id, unix
+from batchserver.ids import new_id
 from batchserver.models import Project
 
 
@@ -53,20 +53,6 @@ class File(models.Model):
     def __str__(self) -> str:
         return f"{self.id} ({self.filename})"
 
-    def to_dict(self) -> dict:
-        """The FileObject, exactly as OpenAI sends it."""
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": self.bytes,
-            "created_at": unix(self.created_at),
-            "expires_at": unix(self.expires_at),
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "processed",
-            "status_details": None,
-        }
-
 
 class Upload(models.Model):
     class Status(models.TextChoices):
@@ -88,19 +74,6 @@ class Upload(models.Model):
     file_expires_after = models.PositiveIntegerField(null=True, blank=True)
     file = models.ForeignKey(File, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
-    def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "object": "upload",
-            "bytes": self.bytes,
-            "created_at": unix(self.created_at),
-            "expires_at": unix(self.expires_at),
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": self.status,
-            "file": self.file.to_dict() if self.file_id else None,
-        }
-
 
 class UploadPart(models.Model):
     id = models.CharField(primary_key=True, max_length=64, default=new_part_id, editable=False)
@@ -108,7 +81,3 @@ class UploadPart(models.Model):
     bytes = models.BigIntegerField()
     storage_name = models.CharField(max_length=255, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "object": "upload.part", "created_at": unix(self.created_at),
-                "upload_id": self.upload_id}

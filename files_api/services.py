@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
-import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
@@ -29,7 +28,6 @@ T = TypeVar("T")
 CHUNK = 1024 * 1024
 DEFAULT_BATCH_FILE_TTL = timedelta(days=30)  # OpenAI: files for batches expire after 30 days
 UPLOAD_TTL = timedelta(hours=1)
-EXPIRES_AFTER_MIN, EXPIRES_AFTER_MAX = 3600, 2_592_000
 
 
 def _mb(size: int) -> str:
@@ -37,37 +35,6 @@ def _mb(size: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ checks
-def check_purpose(purpose: str | None, *, param: str = "purpose") -> str:
-    if not purpose:
-        raise InvalidRequest("Missing required parameter: 'purpose'.", param=param)
-    if purpose not in File.UPLOAD_PURPOSES:
-        raise InvalidRequest(
-            f"Invalid value for 'purpose': '{purpose}'. Supported values are: "
-            + ", ".join(f"'{p}'" for p in File.UPLOAD_PURPOSES) + ".",
-            param=param,
-        )
-    return purpose
-
-
-def check_expires_after(anchor: str | None, seconds: object, *, param: str) -> int | None:
-    """Seconds after creation at which the file expires, from OpenAI's `expires_after{anchor, seconds}`."""
-    if anchor is None and seconds is None:
-        return None
-    if anchor != "created_at":
-        raise InvalidRequest(f"Invalid '{param}.anchor': must be 'created_at'.", param=f"{param}.anchor")
-    try:
-        value = int(seconds)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"Invalid '{param}.seconds': expected an integer.", param=f"{param}.seconds") from None
-    if not EXPIRES_AFTER_MIN <= value <= EXPIRES_AFTER_MAX:
-        raise InvalidRequest(
-            f"Invalid '{param}.seconds': {value}. It must be between {EXPIRES_AFTER_MIN} (1 hour) and "
-            f"{EXPIRES_AFTER_MAX} (30 days).",
-            param=f"{param}.seconds",
-        )
-    return value
-
-
 def check_size(*, purpose: str, size: int, filename: str, param: str = "file") -> None:
     limit = settings.BATCHSERVER_MAX_FILE_BYTES
     if purpose == File.Purpose.BATCH:
@@ -78,45 +45,6 @@ def check_size(*, purpose: str, size: int, filename: str, param: str = "file") -
             "Split it into several files.",
             param=param,
         )
-
-
-MAX_FILENAME = 512  # File.filename and Upload.filename
-MAX_MIME_TYPE = 255  # Upload.mime_type
-# type/subtype with optional parameters (RFC 6838 names, RFC 9110 parameters), ASCII only.
-_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
-_MIME_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*', re.ASCII)
-
-
-def check_filename(filename: object, *, param: str) -> str:
-    """A name we can send back in a header and write to a log line as it is: printable, of bounded length.
-
-    "Printable" is Python's str.isprintable(), the rule Django's multipart parser already applies to the names
-    of uploaded files: no control characters (CR, LF, NUL…), no lone surrogates, no invisible separators.
-    """
-    if not isinstance(filename, str) or not filename:
-        raise InvalidRequest(f"Invalid '{param}': expected a non-empty file name.", param=param)
-    if len(filename) > MAX_FILENAME:
-        raise InvalidRequest(f"Invalid '{param}': the file name is {len(filename)} characters long; the limit is "
-                             f"{MAX_FILENAME}. Use a shorter name.", param=param)
-    if not filename.isprintable():
-        position, char = next((i, c) for i, c in enumerate(filename) if not c.isprintable())
-        raise InvalidRequest(
-            f"Invalid '{param}': the file name holds U+{ord(char):04X} at position {position}, a control "
-            "character, line break or other unprintable character. Rename the file without it.",
-            param=param,
-        )
-    return filename
-
-
-def check_mime_type(mime_type: object) -> str:
-    if not isinstance(mime_type, str) or len(mime_type) > MAX_MIME_TYPE or not _MIME_TYPE.fullmatch(mime_type):
-        shown = mime_type[:64] if isinstance(mime_type, str) else mime_type
-        raise InvalidRequest(
-            f"Invalid 'mime_type': {shown!r}. Send a MIME type of at most {MAX_MIME_TYPE} characters such as "
-            "'application/jsonl' or 'text/plain; charset=utf-8'.",
-            param="mime_type",
-        )
-    return mime_type
 
 
 def check_batch_input_name(*, purpose: str, filename: str, param: str = "file") -> None:
@@ -200,12 +128,9 @@ def _store(file: File, content: DjangoFile, *, then: Callable[[File], None] | No
     return _write_then_record(f"files/{file.id}", content, insert)
 
 
-def file_create(*, project: Project, content, purpose: str | None, expires_after: int | None = None) -> File:
+def file_create(*, project: Project, content: DjangoFile, purpose: str, expires_after: int | None = None) -> File:
     """Store an uploaded file (a Django UploadedFile: already spooled to a temporary file when large)."""
-    if content is None:
-        raise InvalidRequest("Missing required parameter: 'file'. Send it as multipart/form-data.", param="file")
-    purpose = check_purpose(purpose)
-    filename = check_filename(getattr(content, "name", None) or "upload", param="file")
+    filename = content.name
     check_batch_input_name(purpose=purpose, filename=filename)
     check_size(purpose=purpose, size=content.size, filename=filename)
     if purpose == File.Purpose.BATCH:
@@ -266,14 +191,9 @@ def _delete_bytes(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ uploads
-def upload_create(*, project: Project, filename: object, purpose: str, size: int, mime_type: object,
+def upload_create(*, project: Project, filename: str, purpose: str, size: int, mime_type: str,
                   expires_after: int | None = None) -> Upload:
-    purpose = check_purpose(purpose)
-    filename = check_filename(filename, param="filename")
-    mime_type = check_mime_type(mime_type)
     check_batch_input_name(purpose=purpose, filename=filename, param="filename")
-    if size < 0:
-        raise InvalidRequest("Invalid 'bytes': must be zero or more.", param="bytes")
     if size > settings.BATCHSERVER_MAX_UPLOAD_BYTES:
         raise TooLarge(f"An Upload may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_BYTES)}.", param="bytes")
     check_size(purpose=purpose, size=size, filename=filename, param="bytes")
@@ -317,10 +237,7 @@ def _check_part_fits(upload: Upload, size: int) -> None:
         )
 
 
-def upload_add_part(*, upload: Upload, data) -> UploadPart:
-    if data is None:
-        raise InvalidRequest("Missing required parameter: 'data'. Send the part as multipart/form-data.",
-                             param="data")
+def upload_add_part(*, upload: Upload, data: DjangoFile) -> UploadPart:
     _check_pending(upload)
     if data.size > settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES:
         raise TooLarge(f"A part may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES)}.", param="data")
@@ -343,10 +260,6 @@ def upload_add_part(*, upload: Upload, data) -> UploadPart:
 def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = None) -> Upload:
     """Join the parts, in the order given, into a File; check the byte count (and md5 when given)."""
     _check_pending(upload)
-    if not part_ids:
-        raise InvalidRequest("Missing required parameter: 'part_ids'.", param="part_ids")
-    if len(set(part_ids)) != len(part_ids):
-        raise InvalidRequest("Invalid 'part_ids': a part is listed twice.", param="part_ids")
     parts = {p.id: p for p in upload.parts.filter(pk__in=part_ids)}
     missing = [pid for pid in part_ids if pid not in parts]
     if missing:

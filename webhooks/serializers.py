@@ -4,11 +4,18 @@ shape what goes out, and are what /v1/openapi.json describes. Names follow the o
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from batchserver.ids import unix
+from batchserver.serializers import (
+    ChoiceField,
+    ConstantField,
+    ListParamsSerializer,
+    ObjectSerializer,
+    RequestSerializer,
+    UnixTimeField,
+    limit_field,
+    page_serializer,
+)
 from webhooks.models import EVENT_TYPES
 from webhooks.transport import UnsafeUrl, check_url
 
@@ -63,66 +70,36 @@ def event_types_field(**kwargs) -> serializers.ListField:
 
 
 # ------------------------------------------------------------------------------------------------ requests
-class WebhookEndpointCreateSerializer(serializers.Serializer):
+class WebhookEndpointCreateSerializer(RequestSerializer):
     url = url_field()
     name = name_field()
     event_types = event_types_field()
 
 
-class WebhookEndpointUpdateSerializer(serializers.Serializer):
+class WebhookEndpointUpdateSerializer(RequestSerializer):
     url = url_field(required=False)
     name = name_field(required=False)
     event_types = event_types_field(required=False)
 
 
-class WebhookRotateSecretSerializer(serializers.Serializer):
+class WebhookRotateSecretSerializer(RequestSerializer):
     keep_old_secret_active_for_24_hours = serializers.BooleanField(required=False, default=False)
 
 
-class WebhookTestSerializer(serializers.Serializer):
+class WebhookTestSerializer(RequestSerializer):
     event_type = serializers.CharField(validators=[check_event_type],
                                        error_messages=required("event_type", f"one of {SUPPORTED}"))
 
 
-class WebhookListParamsSerializer(serializers.Serializer):
-    after = serializers.CharField(required=False, allow_blank=True)
-    limit = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
-    order = serializers.ChoiceField(["asc", "desc"], required=False, default="desc")
+class WebhookListParamsSerializer(ListParamsSerializer):
+    limit = limit_field(default=20, maximum=100)
+    order = ChoiceField(["asc", "desc"], required=False, default="desc")
 
 
 # ------------------------------------------------------------------------------------------------ objects
-@extend_schema_field(OpenApiTypes.INT)
-class UnixTimeField(serializers.Field):
-    """A timestamp as OpenAI sends it: Unix seconds."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(read_only=True, **kwargs)
-
-    def to_representation(self, value) -> int | None:
-        return unix(value)
-
-
-class ConstantField(serializers.Field):
-    """A key whose value never changes, such as OpenAI's `object`."""
-
-    def __init__(self, value, **kwargs) -> None:
-        self.value = value
-        super().__init__(read_only=True, source="*", **kwargs)
-
-    def to_representation(self, _):
-        return self.value
-
-
-def constant(value: str | bool) -> ConstantField:
-    """A ConstantField described inline in the schema (a shared enum component would collide across objects)."""
-    # (A boolean is always true here: no enum, which would only add one more component to the schema.)
-    schema = {"type": "boolean"} if isinstance(value, bool) else {"type": "string", "enum": [value]}
-    return extend_schema_field(schema)(type("Constant", (ConstantField,), {}))(value)
-
-
-class WebhookEndpointSerializer(serializers.Serializer):
+class WebhookEndpointSerializer(ObjectSerializer):
     id = serializers.CharField()
-    object = constant("webhook_endpoint")
+    object = ConstantField("webhook_endpoint")
     created_at = UnixTimeField()
     event_types = serializers.ListField(child=serializers.CharField())
     name = serializers.CharField()
@@ -140,28 +117,23 @@ class WebhookEndpointWithSecretSerializer(WebhookEndpointSerializer):
         return self.context["signing_secret"]
 
 
-class WebhookEndpointListSerializer(serializers.Serializer):
-    object = constant("list")
-    data = WebhookEndpointSerializer(many=True)
-    first_id = serializers.CharField(allow_null=True)
-    last_id = serializers.CharField(allow_null=True)
-    has_more = serializers.BooleanField()
+WebhookEndpointListSerializer = page_serializer("WebhookEndpointList", WebhookEndpointSerializer)
 
 
-class DeletedWebhookEndpointSerializer(serializers.Serializer):
+class DeletedWebhookEndpointSerializer(ObjectSerializer):
     id = serializers.CharField()
-    object = constant("webhook_endpoint.deleted")
-    deleted = constant(True)
+    object = ConstantField("webhook_endpoint.deleted")
+    deleted = ConstantField(True)
 
 
-class WebhookEndpointTestResultSerializer(serializers.Serializer):
-    object = constant("webhook_endpoint.test")
+class WebhookEndpointTestResultSerializer(ObjectSerializer):
+    object = ConstantField("webhook_endpoint.test")
     webhook_endpoint_id = serializers.CharField()
     event_type = serializers.CharField()
     status_code = serializers.IntegerField()
-    success = constant(True)  # the request completed; status_code says how the receiver took it
+    success = ConstantField(True)  # the request completed; status_code says how the receiver took it
 
 
-class WebhookEventTypeListSerializer(serializers.Serializer):
-    object = constant("list")
+class WebhookEventTypeListSerializer(ObjectSerializer):
+    object = ConstantField("list")
     data = serializers.ListField(child=serializers.CharField())

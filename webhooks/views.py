@@ -4,7 +4,6 @@ validates its input serializer, calls a service and serializes the answer."""
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers as s
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,7 +11,8 @@ from rest_framework.views import APIView
 
 from batchserver.errors import InvalidRequest
 from batchserver.pagination import cursor_page
-from batchserver.views import caller_project, json_object_body
+from batchserver.serializers import validated
+from batchserver.views import caller_project
 from webhooks import services
 from webhooks.models import EVENT_TYPES, WebhookEndpoint
 from webhooks.serializers import (
@@ -33,12 +33,6 @@ ERROR = OpenApiResponse(description="OpenAI's error envelope: {\"error\": {messa
 ERRORS = {400: ERROR, 401: ERROR, 404: ERROR}
 
 
-def validated(serializer_class: type[s.Serializer], data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 def endpoint_dict(endpoint: WebhookEndpoint) -> dict:
     return WebhookEndpointSerializer(endpoint).data
 
@@ -51,7 +45,7 @@ class WebhookEndpointViewSet(viewsets.ViewSet):
     @extend_schema(summary="Create a webhook endpoint", request=WebhookEndpointCreateSerializer,
                    responses={200: WebhookEndpointWithSecretSerializer, **ERRORS})
     def create(self, request: Request) -> Response:
-        params = validated(WebhookEndpointCreateSerializer, json_object_body(request))
+        params = validated(WebhookEndpointCreateSerializer, request.data)
         endpoint, secret = services.endpoint_create(project=caller_project(request), **params)
         return with_secret(endpoint, secret)
 
@@ -61,7 +55,7 @@ class WebhookEndpointViewSet(viewsets.ViewSet):
         params = validated(WebhookListParamsSerializer, request.query_params)
         return Response(cursor_page(WebhookEndpoint.objects.filter(project=caller_project(request)),
                                     after=params.get("after"), limit=params["limit"], order=params["order"],
-                                    to_dict=endpoint_dict))
+                                    serializer=WebhookEndpointListSerializer))
 
     @extend_schema(summary="Retrieve a webhook endpoint", responses={200: WebhookEndpointSerializer, **ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -72,7 +66,7 @@ class WebhookEndpointViewSet(viewsets.ViewSet):
                    responses={200: WebhookEndpointSerializer, **ERRORS})
     def update(self, request: Request, pk: str) -> Response:
         endpoint = services.endpoint_get(project=caller_project(request), endpoint_id=pk)
-        params = validated(WebhookEndpointUpdateSerializer, json_object_body(request))
+        params = validated(WebhookEndpointUpdateSerializer, request.data)
         return Response(endpoint_dict(services.endpoint_update(endpoint=endpoint, **params)))
 
     @extend_schema(summary="Delete a webhook endpoint", responses={200: DeletedWebhookEndpointSerializer, **ERRORS})
@@ -85,14 +79,14 @@ class WebhookEndpointViewSet(viewsets.ViewSet):
                    responses={200: WebhookEndpointWithSecretSerializer, 409: ERROR, **ERRORS})
     def rotate_secret(self, request: Request, pk: str) -> Response:
         endpoint = services.endpoint_get(project=caller_project(request), endpoint_id=pk)
-        params = validated(WebhookRotateSecretSerializer, json_object_body(request))
+        params = validated(WebhookRotateSecretSerializer, request.data)
         return with_secret(*services.endpoint_rotate_secret(endpoint=endpoint, **params))
 
     @extend_schema(summary="Send a sample event to a webhook endpoint", request=WebhookTestSerializer,
                    responses={200: WebhookEndpointTestResultSerializer, **ERRORS})
     def test(self, request: Request, pk: str) -> Response:
         endpoint = services.endpoint_get(project=caller_project(request), endpoint_id=pk)
-        event_type = validated(WebhookTestSerializer, json_object_body(request))["event_type"]
+        event_type = validated(WebhookTestSerializer, request.data)["event_type"]
         outcome = services.endpoint_test(endpoint=endpoint, event_type=event_type)
         if outcome.status_code is None:
             raise InvalidRequest(f"The test delivery to {endpoint.url} got no answer: {outcome.error.rstrip('.')}. "

@@ -224,7 +224,7 @@ def test_screenshots_of_overview_and_pages(page, browser, console, state):
     shot(page, "admin-batch-failed.png")
     page.goto(batch_page(state["long"]))
     shot(page, "admin-batch-cancelled.png")
-    page.goto("/admin/inference/worker/")
+    page.goto("/admin/batches_api/worker/")
     assert page.locator(".bs-state-alive").count() >= 1
     shot(page, "admin-workers.png")
 

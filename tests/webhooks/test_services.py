@@ -21,6 +21,7 @@ from standardwebhooks import Webhook
 
 from batchserver.errors import Conflict
 from tests.helpers import make_batch
+from tests.stack import wait_for
 from tests.webhooks.receiver import Answer, Receiver
 
 
@@ -310,7 +311,8 @@ def test_redirects_are_not_followed(receiver, settings):
         receiver.answer(Answer(status=307, headers={"Location": target.url}))
         outcome = transport.post(receiver.url, b"{}", {}, timeout=2)
         assert outcome.status_code == 307 and not outcome.ok
-        assert len(receiver.received) == 1 and target.received == []
+        wait_for(lambda: len(receiver.received) == 1, 5, message="the receiver to record the request")
+        assert target.received == []
     finally:
         target.close()
 
