@@ -19,7 +19,7 @@ from django.db.models.functions import Cast
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from batches_api import services
@@ -75,14 +75,22 @@ def progress_bar(batch: Batch, wide: bool = False) -> str:
         '<span class="bs-progress{}" role="progressbar" aria-valuemin="0" aria-valuemax="{}" aria-valuenow="{}" '
         'title="{}"><span class="bs-ok" style="width:{}%"></span><span class="bs-fail" style="width:{}%"></span>'
         '</span><span class="bs-progress-text bs-num">{} / {}{}</span>',
-        " bs-wide" if wide else "", total, ok + failed, title, f"{ok_pct:.2f}", f"{fail_pct:.2f}",
-        f"{ok + failed:,}", f"{total:,}", f" ({failed:,} failed)" if failed and wide else "",
+        " bs-wide" if wide else "",
+        total,
+        ok + failed,
+        title,
+        f"{ok_pct:.2f}",
+        f"{fail_pct:.2f}",
+        f"{ok + failed:,}",
+        f"{total:,}",
+        f" ({failed:,} failed)" if failed and wide else "",
     )
 
 
 def batch_link(batch_id: str) -> str:
-    return format_html('<a href="{}">{}</a>', reverse("admin:batches_api_batch_change", args=[quote(batch_id)]),
-                       batch_id)
+    return format_html(
+        '<a href="{}">{}</a>', reverse("admin:batches_api_batch_change", args=[quote(batch_id)]), batch_id
+    )
 
 
 # ------------------------------------------------------------------------------------------------ filters
@@ -103,23 +111,48 @@ class ModelFilter(admin.SimpleListFilter):
 # ------------------------------------------------------------------------------------------------ admin
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ("batch_id", "owner", "model", "endpoint_col", "status_col", "progress_col", "tokens_col",
-                    "created_col", "elapsed_col", "eta_col")
+    list_display = (
+        "batch_id",
+        "owner",
+        "model",
+        "endpoint_col",
+        "status_col",
+        "progress_col",
+        "tokens_col",
+        "created_col",
+        "elapsed_col",
+        "eta_col",
+    )
     list_display_links = ("batch_id",)
     list_select_related = ("project",)
     list_filter = ("status", ModelFilter, ("project", admin.RelatedFieldListFilter), "created_at")
     search_fields = ("id",)  # see get_search_results: ids, file ids and metadata values
-    search_help_text = ("A batch id, a file id (input, output or error), a metadata value, or key=value for one "
-                        "metadata key.")
+    search_help_text = (
+        "A batch id, a file id (input, output or error), a metadata value, or key=value for one metadata key."
+    )
     ordering = ("-created_at",)
     list_per_page = 50
     show_full_result_count = False
     actions = ("cancel_batches", "retry_failed_requests")
     change_form_template = "admin/batches_api/batch/change_form.html"
     change_list_template = "admin/batches_api/batch/change_list.html"
-    readonly_fields = ("id", "owner", "status_detail", "model", "endpoint", "completion_window", "lineage",
-                       "progress_detail", "request_breakdown", "usage", "timeline", "files", "errors_table",
-                       "failed_requests_table", "metadata_table")
+    readonly_fields = (
+        "id",
+        "owner",
+        "status_detail",
+        "model",
+        "endpoint",
+        "completion_window",
+        "lineage",
+        "progress_detail",
+        "request_breakdown",
+        "usage",
+        "timeline",
+        "files",
+        "errors_table",
+        "failed_requests_table",
+        "metadata_table",
+    )
 
     class Media(ConsoleMedia):
         pass
@@ -151,15 +184,15 @@ class BatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="endpoint", ordering="endpoint")
     def endpoint_col(self, obj: Batch):
-        return format_html('<span class="bs-quiet" title="{}">{}</span>', obj.endpoint,
-                           obj.endpoint.removeprefix("/v1/"))
+        return format_html(
+            '<span class="bs-quiet" title="{}">{}</span>', obj.endpoint, obj.endpoint.removeprefix("/v1/")
+        )
 
     @admin.display(description="created", ordering="created_at")
     def created_col(self, obj: Batch):
         stamp = timezone.localtime(obj.created_at)
         shown = stamp.strftime("%m-%d %H:%M" if stamp.year == timezone.localtime().year else "%Y-%m-%d")
-        return format_html('<span class="bs-num" title="{}">{}</span>', stamp.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                           shown)
+        return format_html('<span class="bs-num" title="{}">{}</span>', stamp.strftime("%Y-%m-%d %H:%M:%S %Z"), shown)
 
     @admin.display(description="status", ordering="status")
     def status_col(self, obj: Batch):
@@ -171,19 +204,24 @@ class BatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="tokens in/out")
     def tokens_col(self, obj: Batch):
-        return live(f"{obj.pk}-tokens", format_html('<span class="bs-num">{} / {}</span>', f"{obj.input_tokens:,}",
-                                                    f"{obj.output_tokens:,}"))
+        return live(
+            f"{obj.pk}-tokens",
+            format_html('<span class="bs-num">{} / {}</span>', f"{obj.input_tokens:,}", f"{obj.output_tokens:,}"),
+        )
 
     @admin.display(description="elapsed")
     def elapsed_col(self, obj: Batch):
-        return live(f"{obj.pk}-elapsed", format_html('<span class="bs-num">{}</span>',
-                                                     human_duration(batch_elapsed(obj))))
+        return live(
+            f"{obj.pk}-elapsed", format_html('<span class="bs-num">{}</span>', human_duration(batch_elapsed(obj)))
+        )
 
     @admin.display(description="ETA")
     def eta_col(self, obj: Batch):
         eta = batch_eta(obj)
-        return live(f"{obj.pk}-eta", format_html('<span class="bs-num">{}</span>', human_duration(eta))
-                    if eta is not None else "—")
+        return live(
+            f"{obj.pk}-eta",
+            format_html('<span class="bs-num">{}</span>', human_duration(eta)) if eta is not None else "—",
+        )
 
     # -------------------------------------------------------------------------------------- search
     def get_search_results(self, request, queryset, search_term):
@@ -198,16 +236,21 @@ class BatchAdmin(admin.ModelAdmin):
             key, _, value = term.partition("=")
             key, value = key.strip(), value.strip()
             if key:
-                return (queryset.annotate(_meta_value=KeyTextTransform(key, "metadata"))
-                        .filter(_meta_value=value), False)
-        return (queryset.annotate(_meta_text=Cast("metadata", TextField()))
-                .filter(Q(_meta_text__icontains=term) | Q(pk=term)), False)
+                return (
+                    queryset.annotate(_meta_value=KeyTextTransform(key, "metadata")).filter(_meta_value=value),
+                    False,
+                )
+        return (
+            queryset.annotate(_meta_text=Cast("metadata", TextField())).filter(
+                Q(_meta_text__icontains=term) | Q(pk=term)
+            ),
+            False,
+        )
 
     # -------------------------------------------------------------------------------------- detail page
     def get_fieldsets(self, request, obj=None):
         fieldsets = [
-            (None, {"fields": ("id", "owner", "status_detail", "model", "endpoint", "completion_window",
-                               "lineage")}),
+            (None, {"fields": ("id", "owner", "status_detail", "model", "endpoint", "completion_window", "lineage")}),
             ("Progress", {"fields": ("progress_detail", "request_breakdown", "usage")}),
             ("Timeline", {"fields": ("timeline",)}),
             ("Files", {"fields": ("files",)}),
@@ -226,7 +269,10 @@ class BatchAdmin(admin.ModelAdmin):
             badge = format_html(
                 '{} <span class="bs-warning">Waiting: no live worker serves {}. Start one with '
                 "<code>BATCHSERVER_WORKER_MODELS={} python manage.py runworker</code>.</span>",
-                badge, obj.model, obj.model)
+                badge,
+                obj.model,
+                obj.model,
+            )
         return live("status", badge)
 
     @admin.display(description="retries")
@@ -245,7 +291,9 @@ class BatchAdmin(admin.ModelAdmin):
         eta = batch_eta(obj, now)
         text = format_html(
             '<div>{}</div><div class="bs-quiet">{} total · {} succeeded · {} failed · elapsed {}{}</div>',
-            progress_bar(obj, wide=True), f"{obj.total_requests:,}", f"{obj.completed_requests:,}",
+            progress_bar(obj, wide=True),
+            f"{obj.total_requests:,}",
+            f"{obj.completed_requests:,}",
             f"{obj.failed_requests:,}",
             human_duration(batch_elapsed(obj, now)),
             f" · about {human_duration(eta)} left" if eta is not None else "",
@@ -255,22 +303,46 @@ class BatchAdmin(admin.ModelAdmin):
     @admin.display(description="by state")
     def request_breakdown(self, obj: Batch):
         S = BatchRequest.Status
-        counts = BatchRequest.objects.filter(batch=obj).order_by().aggregate(
-            pending=Count("id", filter=Q(status=S.PENDING)),
-            running=Count("id", filter=Q(status=S.RUNNING)),
-            succeeded=Count("id", filter=succeeded_q()),
-            failed=Count("id", filter=Q(status=S.RESPONDED) & ~succeeded_q()),
-            not_run=Count("id", filter=Q(status=S.ERRORED)),
+        counts = (
+            BatchRequest.objects.filter(batch=obj)
+            .order_by()
+            .aggregate(
+                pending=Count("id", filter=Q(status=S.PENDING)),
+                running=Count("id", filter=Q(status=S.RUNNING)),
+                succeeded=Count("id", filter=succeeded_q()),
+                failed=Count("id", filter=Q(status=S.RESPONDED) & ~succeeded_q()),
+                not_run=Count("id", filter=Q(status=S.ERRORED)),
+            )
         )
-        return live("breakdown", figures([
-            ("Pending", counts["pending"]), ("Running", counts["running"]), ("Succeeded (2xx)", counts["succeeded"]),
-            ("Failed (non-2xx response)", counts["failed"]), ("Not run (error file)", counts["not_run"])]), block=True)
+        return live(
+            "breakdown",
+            figures(
+                [
+                    ("Pending", counts["pending"]),
+                    ("Running", counts["running"]),
+                    ("Succeeded (2xx)", counts["succeeded"]),
+                    ("Failed (non-2xx response)", counts["failed"]),
+                    ("Not run (error file)", counts["not_run"]),
+                ]
+            ),
+            block=True,
+        )
 
     @admin.display(description="usage")
     def usage(self, obj: Batch):
-        return live("usage", figures([
-            ("Input tokens", obj.input_tokens), ("cached", obj.cached_tokens), ("Output tokens", obj.output_tokens),
-            ("reasoning", obj.reasoning_tokens), ("Total tokens", obj.input_tokens + obj.output_tokens)]), block=True)
+        return live(
+            "usage",
+            figures(
+                [
+                    ("Input tokens", obj.input_tokens),
+                    ("cached", obj.cached_tokens),
+                    ("Output tokens", obj.output_tokens),
+                    ("reasoning", obj.reasoning_tokens),
+                    ("Total tokens", obj.input_tokens + obj.output_tokens),
+                ]
+            ),
+            block=True,
+        )
 
     @admin.display(description="status timeline")
     def timeline(self, obj: Batch):
@@ -280,10 +352,19 @@ class BatchAdmin(admin.ModelAdmin):
             offset = ""
             if stamp and field not in ("created_at", "expires_at"):
                 offset = f"+{human_duration((stamp - obj.created_at).total_seconds())}"
-            rows.append((" bs-pending" if not stamp else "", label,
-                         timezone.localtime(stamp).strftime("%Y-%m-%d %H:%M:%S %Z") if stamp else "—", offset))
-        return live("timeline", table(rows, '<tr class="{}"><th>{}</th><td class="bs-num">{}</td>'
-                                            '<td class="bs-quiet bs-num">{}</td></tr>'), block=True)
+            rows.append(
+                (
+                    " bs-pending" if not stamp else "",
+                    label,
+                    timezone.localtime(stamp).strftime("%Y-%m-%d %H:%M:%S %Z") if stamp else "—",
+                    offset,
+                )
+            )
+        return live(
+            "timeline",
+            table(rows, '<tr class="{}"><th>{}</th><td class="bs-num">{}</td><td class="bs-quiet bs-num">{}</td></tr>'),
+            block=True,
+        )
 
     @admin.display(description="files")
     def files(self, obj: Batch):
@@ -294,35 +375,70 @@ class BatchAdmin(admin.ModelAdmin):
             if not file_id:
                 rows.append(format_html('<tr class="bs-pending"><th>{}</th><td>—</td><td></td></tr>', label))
             elif file_id not in existing:
-                rows.append(format_html('<tr><th>{}</th><td class="bs-mono">{}</td><td class="bs-quiet">deleted'
-                                        '</td></tr>', label, file_id))
+                rows.append(
+                    format_html(
+                        '<tr><th>{}</th><td class="bs-mono">{}</td><td class="bs-quiet">deleted</td></tr>',
+                        label,
+                        file_id,
+                    )
+                )
             else:
                 file = existing[file_id]
-                rows.append(format_html(
-                    '<tr><th>{}</th><td class="bs-mono">{}</td><td class="bs-links"><a href="{}">view</a>'
-                    '<a href="{}">download</a><span class="bs-quiet">{} · {}</span></td></tr>',
-                    label, file.pk, reverse("admin:files_api_file_change", args=[quote(file.pk)]),
-                    reverse("admin:files_api_file_download", args=[quote(file.pk)]), file.filename,
-                    _filesize(file.bytes)))
+                rows.append(
+                    format_html(
+                        '<tr><th>{}</th><td class="bs-mono">{}</td><td class="bs-links"><a href="{}">view</a>'
+                        '<a href="{}">download</a><span class="bs-quiet">{} · {}</span></td></tr>',
+                        label,
+                        file.pk,
+                        reverse("admin:files_api_file_change", args=[quote(file.pk)]),
+                        reverse("admin:files_api_file_download", args=[quote(file.pk)]),
+                        file.filename,
+                        _filesize(file.bytes),
+                    )
+                )
         return live("files", table(((row,) for row in rows), "{}"), block=True)
 
     @admin.display(description="errors")
     def errors_table(self, obj: Batch):
-        rows = ((e.get("line") if e.get("line") is not None else "—", e.get("code") or "", e.get("message") or "",
-                 e.get("param") or "") for e in obj.errors or [] if isinstance(e, dict))
-        return table(rows, '<tr><td class="bs-num">{}</td><td class="bs-mono">{}</td><td class="bs-msg">{}</td>'
-                           '<td class="bs-mono">{}</td></tr>', head=("line", "code", "message", "param"),
-                     css="bs-table bs-errors")
+        rows = (
+            (
+                e.get("line") if e.get("line") is not None else "—",
+                e.get("code") or "",
+                e.get("message") or "",
+                e.get("param") or "",
+            )
+            for e in obj.errors or []
+            if isinstance(e, dict)
+        )
+        return table(
+            rows,
+            '<tr><td class="bs-num">{}</td><td class="bs-mono">{}</td><td class="bs-msg">{}</td>'
+            '<td class="bs-mono">{}</td></tr>',
+            head=("line", "code", "message", "param"),
+            css="bs-table bs-errors",
+        )
 
     @admin.display(description="requests")
     def failed_requests_table(self, obj: Batch):
-        failed = (BatchRequest.objects.filter(batch=obj).not_succeeded()
-                  .order_by("line").values_list("line", "custom_id", "status_code", "error_code")[:FAILED_SHOWN])
-        rows = ((line, custom_id, status_code if status_code is not None else (error_code or ""))
-                for line, custom_id, status_code, error_code in failed)
-        return live("failed", table(rows, '<tr><td class="bs-num">{}</td><td class="bs-mono">{}</td>'
-                                          '<td class="bs-mono">{}</td></tr>', head=("line", "custom_id", "status / error")),
-                    block=True)
+        failed = (
+            BatchRequest.objects.filter(batch=obj)
+            .not_succeeded()
+            .order_by("line")
+            .values_list("line", "custom_id", "status_code", "error_code")[:FAILED_SHOWN]
+        )
+        rows = (
+            (line, custom_id, status_code if status_code is not None else (error_code or ""))
+            for line, custom_id, status_code, error_code in failed
+        )
+        return live(
+            "failed",
+            table(
+                rows,
+                '<tr><td class="bs-num">{}</td><td class="bs-mono">{}</td><td class="bs-mono">{}</td></tr>',
+                head=("line", "custom_id", "status / error"),
+            ),
+            block=True,
+        )
 
     @admin.display(description="metadata")
     def metadata_table(self, obj: Batch):
@@ -336,9 +452,13 @@ class BatchAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         batch = self.get_object(request, unquote(object_id))
-        context = {"title": "Batch", "show_save": False, "show_save_and_continue": False,
-                   "show_save_and_add_another": False,
-                   "show_delete": False}
+        context = {
+            "title": "Batch",
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_delete": False,
+        }
         if batch is not None:
             context.update(
                 batch_live=batch.status in Batch.ACTIVE_STATUSES,
@@ -355,12 +475,10 @@ class BatchAdmin(admin.ModelAdmin):
 
     # -------------------------------------------------------------------------------------- actions
     def get_urls(self):
-        info = self.opts.app_label, self.opts.model_name
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
-            path("<path:object_id>/cancel/", self.admin_site.admin_view(self.cancel_view),
-                 name="%s_%s_cancel" % info),
-            path("<path:object_id>/retry/", self.admin_site.admin_view(self.retry_view),
-                 name="%s_%s_retry" % info),
+            path("<path:object_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name=f"{prefix}_cancel"),
+            path("<path:object_id>/retry/", self.admin_site.admin_view(self.retry_view), name=f"{prefix}_retry"),
         ] + super().get_urls()
 
     def _object_for_action(self, request, object_id) -> Batch:
@@ -392,8 +510,11 @@ class BatchAdmin(admin.ModelAdmin):
             self.message_user(request, exc.message, messages.ERROR)
             return HttpResponseRedirect(admin_change_url(batch))
         self.log_change(request, batch, f"Retried its failed requests as {new.id}.")
-        self.message_user(request, format_html("Created batch {} from the failed and unrun requests of {}.",
-                                               batch_link(new.id), batch.id), messages.SUCCESS)
+        self.message_user(
+            request,
+            format_html("Created batch {} from the failed and unrun requests of {}.", batch_link(new.id), batch.id),
+            messages.SUCCESS,
+        )
         return HttpResponseRedirect(admin_change_url(new))
 
     @admin.action(description="Cancel selected batches", permissions=["change"])
@@ -409,11 +530,16 @@ class BatchAdmin(admin.ModelAdmin):
                 self.log_change(request, batch, f"Cancelled (now {batch.status}).")
                 done.append(batch.id)
         if done:
-            self.message_user(request, f"Cancelled {len(done)} batch{'es' if len(done) != 1 else ''}.",
-                              messages.SUCCESS)
+            self.message_user(
+                request, f"Cancelled {len(done)} batch{'es' if len(done) != 1 else ''}.", messages.SUCCESS
+            )
         if skipped:
-            self.message_user(request, f"{skipped} selected batch{'es have' if skipped != 1 else ' has'} already "
-                              "finished and cannot be cancelled.", messages.WARNING)
+            self.message_user(
+                request,
+                f"{skipped} selected batch{'es have' if skipped != 1 else ' has'} already "
+                "finished and cannot be cancelled.",
+                messages.WARNING,
+            )
         for message in refused[:10]:
             self.message_user(request, message, messages.ERROR)
 
@@ -429,10 +555,16 @@ class BatchAdmin(admin.ModelAdmin):
                 self.log_change(request, batch, f"Retried its failed requests as {new.id}.")
                 created.append(new.id)
         if created:
-            self.message_user(request, format_html("Created {} retry batch{}: {}", len(created),
-                                                   "es" if len(created) != 1 else "",
-                                                   mark_safe(", ".join(batch_link(i) for i in created))),
-                              messages.SUCCESS)
+            self.message_user(
+                request,
+                format_html(
+                    "Created {} retry batch{}: {}",
+                    len(created),
+                    "es" if len(created) != 1 else "",
+                    mark_safe(", ".join(batch_link(i) for i in created)),
+                ),
+                messages.SUCCESS,
+            )
         for message in refused[:10]:
             self.message_user(request, message, messages.ERROR)
         if len(refused) > 10:

@@ -34,8 +34,11 @@ def live_worker(prefix: str = "") -> Q:
 
 def gone_worker(relation: str) -> Q:
     """The negation of live_worker through a nullable relation: no worker, a stopped one, or a silent one."""
-    return (Q(**{f"{relation}__isnull": True}) | Q(**{f"{relation}__stopped_at__isnull": False})
-            | Q(**{f"{relation}__last_heartbeat_at__lt": stale_before()}))
+    return (
+        Q(**{f"{relation}__isnull": True})
+        | Q(**{f"{relation}__stopped_at__isnull": False})
+        | Q(**{f"{relation}__last_heartbeat_at__lt": stale_before()})
+    )
 
 
 class WorkerQuerySet(models.QuerySet):
@@ -99,9 +102,15 @@ class Batch(models.Model):
     ACTIVE_STATUSES = (Status.VALIDATING, Status.IN_PROGRESS, Status.FINALIZING, Status.CANCELLING)
     FINAL_STATUSES = (Status.FAILED, Status.COMPLETED, Status.EXPIRED, Status.CANCELLED)
     # The timestamp each status sets when a batch enters it.
-    STAMPS = {Status.IN_PROGRESS: "in_progress_at", Status.FINALIZING: "finalizing_at",
-              Status.COMPLETED: "completed_at", Status.FAILED: "failed_at", Status.EXPIRED: "expired_at",
-              Status.CANCELLING: "cancelling_at", Status.CANCELLED: "cancelled_at"}
+    STAMPS = {
+        Status.IN_PROGRESS: "in_progress_at",
+        Status.FINALIZING: "finalizing_at",
+        Status.COMPLETED: "completed_at",
+        Status.FAILED: "failed_at",
+        Status.EXPIRED: "expired_at",
+        Status.CANCELLING: "cancelling_at",
+        Status.CANCELLED: "cancelled_at",
+    }
 
     id = models.CharField(primary_key=True, max_length=64, default=new_batch_id, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches")
@@ -111,10 +120,12 @@ class Batch(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.VALIDATING)
     # Files are referenced by id and may be deleted later: the batch keeps the id, as OpenAI's does.
     input_file = models.ForeignKey(File, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
-    output_file = models.ForeignKey(File, on_delete=models.DO_NOTHING, db_constraint=False, null=True,
-                                    blank=True, related_name="+")
-    error_file = models.ForeignKey(File, on_delete=models.DO_NOTHING, db_constraint=False, null=True,
-                                   blank=True, related_name="+")
+    output_file = models.ForeignKey(
+        File, on_delete=models.DO_NOTHING, db_constraint=False, null=True, blank=True, related_name="+"
+    )
+    error_file = models.ForeignKey(
+        File, on_delete=models.DO_NOTHING, db_constraint=False, null=True, blank=True, related_name="+"
+    )
     errors = models.JSONField(null=True, blank=True)  # validation errors: [{code, message, param, line}]
     metadata = models.JSONField(null=True, blank=True)
     output_expires_after = models.PositiveIntegerField(null=True, blank=True)  # seconds after creation
@@ -185,8 +196,9 @@ class BatchRequestQuerySet(models.QuerySet):
 
     def claimable(self) -> BatchRequestQuerySet:
         """Waiting for a worker: pending, or running on a worker that is no longer live."""
-        return self.filter(Q(status=BatchRequest.Status.PENDING)
-                           | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING))
+        return self.filter(
+            Q(status=BatchRequest.Status.PENDING) | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING)
+        )
 
 
 def succeeded_q() -> Q:

@@ -20,18 +20,22 @@ CHART_BUCKET = timedelta(minutes=1)
 def batches_by_status() -> list[dict]:
     """Every status with its number of batches (zero included), in lifecycle order."""
     counts = dict(Batch.objects.order_by().values_list("status").annotate(n=Count("id")))
-    return [{"status": value, "label": label, "count": counts.get(value, 0)}
-            for value, label in Batch.Status.choices]
+    return [{"status": value, "label": label, "count": counts.get(value, 0)} for value, label in Batch.Status.choices]
 
 
 def requests_pending_per_model() -> list[dict]:
     """Requests waiting for (pending) or held by (running) a worker, per model of their batch."""
     S = BatchRequest.Status
-    rows = (BatchRequest.objects.filter(status__in=[S.PENDING, S.RUNNING]).order_by()
-            .values("batch__model")
-            .annotate(pending=Count("id", filter=Q(status=S.PENDING)), running=Count("id", filter=Q(status=S.RUNNING))))
-    return sorted(({"model": row["batch__model"], "pending": row["pending"], "running": row["running"]}
-                   for row in rows), key=lambda row: (-row["pending"] - row["running"], row["model"] or ""))
+    rows = (
+        BatchRequest.objects.filter(status__in=[S.PENDING, S.RUNNING])
+        .order_by()
+        .values("batch__model")
+        .annotate(pending=Count("id", filter=Q(status=S.PENDING)), running=Count("id", filter=Q(status=S.RUNNING)))
+    )
+    return sorted(
+        ({"model": row["batch__model"], "pending": row["pending"], "running": row["running"]} for row in rows),
+        key=lambda row: (-row["pending"] - row["running"], row["model"] or ""),
+    )
 
 
 @dataclass
@@ -63,12 +67,19 @@ def output_throughput(now: datetime | None = None) -> Throughput:
     end = now.replace(second=0, microsecond=0) + CHART_BUCKET
     since = end - CHART_WINDOW
     recent = Batch.objects.filter(
-        Q(status__in=Batch.ACTIVE_STATUSES) | Q(completed_at__gte=since) | Q(cancelled_at__gte=since)
-        | Q(expired_at__gte=since) | Q(finalizing_at__gte=since)
+        Q(status__in=Batch.ACTIVE_STATUSES)
+        | Q(completed_at__gte=since)
+        | Q(cancelled_at__gte=since)
+        | Q(expired_at__gte=since)
+        | Q(finalizing_at__gte=since)
     ).values("id")
-    rows = (BatchRequest.objects.filter(batch__in=recent, status=BatchRequest.Status.RESPONDED,
-                                        finished_at__gte=since).order_by()
-            .annotate(minute=TruncMinute("finished_at")).values("minute").annotate(tokens=Sum("output_tokens")))
+    rows = (
+        BatchRequest.objects.filter(batch__in=recent, status=BatchRequest.Status.RESPONDED, finished_at__gte=since)
+        .order_by()
+        .annotate(minute=TruncMinute("finished_at"))
+        .values("minute")
+        .annotate(tokens=Sum("output_tokens"))
+    )
     per_minute = {row["minute"]: row["tokens"] or 0 for row in rows}
     seconds = CHART_BUCKET.total_seconds()
     buckets = []
@@ -81,15 +92,21 @@ def output_throughput(now: datetime | None = None) -> Throughput:
 
 def oldest_waiting_batch() -> Batch | None:
     """The oldest batch that is not finished and still has work to do (validating, or in progress)."""
-    return (Batch.objects.filter(status__in=[Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS])
-            .select_related("project").order_by("created_at").first())
+    return (
+        Batch.objects.filter(status__in=[Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS])
+        .select_related("project")
+        .order_by("created_at")
+        .first()
+    )
 
 
 def overview() -> dict:
     workers = Worker.objects.filter(stopped_at__isnull=True).order_by()
     alive_since = stale_before()
-    counts = workers.aggregate(alive=Count("id", filter=Q(last_heartbeat_at__gte=alive_since)),
-                               lost=Count("id", filter=Q(last_heartbeat_at__lt=alive_since)))
+    counts = workers.aggregate(
+        alive=Count("id", filter=Q(last_heartbeat_at__gte=alive_since)),
+        lost=Count("id", filter=Q(last_heartbeat_at__lt=alive_since)),
+    )
     return {
         "by_status": batches_by_status(),
         "pending_per_model": requests_pending_per_model(),
@@ -105,15 +122,25 @@ def file_uses(file_ids: list[str], *, needed_only: bool) -> Iterator[FileUse]:
     files_api.usage. An unfinished batch needs its input file."""
     ids = set(file_ids)
     if needed_only:
-        rows = (Batch.objects.filter(input_file_id__in=ids, status__in=Batch.ACTIVE_STATUSES)
-                .values_list("id", "status", "input_file_id", "output_file_id", "error_file_id"))
+        rows = Batch.objects.filter(input_file_id__in=ids, status__in=Batch.ACTIVE_STATUSES).values_list(
+            "id", "status", "input_file_id", "output_file_id", "error_file_id"
+        )
     else:
-        rows = (Batch.objects.filter(Q(input_file_id__in=ids) | Q(output_file_id__in=ids) | Q(error_file_id__in=ids))
-                .order_by("-created_at").values_list("id", "status", "input_file_id", "output_file_id",
-                                                     "error_file_id")[:SHOWN])
+        rows = (
+            Batch.objects.filter(Q(input_file_id__in=ids) | Q(output_file_id__in=ids) | Q(error_file_id__in=ids))
+            .order_by("-created_at")
+            .values_list("id", "status", "input_file_id", "output_file_id", "error_file_id")[:SHOWN]
+        )
     for batch_id, status, *files in rows:
         for role, file_id in zip(("input", "output", "errors"), files, strict=True):
             needed = role == "input" and status in Batch.ACTIVE_STATUSES
             if file_id in ids and (needed or not needed_only):
-                yield FileUse(file_id=file_id, kind="batch", object_id=batch_id, status=status, role=role,
-                              admin_url_name="admin:batches_api_batch_change", blocks_deletion=needed)
+                yield FileUse(
+                    file_id=file_id,
+                    kind="batch",
+                    object_id=batch_id,
+                    status=status,
+                    role=role,
+                    admin_url_name="admin:batches_api_batch_change",
+                    blocks_deletion=needed,
+                )

@@ -30,8 +30,11 @@ class EndpointField(ChoiceField):
 
     def __init__(self, **kwargs) -> None:
         endpoints = served_endpoints()
-        super().__init__(endpoints, error_messages={
-            "invalid_choice": "'{input}'. This server runs batches for: " + ", ".join(endpoints) + "."}, **kwargs)
+        super().__init__(
+            endpoints,
+            error_messages={"invalid_choice": "'{input}'. This server runs batches for: " + ", ".join(endpoints) + "."},
+            **kwargs,
+        )
 
 
 def check_metadata(metadata: dict) -> None:
@@ -51,9 +54,12 @@ class MetadataField(serializers.DictField):
     a whole (check_metadata), so that every refusal names `metadata`."""
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(child=StringField(allow_blank=True, max_length=METADATA_VALUE_MAX),
-                         validators=[check_metadata],
-                         error_messages={"not_a_dict": "expected an object of string keys and values."}, **kwargs)
+        super().__init__(
+            child=StringField(allow_blank=True, max_length=METADATA_VALUE_MAX),
+            validators=[check_metadata],
+            error_messages={"not_a_dict": "expected an object of string keys and values."},
+            **kwargs,
+        )
 
     def run_child_validation(self, data: dict) -> dict:
         return data  # the values are checked with the rest in check_metadata

@@ -25,13 +25,13 @@ from django.db.models import Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from batches_api.models import Batch, BatchRequest, Worker, gone_worker, succeeded_q
+from batches_api.signals import batch_status_changed
+from batches_api.validation import InputValidator, iter_lines
 from batchserver.db import update_rows
 from batchserver.errors import Conflict, InvalidRequest, NotFound
 from batchserver.ids import new_id
 from batchserver.models import Project
-from batches_api.models import Batch, BatchRequest, Worker, gone_worker, succeeded_q
-from batches_api.signals import batch_status_changed
-from batches_api.validation import InputValidator, iter_lines
 from files_api.models import File
 from files_api.services import file_create_from_local, file_delete, file_get, file_open
 
@@ -56,8 +56,13 @@ MAX_ATTEMPTS = 4
 
 def log_transition(batch_id: str, status: str, detail: str = "") -> None:
     """One log line per batch transition, with the batch id as a field for JSON logs."""
-    logger.info("batch %s %s%s", batch_id, status, f" ({detail})" if detail else "",
-                extra={"batch_id": batch_id, "status": str(status)})
+    logger.info(
+        "batch %s %s%s",
+        batch_id,
+        status,
+        f" ({detail})" if detail else "",
+        extra={"batch_id": batch_id, "status": str(status)},
+    )
 
 
 def served_endpoints() -> list[str]:
@@ -73,12 +78,19 @@ def enqueue(func: str, *args) -> None:
     """Queue a short job for the task cluster once the current transaction commits."""
     from django_q.tasks import async_task
 
-    transaction.on_commit(lambda: async_task(func, *args, cluster=settings.TASKS_CLUSTER,
-                                             task_name=f"{func.rsplit('.', 1)[-1]} {' '.join(map(str, args))}"))
+    transaction.on_commit(
+        lambda: async_task(
+            func,
+            *args,
+            cluster=settings.TASKS_CLUSTER,
+            task_name=f"{func.rsplit('.', 1)[-1]} {' '.join(map(str, args))}",
+        )
+    )
 
 
-def _transition(batch_id: str, *, from_statuses: Iterable[str], to: str, job: str | None = None,
-                detail: str = "", **fields) -> bool:
+def _transition(
+    batch_id: str, *, from_statuses: Iterable[str], to: str, job: str | None = None, detail: str = "", **fields
+) -> bool:
     """Move a batch to `to` if it is in one of `from_statuses` (and still held by `job`, when given); stamp the
     time of the new status. The only way a batch's status changes."""
     batches = Batch.objects.filter(pk=batch_id, status__in=list(from_statuses))
@@ -96,17 +108,32 @@ def _transition(batch_id: str, *, from_statuses: Iterable[str], to: str, job: st
 
 
 # ------------------------------------------------------------------------------------------------ create
-def batch_create(*, project: Project, input_file_id: str, endpoint: str, completion_window: str,
-                 metadata: dict[str, str] | None = None, output_expires_after: int | None = None) -> Batch:
+def batch_create(
+    *,
+    project: Project,
+    input_file_id: str,
+    endpoint: str,
+    completion_window: str,
+    metadata: dict[str, str] | None = None,
+    output_expires_after: int | None = None,
+) -> Batch:
     file = file_get(project=project, file_id=input_file_id, param="input_file_id")
     if file.purpose != File.Purpose.BATCH:
-        raise InvalidRequest(f"File '{file.id}' has purpose '{file.purpose}'; a batch input must be uploaded "
-                             "with purpose 'batch'.", param="input_file_id")
+        raise InvalidRequest(
+            f"File '{file.id}' has purpose '{file.purpose}'; a batch input must be uploaded with purpose 'batch'.",
+            param="input_file_id",
+        )
     now = timezone.now()
     with transaction.atomic():
         batch = Batch.objects.create(
-            project=project, endpoint=endpoint, completion_window=completion_window, input_file=file,
-            metadata=metadata, output_expires_after=output_expires_after, created_at=now, job_enqueued_at=now,
+            project=project,
+            endpoint=endpoint,
+            completion_window=completion_window,
+            input_file=file,
+            metadata=metadata,
+            output_expires_after=output_expires_after,
+            created_at=now,
+            job_enqueued_at=now,
             expires_at=now + COMPLETION_WINDOWS[completion_window],
         )
         enqueue("batches_api.tasks.validate_batch", batch.id)
@@ -127,11 +154,16 @@ def batch_cancel(*, batch: Batch) -> Batch:
     S = Batch.Status
     now = timezone.now()
     with transaction.atomic():
-        if _transition(batch.id, from_statuses=[S.VALIDATING], to=S.CANCELLED, detail="while validating",
-                       cancelling_at=now, cancelled_at=now):
+        if _transition(
+            batch.id,
+            from_statuses=[S.VALIDATING],
+            to=S.CANCELLED,
+            detail="while validating",
+            cancelling_at=now,
+            cancelled_at=now,
+        ):
             pass
-        elif _transition(batch.id, from_statuses=[S.IN_PROGRESS, S.FINALIZING], to=S.CANCELLING,
-                         cancelling_at=now):
+        elif _transition(batch.id, from_statuses=[S.IN_PROGRESS, S.FINALIZING], to=S.CANCELLING, cancelling_at=now):
             batch_enqueue_finalize(batch.id, force=True)
         else:
             current = Batch.objects.get(pk=batch.pk)
@@ -155,8 +187,11 @@ class Job:
     def guard(self, *statuses: str) -> None:
         """Inside a transaction: lock the batch row and check that this job still holds it in one of
         `statuses`; raise JobLost otherwise. Writes after a guard commit only if the claim held."""
-        held = (Batch.objects.select_for_update().filter(pk=self.batch_id, job_owner=self.owner,
-                                                         status__in=statuses).exists())
+        held = (
+            Batch.objects.select_for_update()
+            .filter(pk=self.batch_id, job_owner=self.owner, status__in=statuses)
+            .exists()
+        )
         if not held:
             raise JobLost(self.batch_id)
 
@@ -176,7 +211,8 @@ def batch_job(batch_id: str, statuses: Iterable[str], **claim_fields) -> Iterato
     the batch moved on): whatever django-q2 delivers twice runs once."""
     owner = new_id("job_", 8)
     claimed = Batch.objects.filter(_job_free(), pk=batch_id, status__in=list(statuses)).update(
-        job_owner=owner, job_heartbeat_at=timezone.now(), **claim_fields)
+        job_owner=owner, job_heartbeat_at=timezone.now(), **claim_fields
+    )
     if not claimed:
         yield None
         return
@@ -212,8 +248,11 @@ def batch_job(batch_id: str, statuses: Iterable[str], **claim_fields) -> Iterato
 def _not_just_enqueued() -> Q:
     """No job of the batch waits in the queue: none was enqueued, or the last one was taken by a job (which
     claimed the batch after it was enqueued), or it was enqueued long enough ago to be taken as lost."""
-    return (Q(job_enqueued_at__isnull=True) | Q(job_enqueued_at__lt=timezone.now() - JOB_ENQUEUE_GRACE)
-            | Q(job_heartbeat_at__gt=F("job_enqueued_at")))
+    return (
+        Q(job_enqueued_at__isnull=True)
+        | Q(job_enqueued_at__lt=timezone.now() - JOB_ENQUEUE_GRACE)
+        | Q(job_heartbeat_at__gt=F("job_enqueued_at"))
+    )
 
 
 def batch_enqueue_finalize(batch_id: str, *, force: bool = False) -> bool:
@@ -233,8 +272,7 @@ def batch_enqueue_finalize(batch_id: str, *, force: bool = False) -> bool:
 def batch_validate(*, batch_id: str) -> Batch | None:
     """Stream the input once, as a claimed job; record one BatchRequest per line and move the batch to
     in_progress, or fail it with every error found (code, line)."""
-    with batch_job(batch_id, [Batch.Status.VALIDATING],
-                   validation_attempts=F("validation_attempts") + 1) as job:
+    with batch_job(batch_id, [Batch.Status.VALIDATING], validation_attempts=F("validation_attempts") + 1) as job:
         if job is not None:
             try:
                 _validate(job)
@@ -251,15 +289,27 @@ def _validate(job: Job) -> None:
     V = Batch.Status.VALIDATING
     file = File.objects.filter(pk=batch.input_file_id).first()
     if file is None:
-        _fail_validation(job, [{"code": "invalid_request", "param": "input_file_id", "line": None,
-                                "message": f"The input file '{batch.input_file_id}' was deleted before the batch "
-                                           "started. Upload it again and create a new batch."}])
+        _fail_validation(
+            job,
+            [
+                {
+                    "code": "invalid_request",
+                    "param": "input_file_id",
+                    "line": None,
+                    "message": f"The input file '{batch.input_file_id}' was deleted before the batch "
+                    "started. Upload it again and create a new batch.",
+                }
+            ],
+        )
         return
     with transaction.atomic():
         job.guard(V)
         BatchRequest.objects.filter(batch_id=job.batch_id).delete()  # rows of an earlier attempt that died
-    validator = InputValidator(endpoint=batch.endpoint, models=settings.BATCHSERVER_MODELS,
-                               max_requests=settings.BATCHSERVER_MAX_BATCH_REQUESTS)
+    validator = InputValidator(
+        endpoint=batch.endpoint,
+        models=settings.BATCHSERVER_MODELS,
+        max_requests=settings.BATCHSERVER_MAX_BATCH_REQUESTS,
+    )
     pending: list[BatchRequest] = []
     with file_open(file) as fh:
         for number, offset, raw in iter_lines(fh):
@@ -270,8 +320,15 @@ def _validate(job: Job) -> None:
                 pending.clear()  # the batch will fail: stop writing rows, keep reading to report every error
                 continue
             if parsed is not None:
-                pending.append(BatchRequest(batch_id=job.batch_id, line=parsed.line, custom_id=parsed.custom_id,
-                                            offset=parsed.offset, length=parsed.length))
+                pending.append(
+                    BatchRequest(
+                        batch_id=job.batch_id,
+                        line=parsed.line,
+                        custom_id=parsed.custom_id,
+                        offset=parsed.offset,
+                        length=parsed.length,
+                    )
+                )
             if len(pending) >= INSERT_CHUNK:
                 with transaction.atomic():
                     job.guard(V)
@@ -284,46 +341,69 @@ def _validate(job: Job) -> None:
     with transaction.atomic():
         job.guard(V)
         BatchRequest.objects.bulk_create(pending)
-        _transition(job.batch_id, from_statuses=[V], to=Batch.Status.IN_PROGRESS, job=job.owner,
-                    detail=f"{result.total} requests for {result.model}", model=result.model,
-                    total_requests=result.total)
+        _transition(
+            job.batch_id,
+            from_statuses=[V],
+            to=Batch.Status.IN_PROGRESS,
+            job=job.owner,
+            detail=f"{result.total} requests for {result.model}",
+            model=result.model,
+            total_requests=result.total,
+        )
 
 
 def _fail_validation(job: Job, errors: list[dict]) -> None:
     with transaction.atomic():
         job.guard(Batch.Status.VALIDATING)
         BatchRequest.objects.filter(batch_id=job.batch_id).delete()
-        _transition(job.batch_id, from_statuses=[Batch.Status.VALIDATING], to=Batch.Status.FAILED, job=job.owner,
-                    detail=errors[0]["code"] if errors else "", errors=errors)
+        _transition(
+            job.batch_id,
+            from_statuses=[Batch.Status.VALIDATING],
+            to=Batch.Status.FAILED,
+            job=job.owner,
+            detail=errors[0]["code"] if errors else "",
+            errors=errors,
+        )
 
 
 def _drop_requests_of_cancelled(batch_id: str) -> None:
     """A batch cancelled while it was validated never runs: the rows written so far are of no use."""
     with transaction.atomic():
-        if Batch.objects.select_for_update().filter(pk=batch_id, status=Batch.Status.CANCELLED,
-                                                    total_requests=0).exists():
+        if (
+            Batch.objects.select_for_update()
+            .filter(pk=batch_id, status=Batch.Status.CANCELLED, total_requests=0)
+            .exists()
+        ):
             BatchRequest.objects.filter(batch_id=batch_id).delete()
 
 
 # ------------------------------------------------------------------------------------------------ result lines
 def output_line(*, custom_id: str, status_code: int, body: dict) -> str:
     """A line of the output file, in OpenAI's format."""
-    return json.dumps({
-        "id": new_id("batch_req_", 16),
-        "custom_id": custom_id,
-        "response": {"status_code": status_code, "request_id": new_id("req_", 16), "body": body},
-        "error": None,
-    }, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        {
+            "id": new_id("batch_req_", 16),
+            "custom_id": custom_id,
+            "response": {"status_code": status_code, "request_id": new_id("req_", 16), "body": body},
+            "error": None,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 def error_line(*, custom_id: str, code: str, message: str) -> str:
     """A line of the error file: a request that never produced a response."""
-    return json.dumps({
-        "id": new_id("batch_req_", 16),
-        "custom_id": custom_id,
-        "response": None,
-        "error": {"code": code, "message": message},
-    }, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        {
+            "id": new_id("batch_req_", 16),
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": code, "message": message},
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 @dataclass(frozen=True)
@@ -336,14 +416,20 @@ class NotRun:
 
 CANCELLED = NotRun("batch_cancelled", "This request was not run: the batch was cancelled.")
 EXPIRED = NotRun("batch_expired", "This request could not be executed before the completion window expired.")
-POISONED = NotRun("server_error", f"The engine's process died {MAX_ATTEMPTS} times while running this request, the "
-                                  "last time with no other request beside it, so it was not run again. Check the "
-                                  "request (its size and parameters, say) and send it in a new batch.")
+POISONED = NotRun(
+    "server_error",
+    f"The engine's process died {MAX_ATTEMPTS} times while running this request, the "
+    "last time with no other request beside it, so it was not run again. Check the "
+    "request (its size and parameters, say) and send it in a new batch.",
+)
 
 
 def engine_failed(error: object) -> NotRun:
-    return NotRun("server_error", f"The engine failed on this request {MAX_ATTEMPTS} times: {str(error)[:300]}. "
-                                  "Check the request and send it in a new batch.")
+    return NotRun(
+        "server_error",
+        f"The engine failed on this request {MAX_ATTEMPTS} times: {str(error)[:300]}. "
+        "Check the request and send it in a new batch.",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ workers
@@ -358,14 +444,16 @@ def worker_ready(*, worker_id: int) -> None:
 
 def worker_heartbeat(*, worker_id: int, **report) -> bool:
     """Renew a worker's heartbeat (and what it reports about itself). False: it was marked stopped."""
-    return bool(Worker.objects.filter(pk=worker_id, stopped_at__isnull=True).update(
-        last_heartbeat_at=timezone.now(), **report))
+    return bool(
+        Worker.objects.filter(pk=worker_id, stopped_at__isnull=True).update(last_heartbeat_at=timezone.now(), **report)
+    )
 
 
 def workers_stop(*, worker_ids: Iterable[int]) -> int:
     """Mark workers stopped (they stopped, or their process is gone): what they held is claimable at once."""
     return Worker.objects.filter(pk__in=list(worker_ids), stopped_at__isnull=True).update(
-        stopped_at=timezone.now(), inflight=0)
+        stopped_at=timezone.now(), inflight=0
+    )
 
 
 # ------------------------------------------------------------------------------------------------ requests
@@ -399,33 +487,49 @@ class Outcome:
 
 def runnable_batches(models: Iterable[str]):
     """In-progress batches of these models, within their window, oldest first."""
-    return Batch.objects.filter(status=Batch.Status.IN_PROGRESS, model__in=list(models),
-                                expires_at__gt=timezone.now()).order_by("created_at")
+    return Batch.objects.filter(
+        status=Batch.Status.IN_PROGRESS, model__in=list(models), expires_at__gt=timezone.now()
+    ).order_by("created_at")
 
 
 def _claimable(tries: int | None = None) -> Q:
     """Requests a worker may claim: pending ones, and running ones whose worker is gone. `tries`: only those
     that failed exactly that many times (a quarantine level); None: only those never suspected."""
     failed = Q(attempts__lt=SUSPECT_AFTER) if tries is None else Q(attempts=tries)
-    return failed & (Q(status=BatchRequest.Status.PENDING)
-                     | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING))
+    return failed & (
+        Q(status=BatchRequest.Status.PENDING) | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING)
+    )
 
 
 def models_with_work(models: Iterable[str]) -> list[str]:
     """The models among these that have claimable requests, the one whose oldest batch waits longest first."""
-    rows = (runnable_batches(models).filter(Exists(BatchRequest.objects.filter(
-        Q(status=BatchRequest.Status.PENDING) | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING),
-        attempts__lt=MAX_ATTEMPTS, batch=OuterRef("pk")))).values_list("model", flat=True)[:200])
+    rows = (
+        runnable_batches(models)
+        .filter(
+            Exists(
+                BatchRequest.objects.filter(
+                    Q(status=BatchRequest.Status.PENDING)
+                    | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING),
+                    attempts__lt=MAX_ATTEMPTS,
+                    batch=OuterRef("pk"),
+                )
+            )
+        )
+        .values_list("model", flat=True)[:200]
+    )
     return list(dict.fromkeys(rows))
 
 
 def quarantine_level(model: str) -> int | None:
     """The highest quarantine level with requests waiting for this model (see QUARANTINE_GROUPS), or None."""
-    levels = (BatchRequest.objects.filter(batch__in=runnable_batches([model]), attempts__gte=SUSPECT_AFTER,
-                                          attempts__lt=MAX_ATTEMPTS)
-              .filter(Q(status=BatchRequest.Status.PENDING)
-                      | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING))
-              .order_by("-attempts").values_list("attempts", flat=True)[:1])
+    levels = (
+        BatchRequest.objects.filter(
+            batch__in=runnable_batches([model]), attempts__gte=SUSPECT_AFTER, attempts__lt=MAX_ATTEMPTS
+        )
+        .filter(Q(status=BatchRequest.Status.PENDING) | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING))
+        .order_by("-attempts")
+        .values_list("attempts", flat=True)[:1]
+    )
     return levels[0] if levels else None
 
 
@@ -434,8 +538,11 @@ def requests_claim(*, worker_id: int, model: str, limit: int, tries: int | None 
     batches so that a small batch queued behind a big one starts at once. `tries`: claim requests of that
     quarantine level instead (the worker runs them as a group of their own)."""
     claimable = _claimable(tries)
-    batch_ids = list(runnable_batches([model]).filter(Exists(BatchRequest.objects.filter(
-        claimable, batch=OuterRef("pk")))).values_list("id", flat=True)[:32])
+    batch_ids = list(
+        runnable_batches([model])
+        .filter(Exists(BatchRequest.objects.filter(claimable, batch=OuterRef("pk"))))
+        .values_list("id", flat=True)[:32]
+    )
     if not batch_ids or limit <= 0:
         return []
     share = max(1, limit // len(batch_ids))
@@ -455,15 +562,20 @@ def _claim_from(batch_id: str, claimable: Q, take: int, worker_id: int) -> list[
     quote = connection.ops.quote_name
     table = quote(BatchRequest._meta.db_table)
     with transaction.atomic():
-        chosen = (BatchRequest.objects.select_for_update(skip_locked=True, of=("self",))
-                  .filter(claimable, batch_id=batch_id).order_by("line").values("id")[:take])
+        chosen = (
+            BatchRequest.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(claimable, batch_id=batch_id)
+            .order_by("line")
+            .values("id")[:take]
+        )
         subquery, params = chosen.query.sql_with_params()
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {table} SET {quote('status')} = %s, {quote('worker_id')} = %s, {quote('claimed_at')} = %s, "
                 f"{quote('attempts')} = {quote('attempts')} + 1 WHERE {quote('id')} IN ({subquery}) RETURNING "
                 + ", ".join(quote(c) for c in ("id", "batch_id", "custom_id", "offset", "length", "attempts", "line")),
-                [BatchRequest.Status.RUNNING, worker_id, timezone.now(), *params])
+                [BatchRequest.Status.RUNNING, worker_id, timezone.now(), *params],
+            )
             rows = cursor.fetchall()
     return [ClaimedRequest(*row[:6]) for row in sorted(rows, key=lambda row: row[6])]
 
@@ -472,13 +584,22 @@ def requests_release(*, worker_id: int, request_ids: Iterable[int], failed: bool
     """Give requests back (pending again). A clean give-back (stop, cancel) does not count as a try; a failed
     one (`failed`: the engine failed on it) does."""
     attempts = F("attempts") if failed else Greatest(F("attempts") - 1, 0)
-    return BatchRequest.objects.filter(pk__in=list(request_ids), worker_id=worker_id,
-                                       status=BatchRequest.Status.RUNNING).update(
-        status=BatchRequest.Status.PENDING, worker=None, attempts=attempts)
+    return BatchRequest.objects.filter(
+        pk__in=list(request_ids), worker_id=worker_id, status=BatchRequest.Status.RUNNING
+    ).update(status=BatchRequest.Status.PENDING, worker=None, attempts=attempts)
 
 
-RECORDED_FIELDS = ("status", "finished_at", "status_code", "error_code", "result_line", "input_tokens",
-                   "cached_tokens", "output_tokens", "reasoning_tokens")
+RECORDED_FIELDS = (
+    "status",
+    "finished_at",
+    "status_code",
+    "error_code",
+    "result_line",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
 
 
 def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
@@ -490,22 +611,51 @@ def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
     for outcome in outcomes:
         request = outcome.request
         if outcome.status_code is not None:
-            rows.append((request.id, BatchRequest.Status.RESPONDED, now, outcome.status_code, None,
-                         output_line(custom_id=request.custom_id, status_code=outcome.status_code,
-                                     body=outcome.body or {}),
-                         outcome.input_tokens, outcome.cached_tokens, outcome.output_tokens, outcome.reasoning_tokens))
+            rows.append(
+                (
+                    request.id,
+                    BatchRequest.Status.RESPONDED,
+                    now,
+                    outcome.status_code,
+                    None,
+                    output_line(custom_id=request.custom_id, status_code=outcome.status_code, body=outcome.body or {}),
+                    outcome.input_tokens,
+                    outcome.cached_tokens,
+                    outcome.output_tokens,
+                    outcome.reasoning_tokens,
+                )
+            )
         else:
             not_run = outcome.not_run or engine_failed("unknown error")
-            rows.append((request.id, BatchRequest.Status.ERRORED, now, None, not_run.code,
-                         error_line(custom_id=request.custom_id, code=not_run.code, message=not_run.message),
-                         0, 0, 0, 0))
+            rows.append(
+                (
+                    request.id,
+                    BatchRequest.Status.ERRORED,
+                    now,
+                    None,
+                    not_run.code,
+                    error_line(custom_id=request.custom_id, code=not_run.code, message=not_run.message),
+                    0,
+                    0,
+                    0,
+                    0,
+                )
+            )
     with transaction.atomic():
-        written = set(update_rows(BatchRequest, RECORDED_FIELDS, rows, where="t.status = %s AND t.worker_id = %s",
-                                  where_params=[BatchRequest.Status.RUNNING, worker_id]))
+        written = set(
+            update_rows(
+                BatchRequest,
+                RECORDED_FIELDS,
+                rows,
+                where="t.status = %s AND t.worker_id = %s",
+                where_params=[BatchRequest.Status.RUNNING, worker_id],
+            )
+        )
         _add_to_counts([o for o in outcomes if o.request.id in written])
         output_tokens = sum(o.output_tokens for o in outcomes if o.request.id in written)
-        Worker.objects.filter(pk=worker_id).update(requests_done=F("requests_done") + len(written),
-                                                   output_tokens=F("output_tokens") + output_tokens)
+        Worker.objects.filter(pk=worker_id).update(
+            requests_done=F("requests_done") + len(written), output_tokens=F("output_tokens") + output_tokens
+        )
     return written
 
 
@@ -513,9 +663,20 @@ def _add_to_counts(outcomes: list[Outcome]) -> None:
     """Progress of each batch as its requests end: request_counts and usage move while the batch runs."""
     per_batch: dict[str, dict[str, int]] = {}
     for outcome in outcomes:
-        counts = per_batch.setdefault(outcome.request.batch_id, dict.fromkeys(
-            ("completed_requests", "failed_requests", "input_tokens", "cached_tokens", "output_tokens",
-             "reasoning_tokens"), 0))
+        counts = per_batch.setdefault(
+            outcome.request.batch_id,
+            dict.fromkeys(
+                (
+                    "completed_requests",
+                    "failed_requests",
+                    "input_tokens",
+                    "cached_tokens",
+                    "output_tokens",
+                    "reasoning_tokens",
+                ),
+                0,
+            ),
+        )
         counts["completed_requests" if outcome.succeeded else "failed_requests"] += 1
         for name in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
             counts[name] += getattr(outcome, name)
@@ -528,7 +689,8 @@ def requests_not_run(*, batch_id: str | None, not_run: NotRun, extra: Q = Q()) -
     no live worker holds: pending ones, and running ones whose worker is gone. Conditional, row by row: a
     result a worker commits meanwhile is kept, never overwritten."""
     candidates = BatchRequest.objects.filter(
-        Q(status=BatchRequest.Status.PENDING) | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING), extra)
+        Q(status=BatchRequest.Status.PENDING) | Q(gone_worker("worker"), status=BatchRequest.Status.RUNNING), extra
+    )
     if batch_id is not None:
         candidates = candidates.filter(batch_id=batch_id)
     ended = 0
@@ -537,14 +699,26 @@ def requests_not_run(*, batch_id: str | None, not_run: NotRun, extra: Q = Q()) -
         if not chunk:
             return ended
         now = timezone.now()
-        rows = [(pk, BatchRequest.Status.ERRORED, not_run.code, now, None,
-                 error_line(custom_id=custom_id, code=not_run.code, message=not_run.message))
-                for pk, _, custom_id in chunk]
+        rows = [
+            (
+                pk,
+                BatchRequest.Status.ERRORED,
+                not_run.code,
+                now,
+                None,
+                error_line(custom_id=custom_id, code=not_run.code, message=not_run.message),
+            )
+            for pk, _, custom_id in chunk
+        ]
         batch_of = {pk: batch for pk, batch, _ in chunk}
         with transaction.atomic():
-            written = update_rows(BatchRequest, ("status", "error_code", "finished_at", "worker", "result_line"),
-                                  rows, where="t.status IN (%s, %s)",
-                                  where_params=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING])
+            written = update_rows(
+                BatchRequest,
+                ("status", "error_code", "finished_at", "worker", "result_line"),
+                rows,
+                where="t.status IN (%s, %s)",
+                where_params=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING],
+            )
             per_batch: dict[str, int] = {}
             for pk in written:
                 per_batch[batch_of[pk]] = per_batch.get(batch_of[pk], 0) + 1
@@ -555,8 +729,9 @@ def requests_not_run(*, batch_id: str | None, not_run: NotRun, extra: Q = Q()) -
 
 def requests_end_poisoned() -> int:
     """Requests whose worker died with them on their last try: an error line, and the batch moves on."""
-    return requests_not_run(batch_id=None, not_run=POISONED,
-                            extra=Q(status=BatchRequest.Status.RUNNING, attempts__gte=MAX_ATTEMPTS))
+    return requests_not_run(
+        batch_id=None, not_run=POISONED, extra=Q(status=BatchRequest.Status.RUNNING, attempts__gte=MAX_ATTEMPTS)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ finalize
@@ -617,15 +792,27 @@ def _finalize(job: Job, batch: Batch, ending: Ending) -> None:
     output = _write_results(batch, BatchRequest.Status.RESPONDED, "output")
     errors = _write_results(batch, BatchRequest.Status.ERRORED, "error")
     requests = BatchRequest.objects.filter(batch=batch)
-    totals = requests.aggregate(input_tokens=Sum("input_tokens"), cached_tokens=Sum("cached_tokens"),
-                                output_tokens=Sum("output_tokens"), reasoning_tokens=Sum("reasoning_tokens"))
+    totals = requests.aggregate(
+        input_tokens=Sum("input_tokens"),
+        cached_tokens=Sum("cached_tokens"),
+        output_tokens=Sum("output_tokens"),
+        reasoning_tokens=Sum("reasoning_tokens"),
+    )
     succeeded = requests.filter(succeeded_q()).count()
     failed = requests.count() - succeeded
     with transaction.atomic():
-        done = _transition(batch.id, from_statuses=[status], to=ending.status, job=job.owner,
-                           detail=f"{succeeded} succeeded, {failed} failed", output_file=output, error_file=errors,
-                           completed_requests=succeeded, failed_requests=failed,
-                           **{name: value or 0 for name, value in totals.items()})
+        done = _transition(
+            batch.id,
+            from_statuses=[status],
+            to=ending.status,
+            job=job.owner,
+            detail=f"{succeeded} succeeded, {failed} failed",
+            output_file=output,
+            error_file=errors,
+            completed_requests=succeeded,
+            failed_requests=failed,
+            **{name: value or 0 for name, value in totals.items()},
+        )
     if not done:  # the batch moved on (cancelled while finalizing, say): these files belong to nobody
         for file in (output, errors):
             if file is not None:
@@ -635,8 +822,9 @@ def _finalize(job: Job, batch: Batch, ending: Ending) -> None:
 
 def _write_results(batch: Batch, status: str, kind: str) -> File | None:
     """Stream the result lines of one kind, in input order, into a batch_output file (None when there are none)."""
-    lines = (BatchRequest.objects.filter(batch=batch, status=status).order_by("line")
-             .values_list("result_line", flat=True))
+    lines = (
+        BatchRequest.objects.filter(batch=batch, status=status).order_by("line").values_list("result_line", flat=True)
+    )
     with tempfile.NamedTemporaryFile("w+b", suffix=".jsonl") as tmp:
         count = 0
         for line in lines.iterator(chunk_size=2000):
@@ -646,9 +834,13 @@ def _write_results(batch: Batch, status: str, kind: str) -> File | None:
         if not count:
             return None
         tmp.flush()
-        return file_create_from_local(project=batch.project, path=tmp.name, purpose=File.Purpose.BATCH_OUTPUT,
-                                      filename=f"{batch.id}_{kind}.jsonl",
-                                      expires_after=batch.output_expires_after)
+        return file_create_from_local(
+            project=batch.project,
+            path=tmp.name,
+            purpose=File.Purpose.BATCH_OUTPUT,
+            filename=f"{batch.id}_{kind}.jsonl",
+            expires_after=batch.output_expires_after,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ sweep
@@ -669,17 +861,27 @@ def sweep() -> SweepReport:
     report.poisoned = requests_end_poisoned()
     now = timezone.now()
     quiet = _job_free() & _not_just_enqueued()
-    for batch_id, attempts in (Batch.objects.filter(quiet, status=Batch.Status.VALIDATING)
-                               .values_list("id", "validation_attempts")[:1000]):
+    for batch_id, attempts in Batch.objects.filter(quiet, status=Batch.Status.VALIDATING).values_list(
+        "id", "validation_attempts"
+    )[:1000]:
         try:
             if attempts >= MAX_VALIDATION_ATTEMPTS:
                 report.failed += _transition(
-                    batch_id, from_statuses=[Batch.Status.VALIDATING], to=Batch.Status.FAILED,
-                    detail="validation lost", errors=[{
-                        "code": "validation_failed", "line": None, "param": None,
-                        "message": f"Validation of the input file did not finish in {attempts} attempts (the "
-                                   "server's task log has the cause). Check the file, then create the batch "
-                                   "again."}])
+                    batch_id,
+                    from_statuses=[Batch.Status.VALIDATING],
+                    to=Batch.Status.FAILED,
+                    detail="validation lost",
+                    errors=[
+                        {
+                            "code": "validation_failed",
+                            "line": None,
+                            "param": None,
+                            "message": f"Validation of the input file did not finish in {attempts} attempts (the "
+                            "server's task log has the cause). Check the file, then create the batch "
+                            "again.",
+                        }
+                    ],
+                )
             else:
                 with transaction.atomic():
                     if Batch.objects.filter(quiet, pk=batch_id).update(job_enqueued_at=now):
@@ -688,10 +890,14 @@ def sweep() -> SweepReport:
         except Exception:
             report.errors += 1
             logger.exception("sweep: could not handle batch %s", batch_id, extra={"batch_id": batch_id})
-    finishing = (Q(status__in=[Batch.Status.CANCELLING, Batch.Status.FINALIZING])
-                 | Q(status=Batch.Status.IN_PROGRESS, expires_at__lte=now)
-                 | Q(~Exists(BatchRequest.objects.filter(batch=OuterRef("pk"), status__in=BatchRequest.OPEN)),
-                     status=Batch.Status.IN_PROGRESS))
+    finishing = (
+        Q(status__in=[Batch.Status.CANCELLING, Batch.Status.FINALIZING])
+        | Q(status=Batch.Status.IN_PROGRESS, expires_at__lte=now)
+        | Q(
+            ~Exists(BatchRequest.objects.filter(batch=OuterRef("pk"), status__in=BatchRequest.OPEN)),
+            status=Batch.Status.IN_PROGRESS,
+        )
+    )
     for batch_id in Batch.objects.filter(quiet, finishing).values_list("id", flat=True)[:1000]:
         try:
             report.finalizations += batch_enqueue_finalize(batch_id)
@@ -714,21 +920,29 @@ def batch_retry_failed(*, batch: Batch) -> Batch:
         raise Conflict(f"Batch '{batch.id}' has no failed or unrun requests to retry.")
     input_file = File.objects.filter(pk=batch.input_file_id).first()
     if input_file is None:
-        raise Conflict(f"The input file '{batch.input_file_id}' of batch '{batch.id}' was deleted; its requests "
-                       "cannot be read again.")
+        raise Conflict(
+            f"The input file '{batch.input_file_id}' of batch '{batch.id}' was deleted; its requests "
+            "cannot be read again."
+        )
     with tempfile.NamedTemporaryFile("w+b", suffix=".jsonl") as tmp, file_open(input_file) as source:
         for offset, length in retry.order_by("line").values_list("offset", "length").iterator(chunk_size=2000):
             source.seek(offset)
             tmp.write(source.read(length))
             tmp.write(b"\n")
         tmp.flush()
-        new_file = file_create_from_local(project=batch.project, path=tmp.name, purpose=File.Purpose.BATCH,
-                                          filename=f"{batch.id}_retry.jsonl")
+        new_file = file_create_from_local(
+            project=batch.project, path=tmp.name, purpose=File.Purpose.BATCH, filename=f"{batch.id}_retry.jsonl"
+        )
     try:
         with transaction.atomic():
-            new = batch_create(project=batch.project, input_file_id=new_file.id, endpoint=batch.endpoint,
-                               completion_window=batch.completion_window, metadata=batch.metadata,
-                               output_expires_after=batch.output_expires_after)
+            new = batch_create(
+                project=batch.project,
+                input_file_id=new_file.id,
+                endpoint=batch.endpoint,
+                completion_window=batch.completion_window,
+                metadata=batch.metadata,
+                output_expires_after=batch.output_expires_after,
+            )
             Batch.objects.filter(pk=new.pk).update(retry_of=batch)
     except Exception:
         file_delete(file=new_file)

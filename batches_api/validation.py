@@ -42,14 +42,19 @@ class ValidationResult:
             self.omitted[code] += 1
             return
         if len(message) > MAX_MESSAGE_CHARS:
-            message = message[:MAX_MESSAGE_CHARS - 1] + "…"
+            message = message[: MAX_MESSAGE_CHARS - 1] + "…"
         self.errors.append({"code": code, "message": message, "param": param, "line": line})
 
     def summarize(self) -> None:
         for code, count in sorted(self.omitted.items()):
-            self.errors.append({"code": code, "param": None, "line": None,
-                                "message": f"{count} more line{'s' if count != 1 else ''} with this error "
-                                           "(not listed one by one)."})
+            self.errors.append(
+                {
+                    "code": code,
+                    "param": None,
+                    "line": None,
+                    "message": f"{count} more line{'s' if count != 1 else ''} with this error (not listed one by one).",
+                }
+            )
         self.omitted.clear()
 
 
@@ -119,13 +124,15 @@ class InputValidator:
             self.result.add("invalid_json_line", f"This line is longer than {MAX_LINE_BYTES} bytes.", number)
             return None
         if number == 1 and raw.startswith(UTF8_BOM):  # editors on Windows start files with one
-            raw, offset = raw[len(UTF8_BOM):], offset + len(UTF8_BOM)
+            raw, offset = raw[len(UTF8_BOM) :], offset + len(UTF8_BOM)
         if not raw.strip():
             return None  # blank lines (a trailing newline, say) are not requests
         if self.result.total >= self.max_requests:
-            self.result.add("too_many_tasks",
-                            f"The file has more than {self.max_requests} requests; split it into several batches.",
-                            number)
+            self.result.add(
+                "too_many_tasks",
+                f"The file has more than {self.max_requests} requests; split it into several batches.",
+                number,
+            )
             return None
         self.result.total += 1
         try:
@@ -133,7 +140,7 @@ class InputValidator:
         except LineError as error:
             self.result.add(error.code, error.message, number, error.param)
             return None
-        except Exception as exc:  # noqa: BLE001 - a line must never stop the validation of the others
+        except Exception as exc:
             self.result.add("invalid_request", f"This line could not be validated ({type(exc).__name__}).", number)
             return None
         return ParsedLine(line=number, offset=offset, length=len(raw), custom_id=custom_id)
@@ -143,19 +150,29 @@ class InputValidator:
         if not isinstance(custom_id, str) or not custom_id:
             raise LineError("missing_custom_id", "The request has no 'custom_id' (a non-empty string).", "custom_id")
         if len(custom_id) > MAX_CUSTOM_ID_CHARS:
-            raise LineError("invalid_request", f"The 'custom_id' must be at most {MAX_CUSTOM_ID_CHARS} characters.",
-                            "custom_id")
+            raise LineError(
+                "invalid_request", f"The 'custom_id' must be at most {MAX_CUSTOM_ID_CHARS} characters.", "custom_id"
+            )
         if custom_id in self._custom_ids:
-            raise LineError("duplicate_custom_id",
-                            f"The custom_id '{custom_id[:200]}' is used by an earlier line; custom_id values must be "
-                            "unique within a batch.", "custom_id")
+            raise LineError(
+                "duplicate_custom_id",
+                f"The custom_id '{custom_id[:200]}' is used by an earlier line; custom_id values must be "
+                "unique within a batch.",
+                "custom_id",
+            )
         self._custom_ids.add(custom_id)
         if item.get("method") != "POST":
-            raise LineError("invalid_request",
-                            f"Invalid 'method': {str(item.get('method'))[:100]!r}. Only 'POST' is supported.", "method")
+            raise LineError(
+                "invalid_request",
+                f"Invalid 'method': {str(item.get('method'))[:100]!r}. Only 'POST' is supported.",
+                "method",
+            )
         if item.get("url") != self.endpoint:
-            raise LineError("url_mismatch", f"The url {str(item.get('url'))[:200]!r} does not match the batch's "
-                                            f"endpoint '{self.endpoint}'.", "url")
+            raise LineError(
+                "url_mismatch",
+                f"The url {str(item.get('url'))[:200]!r} does not match the batch's endpoint '{self.endpoint}'.",
+                "url",
+            )
         body = item.get("body")
         if not isinstance(body, dict):
             raise LineError("invalid_request", "The request has no 'body' object.", "body")
@@ -164,9 +181,11 @@ class InputValidator:
             inputs = body.get("input")
             self._embedding_inputs += len(inputs) if isinstance(inputs, list) else 1
             if self._embedding_inputs > self.max_requests:
-                raise LineError("too_many_tasks",
-                                f"The embedding inputs of this file add up to more than {self.max_requests}.",
-                                "body.input")
+                raise LineError(
+                    "too_many_tasks",
+                    f"The embedding inputs of this file add up to more than {self.max_requests}.",
+                    "body.input",
+                )
         return custom_id
 
     def _check_model(self, model) -> None:
@@ -174,16 +193,29 @@ class InputValidator:
         if not isinstance(model, str) or not model:
             raise LineError("invalid_request", "The body has no 'model'.", "body.model")
         if model not in self.models:
-            raise LineError("model_not_found", f"The model '{model[:200]}' does not exist here. Served models: "
-                                               + ", ".join(sorted(self.models)) + ".", "body.model")
+            raise LineError(
+                "model_not_found",
+                f"The model '{model[:200]}' does not exist here. Served models: "
+                + ", ".join(sorted(self.models))
+                + ".",
+                "body.model",
+            )
         if result.model is None:
             result.model = model
             if self.endpoint not in self.models[model]["endpoints"]:
-                raise LineError("invalid_request", f"The model '{model}' does not serve {self.endpoint}; it serves "
-                                                   + ", ".join(self.models[model]["endpoints"]) + ".", "body.model")
+                raise LineError(
+                    "invalid_request",
+                    f"The model '{model}' does not serve {self.endpoint}; it serves "
+                    + ", ".join(self.models[model]["endpoints"])
+                    + ".",
+                    "body.model",
+                )
         elif model != result.model:
-            raise LineError("model_mismatch", f"The model '{model[:200]}' differs from '{result.model}' on earlier "
-                                              "lines; a batch uses one model.", "body.model")
+            raise LineError(
+                "model_mismatch",
+                f"The model '{model[:200]}' differs from '{result.model}' on earlier lines; a batch uses one model.",
+                "body.model",
+            )
 
     def finish(self) -> ValidationResult:
         if self.result.total == 0 and self.result.error_count == 0:

@@ -34,12 +34,22 @@ class BatchViewSet(viewsets.ViewSet):
         params = validated(CreateBatchSerializer, request.data)
         return Response(BatchSerializer(services.batch_create(project=caller_project(request), **params)).data)
 
-    @extend_schema(summary="List batches", parameters=[ListBatchesParamsSerializer],
-                   responses={200: ListBatchesResponseSerializer, **ERRORS})
+    @extend_schema(
+        summary="List batches",
+        parameters=[ListBatchesParamsSerializer],
+        responses={200: ListBatchesResponseSerializer, **ERRORS},
+    )
     def list(self, request):
         params = validated(ListBatchesParamsSerializer, request.query_params)
-        return Response(cursor_page(Batch.objects.filter(project=caller_project(request)), after=params.get("after"),
-                                    limit=params["limit"], order="desc", serializer=ListBatchesResponseSerializer))
+        return Response(
+            cursor_page(
+                Batch.objects.filter(project=caller_project(request)),
+                after=params.get("after"),
+                limit=params["limit"],
+                order="desc",
+                serializer=ListBatchesResponseSerializer,
+            )
+        )
 
     @extend_schema(summary="Retrieve a batch", responses={200: BatchSerializer, **ERRORS})
     def retrieve(self, request, pk: str):

@@ -1,8 +1,8 @@
-"""API keys in the operator console (the console itself, and the projects page, which counts every app's rows,
-are batchserver/admin_site.py: the project's wiring). A key is created through batchserver.services.api_key_create and shown exactly once, on the
-page that answers the form; it is never stored, put in a message or the session, or shown again. Its project is
-typed in as a new one, or picked from the existing ones by staff with the permission "Can create API keys for
-existing projects" (a key sees every file and batch of its project)."""
+"""API keys in the operator console. (The console itself, and the projects page, which counts every app's rows, are
+batchserver/admin_site.py: the project's wiring.) A key is created through batchserver.services.api_key_create and
+shown exactly once, on the page that answers the form; it is never stored, put in a message or the session, or shown
+again. Its project is typed in as a new one, or picked from the existing ones by staff with the permission "Can create
+API keys for existing projects" (a key sees every file and batch of its project)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html
 
-from batchserver.admin_kit import ConsoleMedia, badge
 from batchserver import queue_admin  # noqa: F401 - django-q2's pages, read-only
+from batchserver.admin_kit import ConsoleMedia, badge
 from batchserver.models import PERM_ADD_TO_EXISTING_PROJECT, ApiKey, Project
 from batchserver.services import api_key_create, api_key_revoke
+
 
 # ------------------------------------------------------------------------------------------------ API keys
 class ApiKeyCreateForm(forms.ModelForm):
@@ -30,8 +28,11 @@ class ApiKeyCreateForm(forms.ModelForm):
     permission (ApiKeyForExistingProjectForm): never a guess from the key's name."""
 
     new_project = forms.CharField(
-        label="New project", max_length=200, required=False,
-        help_text="Created with the key; it owns no files or batches yet.")
+        label="New project",
+        max_length=200,
+        required=False,
+        help_text="Created with the key; it owns no files or batches yet.",
+    )
 
     class Meta:
         model = ApiKey
@@ -41,11 +42,15 @@ class ApiKeyCreateForm(forms.ModelForm):
         name = self.cleaned_data["new_project"]
         if name and Project.objects.filter(name=name).exists():
             if "project" in self.fields:
-                raise forms.ValidationError(f"A project named “{name}” exists already: choose it under “Existing "
-                                            "project”, or type another name.")
-            raise forms.ValidationError(f"A project named “{name}” exists already. Type another name, or ask an "
-                                        "administrator for the permission “Can create API keys for existing "
-                                        "projects”.")
+                raise forms.ValidationError(
+                    f"A project named “{name}” exists already: choose it under “Existing "
+                    "project”, or type another name."
+                )
+            raise forms.ValidationError(
+                f"A project named “{name}” exists already. Type another name, or ask an "
+                "administrator for the permission “Can create API keys for existing "
+                "projects”."
+            )
         return name
 
     def clean(self):
@@ -53,15 +58,20 @@ class ApiKeyCreateForm(forms.ModelForm):
         chosen = [field for field in ("project", "new_project") if cleaned.get(field)]
         if len(chosen) != 1 and not self.has_error("new_project"):
             raise forms.ValidationError(
-                "Choose an existing project or type the name of a new one (one of the two)." if "project" in self.fields
-                else "Type the name of the new project the key is for.")
+                "Choose an existing project or type the name of a new one (one of the two)."
+                if "project" in self.fields
+                else "Type the name of the new project the key is for."
+            )
         return cleaned
 
 
 class ApiKeyForExistingProjectForm(ApiKeyCreateForm):
     project = forms.ModelChoiceField(
-        label="Existing project", queryset=Project.objects.order_by("name"), required=False,
-        help_text="The new key sees every file and batch of this project.")
+        label="Existing project",
+        queryset=Project.objects.order_by("name"),
+        required=False,
+        help_text="The new key sees every file and batch of this project.",
+    )
 
     field_order = ("name", "project", "new_project")
 
@@ -104,15 +114,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             existing = self.may_add_to_existing_projects(request)
-            return [(None, {"fields": ("name", "project", "new_project") if existing else ("name", "new_project"),
-                            "description": "The key is shown once, on the next page. Only its SHA-256 and its "
-                                           "first 12 characters are stored."})]
+            return [
+                (
+                    None,
+                    {
+                        "fields": ("name", "project", "new_project") if existing else ("name", "new_project"),
+                        "description": "The key is shown once, on the next page. Only its SHA-256 and its "
+                        "first 12 characters are stored.",
+                    },
+                )
+            ]
         return [(None, {"fields": ("name", "shown_prefix", "owner", "state", "created_at", "last_used_at")})]
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
-            kwargs["form"] = (ApiKeyForExistingProjectForm if self.may_add_to_existing_projects(request)
-                              else ApiKeyCreateForm)
+            kwargs["form"] = (
+                ApiKeyForExistingProjectForm if self.may_add_to_existing_projects(request) else ApiKeyCreateForm
+            )
         return super().get_form(request, obj, **kwargs)
 
     @admin.display(description="key", ordering="prefix")
@@ -126,8 +144,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="state", ordering="revoked_at")
     def state(self, obj):
         if obj.revoked_at:
-            return format_html('{} <span class="bs-quiet">{}</span>', badge("key", "revoked", "revoked"),
-                               timezone.localtime(obj.revoked_at).strftime("%Y-%m-%d %H:%M"))
+            return format_html(
+                '{} <span class="bs-quiet">{}</span>',
+                badge("key", "revoked", "revoked"),
+                timezone.localtime(obj.revoked_at).strftime("%Y-%m-%d %H:%M"),
+            )
         return badge("key", "active", "active")
 
     def changelist_view(self, request, extra_context=None):
@@ -135,19 +156,33 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def add_view(self, request, form_url="", extra_context=None):
         if request.method == "POST" and request.POST.get("project") and not self.may_add_to_existing_projects(request):
-            raise PermissionDenied("Creating API keys for existing projects needs the permission "
-                                   "“Can create API keys for existing projects”.")
-        context = {"title": "Create an API key", "show_save_and_continue": False,
-                   "show_save_and_add_another": False, **(extra_context or {})}
+            raise PermissionDenied(
+                "Creating API keys for existing projects needs the permission "
+                "“Can create API keys for existing projects”."
+            )
+        context = {
+            "title": "Create an API key",
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            **(extra_context or {}),
+        }
         return super().add_view(request, form_url, context)
 
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        key, raw_key = api_key_create(name=form.cleaned_data["name"], project=form.cleaned_data.get("project"),
-                                      new_project=form.cleaned_data.get("new_project") or None)
+        key, raw_key = api_key_create(
+            name=form.cleaned_data["name"],
+            project=form.cleaned_data.get("project"),
+            new_project=form.cleaned_data.get("new_project") or None,
+        )
         obj.pk, obj.project_id, obj.prefix, obj.key_hash, obj.created_at = (
-            key.pk, key.project_id, key.prefix, key.key_hash, key.created_at)
+            key.pk,
+            key.project_id,
+            key.prefix,
+            key.key_hash,
+            key.created_at,
+        )
         obj._state.adding = False
         request._batchserver_new_key = raw_key  # for response_add only: this request, never stored
 
@@ -172,9 +207,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     # -------------------------------------------------------------------------------------- revoke
     def get_urls(self):
-        info = self.opts.app_label, self.opts.model_name
-        return [path("<path:object_id>/revoke/", self.admin_site.admin_view(self.revoke_view),
-                     name="%s_%s_revoke" % info)] + super().get_urls()
+        name = f"{self.opts.app_label}_{self.opts.model_name}_revoke"
+        revoke = path("<path:object_id>/revoke/", self.admin_site.admin_view(self.revoke_view), name=name)
+        return [revoke, *super().get_urls()]
 
     def revoke_view(self, request, object_id):
         if request.method != "POST":

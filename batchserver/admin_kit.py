@@ -43,8 +43,9 @@ def live(key: str, content, block: bool = False) -> str:
 
 def badge(kind: str, value: str, label: str | None = None) -> str:
     """A coloured label: CSS class bs-<kind>-<value> (see static/batchserver/admin.css)."""
-    return format_html('<span class="bs-badge bs-{}-{}">{}</span>', kind, value,
-                       label or value.replace("_", " ").capitalize())
+    return format_html(
+        '<span class="bs-badge bs-{}-{}">{}</span>', kind, value, label or value.replace("_", " ").capitalize()
+    )
 
 
 def admin_change_url(obj) -> str:
@@ -56,8 +57,11 @@ def admin_change_url(obj) -> str:
 
 def table(rows: Iterable[Sequence], row: str, *, head: Sequence[str] = (), css: str = "bs-table") -> str:
     """An HTML table: `row` is the format_html template of one <tr>, filled (escaped) from each of `rows`."""
-    thead = format_html("<thead><tr>{}</tr></thead>", format_html_join("", "<th>{}</th>", ((h,) for h in head))) \
-        if head else ""
+    thead = (
+        format_html("<thead><tr>{}</tr></thead>", format_html_join("", "<th>{}</th>", ((h,) for h in head)))
+        if head
+        else ""
+    )
     return format_html('<table class="{}">{}<tbody>{}</tbody></table>', css, thead, format_html_join("", row, rows))
 
 

@@ -54,27 +54,49 @@ def throughput_chart(throughput, width: int = 720, height: int = 140) -> str:
     bars = []
     for i, (start, value) in enumerate(throughput.buckets):
         bar_h = plot_h * value / peak if value else 0
-        bars.append((f"{left + i * slot + 0.5:.1f}", f"{top + plot_h - bar_h:.1f}", f"{max(slot - 1.5, 1):.1f}",
-                     f"{bar_h:.1f}", timezone.localtime(start).strftime("%H:%M"), f"{value:,.1f}"))
+        bars.append(
+            (
+                f"{left + i * slot + 0.5:.1f}",
+                f"{top + plot_h - bar_h:.1f}",
+                f"{max(slot - 1.5, 1):.1f}",
+                f"{bar_h:.1f}",
+                timezone.localtime(start).strftime("%H:%M"),
+                f"{value:,.1f}",
+            )
+        )
     return format_html(
         '<svg class="bs-chart" viewBox="0 0 {w} {h}" role="img" aria-label="Output tokens per second, last hour">'
         '<line class="bs-axis" x1="{l}" y1="{base}" x2="{w}" y2="{base}"></line>'
         '<line class="bs-axis" x1="{l}" y1="{top}" x2="{l}" y2="{base}"></line>'
         '<text x="{lt}" y="{ty}" text-anchor="end">{peak}</text><text x="{lt}" y="{base}" text-anchor="end">0</text>'
         '<text x="{l}" y="{h1}">{start}</text><text x="{w}" y="{h1}" text-anchor="end">now</text>'
-        '{bars}</svg>',
-        w=width, h=height, l=left, lt=left - 4, top=top, ty=top + 4, base=top + plot_h, h1=height - 4,
-        peak=f"{throughput.peak:,.0f}", start="60 min ago",
-        bars=format_html_join("", '<rect class="bs-bar" x="{}" y="{}" width="{}" height="{}">'
-                                  '<title>{} · {} tokens/s</title></rect>', bars),
+        "{bars}</svg>",
+        w=width,
+        h=height,
+        l=left,
+        lt=left - 4,
+        top=top,
+        ty=top + 4,
+        base=top + plot_h,
+        h1=height - 4,
+        peak=f"{throughput.peak:,.0f}",
+        start="60 min ago",
+        bars=format_html_join(
+            "", '<rect class="bs-bar" x="{}" y="{}" width="{}" height="{}"><title>{} · {} tokens/s</title></rect>', bars
+        ),
     )
 
 
 # ------------------------------------------------------------------------------------------------ projects
 def _count(queryset, field: str):
     """A correlated COUNT subquery, part of the page query: no query per row."""
-    return Coalesce(Subquery(queryset.filter(**{field: OuterRef("pk")}).order_by().values(field)
-                             .annotate(n=Count("*")).values("n")[:1], output_field=IntegerField()), Value(0))
+    return Coalesce(
+        Subquery(
+            queryset.filter(**{field: OuterRef("pk")}).order_by().values(field).annotate(n=Count("*")).values("n")[:1],
+            output_field=IntegerField(),
+        ),
+        Value(0),
+    )
 
 
 class ProjectAdmin(admin.ModelAdmin):
@@ -85,9 +107,15 @@ class ProjectAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at",)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            _active_keys=_count(ApiKey.objects.filter(revoked_at__isnull=True), "project"),
-            _batches=_count(Batch.objects.all(), "project"), _files=_count(File.objects.all(), "project"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _active_keys=_count(ApiKey.objects.filter(revoked_at__isnull=True), "project"),
+                _batches=_count(Batch.objects.all(), "project"),
+                _files=_count(File.objects.all(), "project"),
+            )
+        )
 
     @admin.display(description="API keys", ordering="_active_keys")
     def active_keys(self, obj):

@@ -10,8 +10,15 @@ from django.db import connections, models
 VALUES_CHUNK = 1000  # rows per statement where rows go in as VALUES (SQLite)
 
 
-def update_rows(model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence], *, where: str = "",
-                where_params: Sequence = (), using: str = "default") -> list:
+def update_rows(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence],
+    *,
+    where: str = "",
+    where_params: Sequence = (),
+    using: str = "default",
+) -> list:
     """Set different values on many rows: `rows` are tuples (primary key, then one value per field, ready for
     the database). Returns the primary keys of the rows it changed.
 
@@ -35,25 +42,34 @@ def update_rows(model: type[models.Model], fields: Sequence[str], rows: Sequence
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             scratch = "_rows_" + hashlib.sha1(f"{meta.db_table}:{','.join(fields)}".encode()).hexdigest()[:12]
-            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {scratch} ("
-                           + ", ".join(f"{n} {f.db_type(connection)}" for n, f in zip(names, columns, strict=True))
-                           + ") ON COMMIT DELETE ROWS")
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {scratch} ("
+                + ", ".join(f"{n} {f.db_type(connection)}" for n, f in zip(names, columns, strict=True))
+                + ") ON COMMIT DELETE ROWS"
+            )
             with cursor.cursor.copy(f"COPY {scratch} ({', '.join(names)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cursor.execute(f"UPDATE {table} AS t SET {sets} FROM {scratch} AS v WHERE t.{quote(meta.pk.column)} = "
-                           f"v.v0{condition}{returning}", list(where_params))
+            cursor.execute(
+                f"UPDATE {table} AS t SET {sets} FROM {scratch} AS v WHERE t.{quote(meta.pk.column)} = "
+                f"v.v0{condition}{returning}",
+                list(where_params),
+            )
             changed.extend(row[0] for row in cursor.fetchall())
             cursor.execute(f"TRUNCATE {scratch}")  # the next call in this transaction starts empty
             return changed
         row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
         for start in range(0, len(rows), VALUES_CHUNK):
-            chunk = rows[start:start + VALUES_CHUNK]
-            params = [field.get_db_prep_save(value, connection)  # SQLite stores dates as Django's own text
-                      for row in chunk for field, value in zip(columns, row, strict=True)]
+            chunk = rows[start : start + VALUES_CHUNK]
+            params = [
+                field.get_db_prep_save(value, connection)  # SQLite stores dates as Django's own text
+                for row in chunk
+                for field, value in zip(columns, row, strict=True)
+            ]
             cursor.execute(
                 f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "
                 f"UPDATE {table} AS t SET {sets} FROM v WHERE t.{quote(meta.pk.column)} = v.v0{condition}{returning}",
-                params + list(where_params))
+                params + list(where_params),
+            )
             changed.extend(row[0] for row in cursor.fetchall())
     return changed

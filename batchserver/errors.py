@@ -25,8 +25,9 @@ class ApiError(Exception):
     type = "invalid_request_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, status_code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -61,8 +62,9 @@ class TooLarge(ApiError):
     status_code = 413
 
 
-def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict:
+def error_body(
+    message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict:
     return ErrorResponseSerializer({"error": {"message": message, "type": type, "param": param, "code": code}}).data
 
 
@@ -78,13 +80,20 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(exc.body(), status=exc.status_code)
     if isinstance(exc, OperationalError | InterfaceError):  # the database is down or restarting
         logger.warning("database unavailable: %s", exc)
-        return Response(error_body("The server is temporarily unavailable: its database did not answer. Retry "
-                                   "in a few seconds.", type="server_error"), status=503, headers={"Retry-After": "2"})
+        return Response(
+            error_body(
+                "The server is temporarily unavailable: its database did not answer. Retry in a few seconds.",
+                type="server_error",
+            ),
+            status=503,
+            headers={"Retry-After": "2"},
+        )
     if isinstance(exc, drf.NotAuthenticated):
         return Response(error_body(NO_KEY_MESSAGE), status=401, headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, drf.AuthenticationFailed):
-        return Response(error_body(str(exc.detail), code="invalid_api_key"), status=401,
-                        headers={"WWW-Authenticate": "Bearer"})
+        return Response(
+            error_body(str(exc.detail), code="invalid_api_key"), status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
     if isinstance(exc, Http404 | drf.NotFound):
         return Response(error_body("Not found."), status=404)
     if isinstance(exc, drf.MethodNotAllowed):
@@ -92,16 +101,23 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response | None:
         message = f"Invalid method for URL ({request.method} {request.path})" if request else str(exc.detail)
         return Response(error_body(message), status=405)
     if isinstance(exc, drf.UnsupportedMediaType):
-        return Response(error_body(f"{exc.detail} Send JSON (application/json), or multipart/form-data for "
-                                   "file uploads."), status=415)
+        return Response(
+            error_body(f"{exc.detail} Send JSON (application/json), or multipart/form-data for file uploads."),
+            status=415,
+        )
     if isinstance(exc, drf.ParseError):
         return Response(error_body(f"We could not parse the body of your request: {exc.detail}"), status=400)
     if isinstance(exc, drf.ValidationError):
         param, message = _first_validation_error(exc.detail)
         return Response(error_body(message, param=param), status=400)
     if isinstance(exc, RequestDataTooBig):  # form fields (not files) past DATA_UPLOAD_MAX_MEMORY_SIZE
-        return Response(error_body("The form fields of the request are too large. Send files as file fields "
-                                   "and keep the other fields short."), status=413)
+        return Response(
+            error_body(
+                "The form fields of the request are too large. Send files as file fields "
+                "and keep the other fields short."
+            ),
+            status=413,
+        )
     if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields or files: Django's text names the limit
         return Response(error_body(f"{exc} Send a smaller request."), status=400)
     if isinstance(exc, drf.Throttled):
@@ -114,8 +130,12 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response | None:
 # Codes of a value not sent, or sent empty: OpenAI's "Missing required parameter". DRF's own words for them are
 # dropped; a field's own message for them is a hint that follows ("Send it as multipart/form-data.").
 MISSING = ("required", "null", "blank", "empty")
-DRF_MISSING = (drf_fields.Field.default_error_messages["required"], drf_fields.Field.default_error_messages["null"],
-               drf_fields.CharField.default_error_messages["blank"], drf_fields.ListField.default_error_messages["empty"])
+DRF_MISSING = (
+    drf_fields.Field.default_error_messages["required"],
+    drf_fields.Field.default_error_messages["null"],
+    drf_fields.CharField.default_error_messages["blank"],
+    drf_fields.ListField.default_error_messages["empty"],
+)
 
 
 def _first_validation_error(detail, param: str | None = None) -> tuple[str | None, str]:
@@ -166,8 +186,11 @@ def handler400(request, exception=None):
 def handler500(request):
     if _is_api(request):
         return JsonResponse(
-            error_body("The server had an error while processing your request. Retry it; if the error "
-                       "persists, the server's log has the details.", type="server_error"),
+            error_body(
+                "The server had an error while processing your request. Retry it; if the error "
+                "persists, the server's log has the details.",
+                type="server_error",
+            ),
             status=500,
         )
     from django.views.defaults import server_error

@@ -19,7 +19,7 @@ def _random_hex(nbytes: int) -> str:
         _pool.data, _pool.offset, _pool.pid = os.urandom(_POOL_BYTES), 0, pid
     start = _pool.offset
     _pool.offset = start + nbytes
-    return _pool.data[start:start + nbytes].hex()
+    return _pool.data[start : start + nbytes].hex()
 
 
 def new_id(prefix: str, nbytes: int = 12) -> str:

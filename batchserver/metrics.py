@@ -21,8 +21,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
-HTTP_REQUESTS = Counter("batchserver_http_requests", "HTTP requests by endpoint and status code.",
-                        ["method", "endpoint", "status"], registry=None)
+HTTP_REQUESTS = Counter(
+    "batchserver_http_requests",
+    "HTTP requests by endpoint and status code.",
+    ["method", "endpoint", "status"],
+    registry=None,
+)
 
 WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 RUN_BUCKETS = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
@@ -45,23 +49,39 @@ def _histogram(name: str, doc: str, queryset, duration, buckets) -> HistogramMet
 
 class DatabaseCollector:
     def collect(self):
-        from batches_api.models import Batch, BatchRequest
-        from batches_api.models import Worker
+        from batches_api.models import Batch, BatchRequest, Worker
         from inference.models import EngineLoad
 
         batches = GaugeMetricFamily("batchserver_batches", "Batches by status and model.", labels=["status", "model"])
-        requests = CounterMetricFamily("batchserver_requests", "Requests finished, by model and outcome.",
-                                       labels=["model", "outcome"])
-        tokens = CounterMetricFamily("batchserver_tokens", "Tokens of finished requests, by model and kind.",
-                                     labels=["model", "kind"])
-        for row in Batch.objects.values("status", "model").annotate(
-                n=Count("pk"), ok=Sum("completed_requests"), failed=Sum("failed_requests"),
-                tin=Sum("input_tokens"), tout=Sum("output_tokens")).order_by():
+        requests = CounterMetricFamily(
+            "batchserver_requests", "Requests finished, by model and outcome.", labels=["model", "outcome"]
+        )
+        tokens = CounterMetricFamily(
+            "batchserver_tokens", "Tokens of finished requests, by model and kind.", labels=["model", "kind"]
+        )
+        for row in (
+            Batch.objects.values("status", "model")
+            .annotate(
+                n=Count("pk"),
+                ok=Sum("completed_requests"),
+                failed=Sum("failed_requests"),
+                tin=Sum("input_tokens"),
+                tout=Sum("output_tokens"),
+            )
+            .order_by()
+        ):
             model = row["model"] or ""
             batches.add_metric([row["status"], model], row["n"])
-        for row in Batch.objects.values("model").annotate(
-                ok=Sum("completed_requests"), failed=Sum("failed_requests"), tin=Sum("input_tokens"),
-                tout=Sum("output_tokens")).order_by():
+        for row in (
+            Batch.objects.values("model")
+            .annotate(
+                ok=Sum("completed_requests"),
+                failed=Sum("failed_requests"),
+                tin=Sum("input_tokens"),
+                tout=Sum("output_tokens"),
+            )
+            .order_by()
+        ):
             model = row["model"] or ""
             requests.add_metric([model, "completed"], row["ok"] or 0)
             requests.add_metric([model, "failed"], row["failed"] or 0)
@@ -71,22 +91,35 @@ class DatabaseCollector:
         yield requests
         yield tokens
 
-        pending = GaugeMetricFamily("batchserver_pending_requests", "Requests waiting or running, by model.",
-                                    labels=["model"])
-        pending_by_model = dict(BatchRequest.objects.filter(
-            status__in=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING],
-            batch__status=Batch.Status.IN_PROGRESS).values_list("batch__model").annotate(n=Count("pk")).order_by())
+        pending = GaugeMetricFamily(
+            "batchserver_pending_requests", "Requests waiting or running, by model.", labels=["model"]
+        )
+        pending_by_model = dict(
+            BatchRequest.objects.filter(
+                status__in=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING],
+                batch__status=Batch.Status.IN_PROGRESS,
+            )
+            .values_list("batch__model")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
         for model in settings.BATCHSERVER_MODELS:
             pending.add_metric([model], pending_by_model.get(model, 0))
         yield pending
 
         alive = list(Worker.objects.alive())
         served = Worker.objects.alive().served_models()
-        orphaned = GaugeMetricFamily("batchserver_batches_without_worker",
-                                     "In-progress batches whose model no live worker serves: they wait.",
-                                     labels=["model"])
-        waiting = dict(Batch.objects.filter(status=Batch.Status.IN_PROGRESS).values_list("model")
-                       .annotate(n=Count("pk")).order_by())
+        orphaned = GaugeMetricFamily(
+            "batchserver_batches_without_worker",
+            "In-progress batches whose model no live worker serves: they wait.",
+            labels=["model"],
+        )
+        waiting = dict(
+            Batch.objects.filter(status=Batch.Status.IN_PROGRESS)
+            .values_list("model")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
         for model in settings.BATCHSERVER_MODELS:
             orphaned.add_metric([model], 0 if model in served else waiting.get(model, 0))
         yield orphaned
@@ -95,26 +128,40 @@ class DatabaseCollector:
         workers.add_metric(["alive"], len(alive))
         workers.add_metric(["lost"], Worker.objects.lost().count())
         yield workers
-        rate = GaugeMetricFamily("batchserver_worker_output_tokens_per_second",
-                                 "Output tokens per second of each live worker over the last minute.",
-                                 labels=["worker", "model"])
+        rate = GaugeMetricFamily(
+            "batchserver_worker_output_tokens_per_second",
+            "Output tokens per second of each live worker over the last minute.",
+            labels=["worker", "model"],
+        )
         for worker in alive:
             rate.add_metric([worker.name, ",".join(worker.loaded_models)], worker.tokens_per_second)
         yield rate
 
-        yield _histogram("batchserver_batch_queue_wait_seconds", "From created to in_progress.",
-                         Batch.objects.filter(in_progress_at__isnull=False), F("in_progress_at") - F("created_at"),
-                         WAIT_BUCKETS)
-        yield _histogram("batchserver_batch_run_seconds", "From in_progress to completed.",
-                         Batch.objects.filter(completed_at__isnull=False, in_progress_at__isnull=False),
-                         F("completed_at") - F("in_progress_at"), RUN_BUCKETS)
-        loads = EngineLoad.objects.aggregate(n=Count("pk"), total=Sum("seconds"),
-                                             **{f"le{i}": Count("pk", filter=Q(seconds__lte=le))
-                                                for i, le in enumerate(LOAD_BUCKETS)})
+        yield _histogram(
+            "batchserver_batch_queue_wait_seconds",
+            "From created to in_progress.",
+            Batch.objects.filter(in_progress_at__isnull=False),
+            F("in_progress_at") - F("created_at"),
+            WAIT_BUCKETS,
+        )
+        yield _histogram(
+            "batchserver_batch_run_seconds",
+            "From in_progress to completed.",
+            Batch.objects.filter(completed_at__isnull=False, in_progress_at__isnull=False),
+            F("completed_at") - F("in_progress_at"),
+            RUN_BUCKETS,
+        )
+        loads = EngineLoad.objects.aggregate(
+            n=Count("pk"),
+            total=Sum("seconds"),
+            **{f"le{i}": Count("pk", filter=Q(seconds__lte=le)) for i, le in enumerate(LOAD_BUCKETS)},
+        )
         yield HistogramMetricFamily(
-            "batchserver_engine_load_seconds", "Seconds a worker took to load a model.",
+            "batchserver_engine_load_seconds",
+            "Seconds a worker took to load a model.",
             buckets=[(str(float(le)), loads[f"le{i}"]) for i, le in enumerate(LOAD_BUCKETS)] + [("+Inf", loads["n"])],
-            sum_value=loads["total"] or 0.0)
+            sum_value=loads["total"] or 0.0,
+        )
 
 
 class WebhookCollector:
@@ -126,18 +173,28 @@ class WebhookCollector:
         from webhooks.models import WebhookDelivery, WebhookEndpoint
 
         endpoints = GaugeMetricFamily("batchserver_webhook_endpoints", "Webhook endpoints by state.", labels=["state"])
-        counts = WebhookEndpoint.objects.aggregate(enabled=Count("pk", filter=Q(disabled_at__isnull=True)),
-                                                   disabled=Count("pk", filter=Q(disabled_at__isnull=False)))
+        counts = WebhookEndpoint.objects.aggregate(
+            enabled=Count("pk", filter=Q(disabled_at__isnull=True)),
+            disabled=Count("pk", filter=Q(disabled_at__isnull=False)),
+        )
         for state, count in counts.items():
             endpoints.add_metric([state], count)
         yield endpoints
 
-        deliveries = GaugeMetricFamily("batchserver_webhook_deliveries", "Webhook deliveries in the log by status.",
-                                       labels=["status"])
-        attempts = GaugeMetricFamily("batchserver_webhook_attempts", "Attempts of the deliveries in the log, by "
-                                     "their status (retries included).", labels=["status"])
-        by_status = {row["status"]: row for row in WebhookDelivery.objects.values("status").annotate(
-            n=Count("pk"), tries=Sum("attempts")).order_by()}
+        deliveries = GaugeMetricFamily(
+            "batchserver_webhook_deliveries", "Webhook deliveries in the log by status.", labels=["status"]
+        )
+        attempts = GaugeMetricFamily(
+            "batchserver_webhook_attempts",
+            "Attempts of the deliveries in the log, by their status (retries included).",
+            labels=["status"],
+        )
+        by_status = {
+            row["status"]: row
+            for row in WebhookDelivery.objects.values("status")
+            .annotate(n=Count("pk"), tries=Sum("attempts"))
+            .order_by()
+        }
         for status in WebhookDelivery.Status.values:
             row = by_status.get(status, {})
             deliveries.add_metric([status], row.get("n", 0))
@@ -145,17 +202,32 @@ class WebhookCollector:
         yield deliveries
         yield attempts
 
-        oldest = WebhookDelivery.objects.filter(status__in=WebhookDelivery.DUE).order_by("created_at").values_list(
-            "created_at", flat=True).first()
-        yield GaugeMetricFamily("batchserver_webhook_oldest_undelivered_seconds",
-                                "Age of the oldest delivery still being tried (0: none).",
-                                value=(timezone.now() - oldest).total_seconds() if oldest else 0.0)
+        oldest = (
+            WebhookDelivery.objects.filter(status__in=WebhookDelivery.DUE)
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        yield GaugeMetricFamily(
+            "batchserver_webhook_oldest_undelivered_seconds",
+            "Age of the oldest delivery still being tried (0: none).",
+            value=(timezone.now() - oldest).total_seconds() if oldest else 0.0,
+        )
         delivered = WebhookDelivery.objects.filter(delivered_at__isnull=False, event__test=False)
-        yield _histogram("batchserver_webhook_delivery_seconds", "From the event (the batch's final status) to its "
-                         "delivery, retries included.", delivered, F("delivered_at") - F("event__created_at"),
-                         WEBHOOK_DELAY_BUCKETS)
-        yield _histogram("batchserver_webhook_response_seconds", "How long receivers took to answer a delivery.",
-                         delivered, F("last_latency"), WEBHOOK_LATENCY_BUCKETS)
+        yield _histogram(
+            "batchserver_webhook_delivery_seconds",
+            "From the event (the batch's final status) to its delivery, retries included.",
+            delivered,
+            F("delivered_at") - F("event__created_at"),
+            WEBHOOK_DELAY_BUCKETS,
+        )
+        yield _histogram(
+            "batchserver_webhook_response_seconds",
+            "How long receivers took to answer a delivery.",
+            delivered,
+            F("last_latency"),
+            WEBHOOK_LATENCY_BUCKETS,
+        )
 
 
 def _registry() -> CollectorRegistry:
@@ -183,8 +255,12 @@ def _allowed(request) -> bool:
 
 def metrics_view(request):
     if not _allowed(request):
-        return HttpResponse("Forbidden: /metrics needs BATCHSERVER_METRICS_TOKEN as a Bearer token, or a client "
-                            "address in BATCHSERVER_METRICS_ALLOW.\n", status=403, content_type="text/plain")
+        return HttpResponse(
+            "Forbidden: /metrics needs BATCHSERVER_METRICS_TOKEN as a Bearer token, or a client "
+            "address in BATCHSERVER_METRICS_ALLOW.\n",
+            status=403,
+            content_type="text/plain",
+        )
     return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -35,11 +35,22 @@ class RequestLogMiddleware:
         record_http(request.method, endpoint, response.status_code)
         user = getattr(request, "user", None)
         project = getattr(getattr(user, "project", None), "name", None)
-        logger.info("%s %s %s %.0fms", request.method, request.path, response.status_code,
-                    (time.monotonic() - started) * 1000,
-                    extra={"request_id": request_id, "status": response.status_code, "method": request.method,
-                           "path": request.path, "endpoint": endpoint, "project": project,
-                           "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+        logger.info(
+            "%s %s %s %.0fms",
+            request.method,
+            request.path,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+            extra={
+                "request_id": request_id,
+                "status": response.status_code,
+                "method": request.method,
+                "path": request.path,
+                "endpoint": endpoint,
+                "project": project,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
         return response
 
 
@@ -54,8 +65,11 @@ class RejectNulInUrlMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if "\x00" in request.path or any("\x00" in key or any("\x00" in value for value in values)
-                                         for key, values in request.GET.lists()):
-            raise BadRequest("The URL holds a NUL character (%00), which no id or parameter may contain. "
-                             "Remove it from the path and the query string.")
+        if "\x00" in request.path or any(
+            "\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()
+        ):
+            raise BadRequest(
+                "The URL holds a NUL character (%00), which no id or parameter may contain. "
+                "Remove it from the path and the query string."
+            )
         return self.get_response(request)

@@ -39,8 +39,9 @@ def reject_oversized_body(request, limit: int, *, framing: int = MULTIPART_FRAMI
     except ValueError:
         length = 0
     if length > limit + framing:
-        raise TooLarge(f"The request body is {length} bytes; the limit is {limit} bytes for this endpoint. "
-                       "Send a smaller body.")
+        raise TooLarge(
+            f"The request body is {length} bytes; the limit is {limit} bytes for this endpoint. Send a smaller body."
+        )
 
 
 def json_loads(text: str, *, what: str = "the request body", param: str | None = None) -> Any:
@@ -52,8 +53,9 @@ def json_loads(text: str, *, what: str = "the request body", param: str | None =
     except _Unacceptable as exc:
         raise InvalidRequest(f"{subject} holds {exc}.", param=param) from None
     except ValueError as exc:
-        raise InvalidRequest(f"We could not parse {what} as JSON: {exc}. Send valid JSON (RFC 8259).",
-                             param=param) from None
+        raise InvalidRequest(
+            f"We could not parse {what} as JSON: {exc}. Send valid JSON (RFC 8259).", param=param
+        ) from None
     _check_strings(data, subject, param)
     return data
 
@@ -76,14 +78,17 @@ class JSONParser(BaseParser):
         # The length header may be missing or wrong: never read more than the limit and one byte.
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:
-            raise TooLarge(f"The request body is larger than {limit} bytes, the limit for JSON bodies. "
-                           "Send a smaller body.")
+            raise TooLarge(
+                f"The request body is larger than {limit} bytes, the limit for JSON bodies. Send a smaller body."
+            )
         encoding = get_encoding(parser_context)
         try:
             text = raw.decode(encoding)
         except UnicodeDecodeError as exc:
-            raise InvalidRequest(f"We could not parse the request body: it is not valid {encoding} "
-                                 f"(bad byte at position {exc.start}). Send JSON encoded as UTF-8.") from None
+            raise InvalidRequest(
+                f"We could not parse the request body: it is not valid {encoding} "
+                f"(bad byte at position {exc.start}). Send JSON encoded as UTF-8."
+            ) from None
         return json_loads(text)
 
 
@@ -95,24 +100,28 @@ def _check_depth(text: str, subject: str, param: str | None) -> None:
     """Refuse nesting deeper than MAX_DEPTH without recursing: count brackets outside strings."""
     brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
     if max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > MAX_DEPTH:
-        raise InvalidRequest(f"{subject} is nested more than {MAX_DEPTH} levels deep. Send a flatter JSON "
-                             "document.", param=param)
+        raise InvalidRequest(
+            f"{subject} is nested more than {MAX_DEPTH} levels deep. Send a flatter JSON document.", param=param
+        )
 
 
 def _parse_int(digits: str) -> int:
     # Checked on the text: Python refuses to convert more than 4,300 digits, and anything past 64 bits would
     # fail later in the database.
     if len(digits.lstrip("-")) > MAX_INT_DIGITS or not -INT64 <= (value := int(digits)) < INT64:
-        raise _Unacceptable(f"the integer {digits[:24]}{'…' if len(digits) > 24 else ''}, which is out of range "
-                            f"(integers must be between {-INT64} and {INT64 - 1})")
+        raise _Unacceptable(
+            f"the integer {digits[:24]}{'…' if len(digits) > 24 else ''}, which is out of range "
+            f"(integers must be between {-INT64} and {INT64 - 1})"
+        )
     return value
 
 
 def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Unacceptable(f"the number {text[:24]}, which is out of range for a double-precision number; "
-                            "send a smaller one")
+        raise _Unacceptable(
+            f"the number {text[:24]}, which is out of range for a double-precision number; send a smaller one"
+        )
     return value
 
 

@@ -45,8 +45,12 @@ class QueuedTaskAdmin(ReadOnlyAdmin, q_admin.QueueAdmin):
     pass
 
 
-for model, model_admin in ((Schedule, ScheduleAdmin), (Success, SuccessAdmin), (Failure, FailureAdmin),
-                           (OrmQ, QueuedTaskAdmin)):
+for model, model_admin in (
+    (Schedule, ScheduleAdmin),
+    (Success, SuccessAdmin),
+    (Failure, FailureAdmin),
+    (OrmQ, QueuedTaskAdmin),
+):
     if admin.site.is_registered(model):
         admin.site.unregister(model)
     admin.site.register(model, model_admin)

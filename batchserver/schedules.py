@@ -19,8 +19,13 @@ def install_schedules() -> None:
     for name, (func, minutes) in SCHEDULES.items():
         Schedule.objects.update_or_create(
             name=name,
-            defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1,
-                      "cluster": settings.TASKS_CLUSTER},
+            defaults={
+                "func": func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": minutes,
+                "repeats": -1,
+                "cluster": settings.TASKS_CLUSTER,
+            },
         )
     # Jobs of ours that an earlier version scheduled and this one does not.
     current = {func for func, _ in SCHEDULES.values()}

@@ -86,8 +86,10 @@ def out_of_range(rule: str) -> dict[str, str]:
 class ChoiceField(serializers.ChoiceField):
     """One of a fixed list of strings, and the list named when another string comes."""
 
-    default_error_messages = {"invalid": "expected a string.",
-                              "invalid_choice": "'{input}'. Supported values are: {supported}."}
+    default_error_messages = {
+        "invalid": "expected a string.",
+        "invalid_choice": "'{input}'. Supported values are: {supported}.",
+    }
 
     def to_internal_value(self, data) -> str:
         if not isinstance(data, str):
@@ -100,9 +102,17 @@ class ChoiceField(serializers.ChoiceField):
 
 def limit_field(*, default: int, maximum: int) -> IntegerField:
     """The `limit` of a list: how many objects a page holds."""
-    return IntegerField(text=True, required=False, default=default, min_value=1, max_value=maximum,
-                        error_messages={"invalid": "expected an integer, got '{input}'.",
-                                        **out_of_range(f"It must be between 1 and {maximum}.")})
+    return IntegerField(
+        text=True,
+        required=False,
+        default=default,
+        min_value=1,
+        max_value=maximum,
+        error_messages={
+            "invalid": "expected an integer, got '{input}'.",
+            **out_of_range(f"It must be between 1 and {maximum}."),
+        },
+    )
 
 
 # The query of a cursor list; each list adds its `limit` (limit_field) and its filters.
@@ -155,13 +165,17 @@ class PageSerializer(ObjectSerializer):
 
 def page_serializer(name: str, item: type[ObjectSerializer]) -> type[PageSerializer]:
     """The serializer of a list page of `item` objects, named `name` (the schema names its component after it)."""
-    return type(name, (PageSerializer,), {
-        "object": ConstantField("list"),
-        "data": item(many=True),
-        "first_id": serializers.CharField(allow_null=True),
-        "last_id": serializers.CharField(allow_null=True),
-        "has_more": serializers.BooleanField(),
-    })
+    return type(
+        name,
+        (PageSerializer,),
+        {
+            "object": ConstantField("list"),
+            "data": item(many=True),
+            "first_id": serializers.CharField(allow_null=True),
+            "last_id": serializers.CharField(allow_null=True),
+            "has_more": serializers.BooleanField(),
+        },
+    )
 
 
 class ErrorSerializer(ObjectSerializer):

@@ -16,14 +16,17 @@ class ProjectExists(Exception):
     """A new project was asked for under a name an existing project has."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"A project named '{name}' exists already: add the key to that project, or choose "
-                         "another name for the new one.")
+        super().__init__(
+            f"A project named '{name}' exists already: add the key to that project, or choose "
+            "another name for the new one."
+        )
         self.name = name
 
 
 @transaction.atomic
-def api_key_create(*, name: str, project: Project | None = None, new_project: str | None = None,
-                   raw_key: str | None = None) -> tuple[ApiKey, str]:
+def api_key_create(
+    *, name: str, project: Project | None = None, new_project: str | None = None, raw_key: str | None = None
+) -> tuple[ApiKey, str]:
     """Create a key for an existing `project`, or for a project named `new_project` created with it (exactly one
     of the two; ProjectExists if that name is taken). The owner is always chosen by the caller, never inferred:
     a key gets every file and batch of its project. Returns the row and the key, shown only this once."""
@@ -81,6 +84,5 @@ def api_key_ensure(*, raw_key: str, name: str = "local", project_name: str = "lo
     if existing is not None:
         return existing, False
     project = Project.objects.filter(name=project_name).first()
-    key, _ = api_key_create(name=name, raw_key=raw_key, project=project,
-                            new_project=None if project else project_name)
+    key, _ = api_key_create(name=name, raw_key=raw_key, project=project, new_project=None if project else project_name)
     return key, True

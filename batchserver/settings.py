@@ -68,8 +68,10 @@ def _secret_key() -> str:
                 tmp.unlink()
         return path.read_text().strip()
     except OSError as exc:
-        raise ImproperlyConfigured(f"Cannot keep the generated secret key in {path}: {exc}. Make the data dir "
-                                   "(BATCHSERVER_DATA_DIR) writable, or set DJANGO_SECRET_KEY.") from None
+        raise ImproperlyConfigured(
+            f"Cannot keep the generated secret key in {path}: {exc}. Make the data dir "
+            "(BATCHSERVER_DATA_DIR) writable, or set DJANGO_SECRET_KEY."
+        ) from None
 
 
 SECRET_KEY = _secret_key()
@@ -85,16 +87,20 @@ SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", False)
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
 if SECURE_HSTS_SECONDS < 0:
-    raise ImproperlyConfigured(f"DJANGO_SECURE_HSTS_SECONDS={os.environ['DJANGO_SECURE_HSTS_SECONDS']!r} is negative: "
-                               "use 0 (no HSTS) or the seconds browsers keep to HTTPS, e.g. 31536000.")
+    raise ImproperlyConfigured(
+        f"DJANGO_SECURE_HSTS_SECONDS={os.environ['DJANGO_SECURE_HSTS_SECONDS']!r} is negative: "
+        "use 0 (no HSTS) or the seconds browsers keep to HTTPS, e.g. 31536000."
+    )
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 # Trust a proxy's header (in WSGI form, e.g. HTTP_X_FORWARDED_PROTO) to say a request came over HTTPS. Only
 # when every request passes through a proxy that sets it: otherwise a client could claim HTTPS itself.
 _proxy_ssl_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip()
 if _proxy_ssl_header and not re.fullmatch(r"HTTP_[A-Z0-9_]+", _proxy_ssl_header):
-    raise ImproperlyConfigured(f"DJANGO_SECURE_PROXY_SSL_HEADER={_proxy_ssl_header!r} is not a header in WSGI form: "
-                               "use e.g. HTTP_X_FORWARDED_PROTO (for X-Forwarded-Proto: https), or leave it empty.")
+    raise ImproperlyConfigured(
+        f"DJANGO_SECURE_PROXY_SSL_HEADER={_proxy_ssl_header!r} is not a header in WSGI form: "
+        "use e.g. HTTP_X_FORWARDED_PROTO (for X-Forwarded-Proto: https), or leave it empty."
+    )
 SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header, "https") if _proxy_ssl_header else None
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
 # Probes and scrapers reach the server directly over plain HTTP: no redirect for them.
@@ -190,9 +196,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 
 # File bytes: any Django storage backend. Default: the local folder <data dir>/files.
-FILE_STORAGE_BACKEND = os.environ.get(
-    "BATCHSERVER_FILE_STORAGE", "django.core.files.storage.FileSystemStorage"
-)
+FILE_STORAGE_BACKEND = os.environ.get("BATCHSERVER_FILE_STORAGE", "django.core.files.storage.FileSystemStorage")
 FILE_STORAGE_OPTIONS = env_json("BATCHSERVER_FILE_STORAGE_OPTIONS", None)
 if FILE_STORAGE_OPTIONS is None:
     FILE_STORAGE_OPTIONS = (
@@ -242,7 +246,8 @@ SPECTACULAR_SETTINGS = {
 # ---------------------------------------------------------------------------------------------------------
 # Served models. A JSON file (BATCHSERVER_MODELS_FILE) maps a served model name to its folder and the vLLM
 # engine arguments; relative paths are taken from BATCHSERVER_MODELS_DIR (default <data dir>/models).
-# The default serves two small real models that PyPI packages ship ("source" names how `manage.py prepare_models` builds the folder).
+# The default serves two small real models that PyPI packages ship ("source" names how `manage.py prepare_models`
+# builds the folder).
 DEFAULT_MODELS = {
     "SmolLM2-135M-Instruct": {
         "source": "smollm2",
@@ -316,8 +321,13 @@ BATCHSERVER_WORKER_MAX_INFLIGHT = env_int("BATCHSERVER_WORKER_MAX_INFLIGHT", 256
 # Models a worker loads when it starts, before any batch arrives (default: every model it serves, as many as
 # fit its memory budget); "none" loads them on first use.
 _preload = os.environ.get("BATCHSERVER_WORKER_PRELOAD")
-BATCHSERVER_WORKER_PRELOAD = (None if _preload is None else [] if _preload.strip().lower() == "none"
-                              else env_list("BATCHSERVER_WORKER_PRELOAD", []))
+BATCHSERVER_WORKER_PRELOAD = (
+    None
+    if _preload is None
+    else []
+    if _preload.strip().lower() == "none"
+    else env_list("BATCHSERVER_WORKER_PRELOAD", [])
+)
 # The memory a worker's engines may use together on a CPU, in GB (default: half of the machine's); on a GPU the
 # models' gpu_memory_utilization shares decide (see inference/budget.py).
 BATCHSERVER_WORKER_MEMORY_GB = env_float("BATCHSERVER_WORKER_MEMORY_GB", 0) or None
@@ -380,8 +390,10 @@ else:
 # /metrics: allowed with this Bearer token, or from these networks.
 BATCHSERVER_METRICS_TOKEN = os.environ.get("BATCHSERVER_METRICS_TOKEN", "")
 try:
-    BATCHSERVER_METRICS_NETWORKS = [ipaddress.ip_network(net, strict=False) for net in
-                                    env_list("BATCHSERVER_METRICS_ALLOW", ["127.0.0.0/8", "::1/128"])]
+    BATCHSERVER_METRICS_NETWORKS = [
+        ipaddress.ip_network(net, strict=False)
+        for net in env_list("BATCHSERVER_METRICS_ALLOW", ["127.0.0.0/8", "::1/128"])
+    ]
 except ValueError as exc:
     raise ImproperlyConfigured(f"BATCHSERVER_METRICS_ALLOW: {exc}") from None
 
@@ -392,9 +404,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
-                 "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
-                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_JSON else "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("BATCHSERVER_LOG_LEVEL", "INFO")},
@@ -408,20 +422,28 @@ LOGGING = {
 BATCHSERVER_WEBHOOK_ALLOW_PRIVATE = env_bool("BATCHSERVER_WEBHOOK_ALLOW_PRIVATE", False)
 # Seconds before each retry of a failed delivery; the last one repeats until 72 hours after the event.
 try:
-    BATCHSERVER_WEBHOOK_RETRY_SECONDS = [float(value) for value in env_list(
-        "BATCHSERVER_WEBHOOK_RETRY_SECONDS", ["5", "30", "120", "600", "1800", "3600", "7200", "14400", "28800"])]
+    BATCHSERVER_WEBHOOK_RETRY_SECONDS = [
+        float(value)
+        for value in env_list(
+            "BATCHSERVER_WEBHOOK_RETRY_SECONDS", ["5", "30", "120", "600", "1800", "3600", "7200", "14400", "28800"]
+        )
+    ]
 except ValueError:
     BATCHSERVER_WEBHOOK_RETRY_SECONDS = []
 if not BATCHSERVER_WEBHOOK_RETRY_SECONDS or min(BATCHSERVER_WEBHOOK_RETRY_SECONDS) <= 0:
-    raise ImproperlyConfigured(f"BATCHSERVER_WEBHOOK_RETRY_SECONDS={os.environ['BATCHSERVER_WEBHOOK_RETRY_SECONDS']!r} "
-                               "must be comma-separated positive seconds, e.g. 5,30,120,600.")
+    raise ImproperlyConfigured(
+        f"BATCHSERVER_WEBHOOK_RETRY_SECONDS={os.environ['BATCHSERVER_WEBHOOK_RETRY_SECONDS']!r} "
+        "must be comma-separated positive seconds, e.g. 5,30,120,600."
+    )
 # A receiver has this long to answer one delivery.
 BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS = env_float("BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS", 5.0)
 # An endpoint whose deliveries have all failed for this many days is disabled (the console can enable it again).
 BATCHSERVER_WEBHOOK_DISABLE_AFTER_DAYS = env_float("BATCHSERVER_WEBHOOK_DISABLE_AFTER_DAYS", 3.0)
 # The constant `object` values of the webhook objects, named in /v1/openapi.json (several objects share each).
-SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {**SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),
-                                               "WebhookEndpointObjectEnum": ["webhook_endpoint"],
-                                               "ListObjectEnum": ["list"]}
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    **SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),
+    "WebhookEndpointObjectEnum": ["webhook_endpoint"],
+    "ListObjectEnum": ["list"],
+}
 # httpx logs every request at INFO: the delivery log (the console) has each attempt already.
 LOGGING["loggers"]["httpx"] = {"level": "WARNING"}

@@ -83,8 +83,9 @@ def task_workers(main_pid: int) -> list[psutil.Process]:
     return [proc for proc in procs if not any(part in _title(proc) for part in AUXILIARY)]
 
 
-def stop_process_group(pgid: int, *, main_pid: int, signal_workers: bool, seconds: float = STOP_SECONDS,
-                       wait: bool = True) -> None:
+def stop_process_group(
+    pgid: int, *, main_pid: int, signal_workers: bool, seconds: float = STOP_SECONDS, wait: bool = True
+) -> None:
     """Stop a cluster: SIGTERM to its main process (django-q2 then stops in order), and to its task workers when
     `signal_workers` (a serving loop gives its work back and unloads its engine on SIGTERM); whatever is left
     after `seconds` is killed with its whole process group."""
@@ -115,8 +116,7 @@ class Cluster:
         self.signal_workers = signal_workers
         self.expected = workers + 4  # its main process, the sentinel, the workers, the monitor and the pusher
         self.started = time.monotonic()
-        self.popen = subprocess.Popen([sys.executable, str(MANAGE_PY), "runcluster"], env=env,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen([sys.executable, str(MANAGE_PY), "runcluster"], env=env, start_new_session=True)
         self.pid = self.popen.pid
         self._known: dict[int, float] = {}  # the cluster's processes once all were up
 
@@ -172,9 +172,17 @@ class Supervisor:
     every `tick_seconds` and may return a reason to restart the cluster. Errors of either are logged and
     retried on the next tick (the database may be down for a moment)."""
 
-    def __init__(self, *, name: str, env: dict[str, str], workers: int, signal_workers: bool,
-                 tick: Callable[[Cluster], str | None], on_start: Callable[[], None] = lambda: None,
-                 tick_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        env: dict[str, str],
+        workers: int,
+        signal_workers: bool,
+        tick: Callable[[Cluster], str | None],
+        on_start: Callable[[], None] = lambda: None,
+        tick_seconds: float = 1.0,
+    ) -> None:
         self.name = name
         self.env = env
         self.workers = workers

@@ -4,8 +4,8 @@ from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.routers import DefaultRouter
 
 from batches_api.views import BatchViewSet, ModelViewSet
-from batchserver.metrics import metrics_view
 from batchserver.health import healthz, readyz
+from batchserver.metrics import metrics_view
 from files_api.views import FileViewSet, UploadViewSet
 
 router = DefaultRouter(trailing_slash=False)
@@ -16,8 +16,11 @@ router.register("batches", BatchViewSet, basename="batch")
 router.register("models", ModelViewSet, basename="model")
 
 urlpatterns = [
-    path("v1/openapi.json", SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
-         name="openapi"),
+    path(
+        "v1/openapi.json",
+        SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
+        name="openapi",
+    ),
     path("v1/", include(router.urls)),
     path("v1/", include("webhooks.urls")),
     path("healthz", healthz, name="healthz"),

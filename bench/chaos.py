@@ -40,9 +40,20 @@ def mixed_lines(rng: random.Random, n: int, tag: str) -> list[dict]:
         messages = [{"role": "user", "content": f"[{tag}-{i}] Tell me about {topic}. {words}"}]
         if rng.random() < 0.3:
             messages.insert(0, {"role": "system", "content": "You are a concise assistant."})
-        lines.append({"custom_id": f"{tag}-{i}", "method": "POST", "url": "/v1/chat/completions",
-                      "body": {"model": CHAT_MODEL, "messages": messages, "max_tokens": rng.randint(8, 120),
-                               "temperature": 0.7, "ignore_eos": rng.random() < 0.2}})
+        lines.append(
+            {
+                "custom_id": f"{tag}-{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": CHAT_MODEL,
+                    "messages": messages,
+                    "max_tokens": rng.randint(8, 120),
+                    "temperature": 0.7,
+                    "ignore_eos": rng.random() < 0.2,
+                },
+            }
+        )
     return lines
 
 
@@ -64,8 +75,11 @@ class Progress:
 
         try:
             with psycopg.connect(self.url, connect_timeout=2) as conn:
-                return conn.execute("SELECT count(*) FROM batches_api_batchrequest WHERE batch_id = ANY(%s) AND "
-                                    "status IN ('responded', 'errored')", [self.batch_ids]).fetchone()[0]
+                return conn.execute(
+                    "SELECT count(*) FROM batches_api_batchrequest WHERE batch_id = ANY(%s) AND "
+                    "status IN ('responded', 'errored')",
+                    [self.batch_ids],
+                ).fetchone()[0]
         except psycopg.Error:
             return None  # the database is restarting: no progress is seen meanwhile
 
@@ -113,8 +127,11 @@ class Chaos:
 
     def engine_core(self) -> None:
         name = self.rng.choice(sorted(self.workers))
-        cores = [p for p in self._serving(name).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())
-                 or p.name().startswith("VLLM")]
+        cores = [
+            p
+            for p in self._serving(name).children(recursive=True)
+            if "EngineCore" in " ".join(p.cmdline()) or p.name().startswith("VLLM")
+        ]
         if not cores:
             return self.engine_host()
         self._kill(cores[0], f"the engine core of worker {name}")
@@ -129,8 +146,12 @@ class Chaos:
 
     def restart_postgresql(self) -> None:
         version = sorted(Path("/etc/postgresql").iterdir())[0].name
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         self.log.append(f"{time.strftime('%H:%M:%S')} restarted PostgreSQL")
 
 
@@ -196,25 +217,39 @@ def main() -> None:
             seen: Counter = Counter()
             for file_id in (batch.output_file_id, batch.error_file_id):
                 if file_id:
-                    seen.update(json.loads(line)["custom_id"] for line in client.files.content(file_id).text.splitlines())
+                    seen.update(
+                        json.loads(line)["custom_id"] for line in client.files.content(file_id).text.splitlines()
+                    )
             wanted = {line["custom_id"] for line in lines}
             lost += len(wanted - set(seen))
             duplicated += sum(count - 1 for count in seen.values() if count > 1)
         elapsed = time.monotonic() - started
         data_dir = Path(stack.env["BATCHSERVER_DATA_DIR"])
-        loads = subprocess.run([".venv/bin/python", "manage.py", "shell", "-c",
-                                "from inference.models import EngineLoad; import statistics; "
-                                "s=[l.seconds for l in EngineLoad.objects.all()]; "
-                                "print(len(s), round(max(s), 1) if s else 0)"],
-                               cwd=ROOT, env=stack.env, capture_output=True, text=True).stdout.split()
+        loads = subprocess.run(
+            [
+                ".venv/bin/python",
+                "manage.py",
+                "shell",
+                "-c",
+                "from inference.models import EngineLoad; import statistics; "
+                "s=[l.seconds for l in EngineLoad.objects.all()]; "
+                "print(len(s), round(max(s), 1) if s else 0)",
+            ],
+            cwd=ROOT,
+            env=stack.env,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
     time.sleep(2)
     leftovers = stack_leftovers(data_dir)
     print("\n".join(chaos.log))
     print(f"{args.batches} batches, {total} requests, 2 workers ({CHAT_MODEL}), seed {args.seed}, {elapsed:.0f} s")
     print(f"batches completed: {completed}/{args.batches}")
     print(f"requests lost: {lost}; duplicated: {duplicated}")
-    print(f"longest stall: {progress.longest_stall:.1f} s (engine loads: {loads[0] if loads else '?'}, "
-          f"the longest {loads[1] if len(loads) > 1 else '?'} s)")
+    print(
+        f"longest stall: {progress.longest_stall:.1f} s (engine loads: {loads[0] if loads else '?'}, "
+        f"the longest {loads[1] if len(loads) > 1 else '?'} s)"
+    )
     print(f"processes left at the end: {len(leftovers)}" + "".join(f"\n  {line}" for line in leftovers))
 
 

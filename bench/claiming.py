@@ -34,19 +34,28 @@ def main() -> None:
         import psycopg
 
         with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
-            span, = conn.execute("SELECT EXTRACT(EPOCH FROM max(finished_at) - min(claimed_at)) FROM "
-                                 "batches_api_batchrequest WHERE batch_id = %s", [batch.id]).fetchone()
-            per_worker = conn.execute("SELECT w.name, count(*) FROM batches_api_batchrequest r JOIN batches_api_worker w "
-                                      "ON w.id = r.worker_id WHERE r.batch_id = %s GROUP BY w.name ORDER BY w.name",
-                                      [batch.id]).fetchall()
-            runs, = conn.execute("SELECT coalesce(sum(requests_done), 0) FROM batches_api_worker").fetchone()
+            (span,) = conn.execute(
+                "SELECT EXTRACT(EPOCH FROM max(finished_at) - min(claimed_at)) FROM "
+                "batches_api_batchrequest WHERE batch_id = %s",
+                [batch.id],
+            ).fetchone()
+            per_worker = conn.execute(
+                "SELECT w.name, count(*) FROM batches_api_batchrequest r JOIN batches_api_worker w "
+                "ON w.id = r.worker_id WHERE r.batch_id = %s GROUP BY w.name ORDER BY w.name",
+                [batch.id],
+            ).fetchall()
+            (runs,) = conn.execute("SELECT coalesce(sum(requests_done), 0) FROM batches_api_worker").fetchone()
     duplicates = len(custom_ids) - len(set(custom_ids))
     print(f"{args.requests} requests, {args.workers} worker processes, no-op engine: {batch.status}")
-    print(f"claimed and completed at {args.requests / float(span):.0f} requests/s "
-          f"(first claim -> last result {float(span):.1f} s)")
+    print(
+        f"claimed and completed at {args.requests / float(span):.0f} requests/s "
+        f"(first claim -> last result {float(span):.1f} s)"
+    )
     print("per worker: " + ", ".join(f"{name} {n}" for name, n in per_worker))
-    print(f"output lines {len(custom_ids)}, distinct custom_ids {len(set(custom_ids))}, duplicates {duplicates}; "
-          f"results written by workers {runs}")
+    print(
+        f"output lines {len(custom_ids)}, distinct custom_ids {len(set(custom_ids))}, duplicates {duplicates}; "
+        f"results written by workers {runs}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,21 @@ CHAT_MODEL = "SmolLM2-135M-Instruct"
 
 
 def chat_lines(n: int, *, max_tokens: int, model: str = CHAT_MODEL, ignore_eos: bool = True, prefix: str = "q"):
-    return [{"custom_id": f"{prefix}{i}", "method": "POST", "url": "/v1/chat/completions",
-             "body": {"model": model, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": ignore_eos,
-                      "messages": [{"role": "user", "content": f"Tell me a story about the number {i}."}]}}
-            for i in range(n)]
+    return [
+        {
+            "custom_id": f"{prefix}{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "ignore_eos": ignore_eos,
+                "messages": [{"role": "user", "content": f"Tell me a story about the number {i}."}],
+            },
+        }
+        for i in range(n)
+    ]
 
 
 def to_jsonl(lines) -> bytes:

@@ -27,14 +27,17 @@ def main() -> None:
         lines = chat_lines(2, max_tokens=4, model="fake-fast")
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
-            ids = list(pool.map(lambda _: submit(client, lines).id, range(args.batches)))
+            list(pool.map(lambda _: submit(client, lines).id, range(args.batches)))
         created = time.monotonic() - started
         import psycopg
 
         with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+
             def finished() -> int:
-                return conn.execute("SELECT count(*) FROM batches_api_batch WHERE status IN "
-                                    "('completed', 'failed', 'cancelled', 'expired')").fetchone()[0]
+                return conn.execute(
+                    "SELECT count(*) FROM batches_api_batch WHERE status IN "
+                    "('completed', 'failed', 'cancelled', 'expired')"
+                ).fetchone()[0]
 
             while finished() < args.batches:
                 time.sleep(0.5)
@@ -42,11 +45,16 @@ def main() -> None:
                 "SELECT EXTRACT(EPOCH FROM max(completed_at) - min(created_at)), "
                 "percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM in_progress_at - created_at)), "
                 "percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM in_progress_at - created_at)), "
-                "count(*) FILTER (WHERE status <> 'completed') FROM batches_api_batch").fetchone()
-    print(f"{args.batches} batches of 2 requests, created in {created:.1f} s by 8 client threads; "
-          "2 workers (fast test engine), task cluster of 2 processes")
-    print(f"finished: {args.batches / float(span):.1f} batches/s (first created -> last completed {float(span):.1f} s); "
-          f"not completed: {failed}")
+                "count(*) FILTER (WHERE status <> 'completed') FROM batches_api_batch"
+            ).fetchone()
+    print(
+        f"{args.batches} batches of 2 requests, created in {created:.1f} s by 8 client threads; "
+        "2 workers (fast test engine), task cluster of 2 processes"
+    )
+    print(
+        f"finished: {args.batches / float(span):.1f} batches/s (first created -> last completed {float(span):.1f} s); "
+        f"not completed: {failed}"
+    )
     print(f"wait created -> in_progress: p50 {p50:.2f} s, p99 {p99:.2f} s")
 
 

@@ -27,16 +27,19 @@ def main(path: str, model_path: str, engine_args_json: str) -> None:
 
     lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     body = lines[0]["body"]
-    params = SamplingParams(max_tokens=body["max_tokens"], temperature=body["temperature"],
-                            ignore_eos=body.get("ignore_eos", False))
+    params = SamplingParams(
+        max_tokens=body["max_tokens"], temperature=body["temperature"], ignore_eos=body.get("ignore_eos", False)
+    )
     started = time.monotonic()
     llm = LLM(model=model_path, **engine_args)
     loaded = time.monotonic()
     outputs = llm.chat([line["body"]["messages"] for line in lines], params, use_tqdm=False)
     done = time.monotonic()
     tokens = sum(len(choice.token_ids) for output in outputs for choice in output.outputs)
-    print("RESULT " + json.dumps({"load_seconds": loaded - started, "generate_seconds": done - loaded,
-                                 "output_tokens": tokens}))
+    print(
+        "RESULT "
+        + json.dumps({"load_seconds": loaded - started, "generate_seconds": done - loaded, "output_tokens": tokens})
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,11 @@ def main() -> None:
         with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
             generation = []
             for _, batch_id in runs:
-                row = conn.execute("SELECT EXTRACT(EPOCH FROM max(finished_at) - min(claimed_at)) FROM "
-                                   "batches_api_batchrequest WHERE batch_id = %s", [batch_id]).fetchone()
+                row = conn.execute(
+                    "SELECT EXTRACT(EPOCH FROM max(finished_at) - min(claimed_at)) FROM "
+                    "batches_api_batchrequest WHERE batch_id = %s",
+                    [batch_id],
+                ).fetchone()
                 generation.append(float(row[0]))
     model = json.loads((ROOT / "bench" / "models.json").read_text())[CHAT_MODEL]
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,17 +53,36 @@ def main() -> None:
 
         env = {**os.environ, **engine_environment(ROOT / "var" / "bench_cache")}
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "vllm.entrypoints.openai.run_batch", "-i", src, "-o", out,
-                        "--model", str(ROOT / "var" / "models" / model["path"]), "--served-model-name", CHAT_MODEL,
-                        "--enforce-eager", "--max-model-len", "2048"],
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.run_batch",
+                "-i",
+                src,
+                "-o",
+                out,
+                "--model",
+                str(ROOT / "var" / "models" / model["path"]),
+                "--served-model-name",
+                CHAT_MODEL,
+                "--enforce-eager",
+                "--max-model-len",
+                "2048",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         run_batch_seconds = time.monotonic() - started
     best = min(range(len(runs)), key=lambda i: runs[i][0])
     print(f"3-request batch, {MAX_TOKENS} output tokens each, warm worker, polling every 0.1 s:")
-    for (seconds, _), gen in zip(runs, generation):
+    for (seconds, _), gen in zip(runs, generation, strict=True):
         print(f"  create -> completed {seconds:.2f} s (engine time {gen:.2f} s, overhead {seconds - gen:.2f} s)")
-    print(f"best: {runs[best][0]:.2f} s = {generation[best]:.2f} s generation + {runs[best][0] - generation[best]:.2f} s "
-          "overhead (target: overhead < 2 s)")
+    print(
+        f"best: {runs[best][0]:.2f} s = {generation[best]:.2f} s generation + {runs[best][0] - generation[best]:.2f} s "
+        "overhead (target: overhead < 2 s)"
+    )
     print(f"python -m vllm.entrypoints.openai.run_batch, same 3 requests: {run_batch_seconds:.1f} s wall")
 
 

@@ -29,9 +29,18 @@ def raw_engine(lines) -> dict:
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as tmp:
         tmp.write(to_jsonl(lines))
         tmp.flush()
-        raw = subprocess.run([sys.executable, str(ROOT / "bench" / "raw_engine.py"), tmp.name,
-                              str(ROOT / "var" / "models" / model["path"]), json.dumps(model["engine_args"])],
-                             capture_output=True, text=True, check=True)
+        raw = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "raw_engine.py"),
+                tmp.name,
+                str(ROOT / "var" / "models" / model["path"]),
+                json.dumps(model["engine_args"]),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return json.loads(next(line for line in raw.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
@@ -52,21 +61,30 @@ def main() -> None:
         for round_ in range(1, args.rounds + 1):
             result = raw_engine(lines)
             raw_rates.append(result["output_tokens"] / result["generate_seconds"])
-            print(f"round {round_} raw vLLM LLM.chat: {result['output_tokens']} tokens in "
-                  f"{result['generate_seconds']:.1f} s (load {result['load_seconds']:.1f} s excluded) = "
-                  f"{raw_rates[-1]:.0f} output tok/s")
+            print(
+                f"round {round_} raw vLLM LLM.chat: {result['output_tokens']} tokens in "
+                f"{result['generate_seconds']:.1f} s (load {result['load_seconds']:.1f} s excluded) = "
+                f"{raw_rates[-1]:.0f} output tok/s"
+            )
             batch, seconds = run_batch(client, lines, poll=0.5)
             assert batch.status == "completed" and batch.request_counts.completed == args.requests, batch
             with psycopg.connect(stack.env["DATABASE_URL"]) as conn:  # the server's own clock, in microseconds
-                recorded = float(conn.execute(
-                    "SELECT EXTRACT(EPOCH FROM completed_at - created_at) FROM batches_api_batch WHERE id = %s",
-                    [batch.id]).fetchone()[0])
+                recorded = float(
+                    conn.execute(
+                        "SELECT EXTRACT(EPOCH FROM completed_at - created_at) FROM batches_api_batch WHERE id = %s",
+                        [batch.id],
+                    ).fetchone()[0]
+                )
             server_rates.append(batch.usage.output_tokens / recorded)
-            print(f"round {round_} server: {batch.usage.output_tokens} tokens, created_at -> completed_at "
-                  f"{recorded:.1f} s (validation and output files included) = {server_rates[-1]:.0f} output tok/s; "
-                  f"the client, polling every 0.5 s, saw {seconds:.1f} s")
-    print(f"best server {max(server_rates):.0f} tok/s, best raw {max(raw_rates):.0f} tok/s, "
-          f"ratio {max(server_rates) / max(raw_rates):.3f} (target >= 0.95)")
+            print(
+                f"round {round_} server: {batch.usage.output_tokens} tokens, created_at -> completed_at "
+                f"{recorded:.1f} s (validation and output files included) = {server_rates[-1]:.0f} output tok/s; "
+                f"the client, polling every 0.5 s, saw {seconds:.1f} s"
+            )
+    print(
+        f"best server {max(server_rates):.0f} tok/s, best raw {max(raw_rates):.0f} tok/s, "
+        f"ratio {max(server_rates) / max(raw_rates):.3f} (target >= 0.95)"
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def preview_lines(file: File, max_lines: int = PREVIEW_LINES, max_bytes: int = P
     try:
         with file_open(file) as fh:
             data = fh.read(max_bytes)
-    except Exception as exc:  # noqa: BLE001 - missing bytes must not break the page
+    except Exception as exc:
         return {"lines": [], "error": f"The file's bytes could not be read: {exc.__class__.__name__}."}
     cut_by_bytes = file.bytes > len(data)
     raw_lines = data.split(b"\n")
@@ -53,8 +53,9 @@ def preview_lines(file: File, max_lines: int = PREVIEW_LINES, max_bytes: int = P
         except (ValueError, RecursionError):  # not JSON (or absurdly deep): shown as it is
             pretty, is_json = text, False
         cut = len(pretty) > PREVIEW_LINE_CHARS
-        lines.append({"number": number, "text": pretty[:PREVIEW_LINE_CHARS] + ("\n…" if cut else ""),
-                      "is_json": is_json})
+        lines.append(
+            {"number": number, "text": pretty[:PREVIEW_LINE_CHARS] + ("\n…" if cut else ""), "is_json": is_json}
+        )
     more = cut_by_bytes or len(raw_lines) > max_lines
     return {"lines": lines, "more": more, "error": None}
 
@@ -106,8 +107,9 @@ class FileAdmin(admin.ModelAdmin):
     # -------------------------------------------------------------------------------------- columns
     @admin.display(description="size", ordering="bytes")
     def size(self, obj: File):
-        return format_html('<span class="bs-num" title="{} bytes">{}</span>', f"{obj.bytes:,}",
-                           filesizeformat(obj.bytes))
+        return format_html(
+            '<span class="bs-num" title="{} bytes">{}</span>', f"{obj.bytes:,}", filesizeformat(obj.bytes)
+        )
 
     @admin.display(description="owner", ordering="project__name")
     def owner(self, obj: File):
@@ -118,8 +120,10 @@ class FileAdmin(admin.ModelAdmin):
         if obj.expires_at is None:
             return "never"
         if obj.expires_at <= timezone.now():
-            return format_html('<span class="bs-quiet">expired {}</span>',
-                               timezone.localtime(obj.expires_at).strftime("%Y-%m-%d %H:%M"))
+            return format_html(
+                '<span class="bs-quiet">expired {}</span>',
+                timezone.localtime(obj.expires_at).strftime("%Y-%m-%d %H:%M"),
+            )
         return timezone.localtime(obj.expires_at).strftime("%Y-%m-%d %H:%M")
 
     @admin.display(description="used by")
@@ -127,8 +131,11 @@ class FileAdmin(admin.ModelAdmin):
         used = getattr(obj, "used_by", [])
         if not used:
             return "—"
-        shown = format_html_join(", ", '<a href="{}" title="{} · {}">{}</a>',
-                                 ((use.admin_url, use.role, use.status, use.object_id) for use in used[:USED_BY_SHOWN]))
+        shown = format_html_join(
+            ", ",
+            '<a href="{}" title="{} · {}">{}</a>',
+            ((use.admin_url, use.role, use.status, use.object_id) for use in used[:USED_BY_SHOWN]),
+        )
         if len(used) > USED_BY_SHOWN:
             return format_html('{} <a href="{}">+{} more</a>', shown, admin_change_url(obj), len(used) - USED_BY_SHOWN)
         return shown
@@ -138,15 +145,20 @@ class FileAdmin(admin.ModelAdmin):
         used = file_uses([obj.pk]).get(obj.pk, [])[:USED_BY_DETAILED]
         if not used:
             return "—"
-        return table(((use.admin_url, use.object_id, use.role, badge("status", use.status)) for use in used),
-                     '<tr><td><a class="bs-mono" href="{}">{}</a></td><td>{}</td><td>{}</td></tr>')
+        return table(
+            ((use.admin_url, use.object_id, use.role, badge("status", use.status)) for use in used),
+            '<tr><td><a class="bs-mono" href="{}">{}</a></td><td>{}</td><td>{}</td></tr>',
+        )
 
     # -------------------------------------------------------------------------------------- views
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
-            path("<path:object_id>/download/", self.admin_site.admin_view(self.download_view),
-                 name="%s_%s_download" % info),
+            path(
+                "<path:object_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="{}_{}_download".format(*info),
+            ),
         ] + super().get_urls()
 
     def download_view(self, request, object_id):

@@ -32,8 +32,14 @@ class File(models.Model):
         BATCH_OUTPUT = "batch_output"
 
     # Purposes a client may upload; batch_output files are written by the server only.
-    UPLOAD_PURPOSES = (Purpose.ASSISTANTS, Purpose.BATCH, Purpose.FINE_TUNE, Purpose.VISION,
-                       Purpose.USER_DATA, Purpose.EVALS)
+    UPLOAD_PURPOSES = (
+        Purpose.ASSISTANTS,
+        Purpose.BATCH,
+        Purpose.FINE_TUNE,
+        Purpose.VISION,
+        Purpose.USER_DATA,
+        Purpose.EVALS,
+    )
 
     id = models.CharField(primary_key=True, max_length=64, default=new_file_id, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="files")
@@ -74,6 +80,9 @@ class Upload(models.Model):
     file_expires_after = models.PositiveIntegerField(null=True, blank=True)
     file = models.ForeignKey(File, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
+    def __str__(self) -> str:
+        return f"{self.id} ({self.filename})"
+
 
 class UploadPart(models.Model):
     id = models.CharField(primary_key=True, max_length=64, default=new_part_id, editable=False)
@@ -81,3 +90,6 @@ class UploadPart(models.Model):
     bytes = models.BigIntegerField()
     storage_name = models.CharField(max_length=255, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.id} of {self.upload_id}"

@@ -42,20 +42,23 @@ def check_filename(filename: str) -> None:
     of uploaded files: no control characters (CR, LF, NUL…), no lone surrogates, no invisible separators.
     """
     if len(filename) > MAX_FILENAME:
-        raise serializers.ValidationError(f"the file name is {len(filename)} characters long; the limit is "
-                                          f"{MAX_FILENAME}. Use a shorter name.")
+        raise serializers.ValidationError(
+            f"the file name is {len(filename)} characters long; the limit is {MAX_FILENAME}. Use a shorter name."
+        )
     if not filename.isprintable():
         position, char = next((i, c) for i, c in enumerate(filename) if not c.isprintable())
         raise serializers.ValidationError(
             f"the file name holds U+{ord(char):04X} at position {position}, a control character, line break or "
-            "other unprintable character. Rename the file without it.")
+            "other unprintable character. Rename the file without it."
+        )
 
 
 def check_mime_type(mime_type: str) -> None:
     if len(mime_type) > MAX_MIME_TYPE or not _MIME_TYPE.fullmatch(mime_type):
         raise serializers.ValidationError(
             f"{mime_type[:64]!r}. Send a MIME type of at most {MAX_MIME_TYPE} characters such as 'application/jsonl' "
-            "or 'text/plain; charset=utf-8'.")
+            "or 'text/plain; charset=utf-8'."
+        )
 
 
 class FileField(serializers.FileField):
@@ -77,16 +80,24 @@ class ExpiresAfterSerializer(RequestSerializer):
     default_error_messages = {"invalid": "expected an object."}
 
     anchor = ChoiceField(["created_at"])
-    seconds = IntegerField(text=True, min_value=EXPIRES_AFTER_MIN, max_value=EXPIRES_AFTER_MAX,
-                           error_messages=out_of_range(f"It must be between {EXPIRES_AFTER_MIN} (1 hour) and "
-                                                       f"{EXPIRES_AFTER_MAX} (30 days)."))
+    seconds = IntegerField(
+        text=True,
+        min_value=EXPIRES_AFTER_MIN,
+        max_value=EXPIRES_AFTER_MAX,
+        error_messages=out_of_range(
+            f"It must be between {EXPIRES_AFTER_MIN} (1 hour) and {EXPIRES_AFTER_MAX} (30 days)."
+        ),
+    )
 
     def get_value(self, dictionary):
         if self.field_name in dictionary:
             return dictionary[self.field_name]
         prefix = f"{self.field_name}["
-        fields = {key[len(prefix):-1]: value for key, value in dictionary.items()
-                  if key.startswith(prefix) and key.endswith("]")}
+        fields = {
+            key[len(prefix) : -1]: value
+            for key, value in dictionary.items()
+            if key.startswith(prefix) and key.endswith("]")
+        }
         return fields or empty
 
     def to_internal_value(self, data) -> dict:
@@ -134,8 +145,12 @@ def check_listed_once(part_ids: list[str]) -> None:
 
 
 class CompleteUploadSerializer(RequestSerializer):
-    part_ids = serializers.ListField(child=StringField(), allow_empty=False, validators=[check_listed_once],
-                                    error_messages={"not_a_list": "expected a list of part ids."})
+    part_ids = serializers.ListField(
+        child=StringField(),
+        allow_empty=False,
+        validators=[check_listed_once],
+        error_messages={"not_a_list": "expected a list of part ids."},
+    )
     md5 = StringField(required=False, allow_null=True)
 
 

@@ -109,8 +109,14 @@ def _write_then_record(name: str, content, record: Callable[[str], T]) -> T:
 
 def _new_file(*, project: Project, purpose: str, filename: str, size: int, expires_after: int | None) -> File:
     created_at = timezone.now()
-    return File(project=project, purpose=purpose, filename=filename, bytes=size, created_at=created_at,
-                expires_at=_expiry(purpose, expires_after, created_at))
+    return File(
+        project=project,
+        purpose=purpose,
+        filename=filename,
+        bytes=size,
+        created_at=created_at,
+        expires_at=_expiry(purpose, expires_after, created_at),
+    )
 
 
 def _store(file: File, content: DjangoFile, *, then: Callable[[File], None] | None = None) -> File:
@@ -136,17 +142,24 @@ def file_create(*, project: Project, content: DjangoFile, purpose: str, expires_
     if purpose == File.Purpose.BATCH:
         check_utf8(content.chunks(CHUNK), filename=filename)
         content.seek(0)
-    return _store(_new_file(project=project, purpose=purpose, filename=filename, size=content.size,
-                            expires_after=expires_after), content)
+    return _store(
+        _new_file(project=project, purpose=purpose, filename=filename, size=content.size, expires_after=expires_after),
+        content,
+    )
 
 
-def file_create_from_local(*, project: Project, path: str, purpose: str, filename: str,
-                           expires_after: int | None = None) -> File:
+def file_create_from_local(
+    *, project: Project, path: str, purpose: str, filename: str, expires_after: int | None = None
+) -> File:
     """Store a file the server wrote itself (batch output and error files)."""
     with open(path, "rb") as fh:
         content = DjangoFile(fh, name=filename)
-        return _store(_new_file(project=project, purpose=purpose, filename=filename, size=content.size,
-                                expires_after=expires_after), content)
+        return _store(
+            _new_file(
+                project=project, purpose=purpose, filename=filename, size=content.size, expires_after=expires_after
+            ),
+            content,
+        )
 
 
 def file_get(*, project: Project, file_id: str, param: str | None = None) -> File:
@@ -191,16 +204,24 @@ def _delete_bytes(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ uploads
-def upload_create(*, project: Project, filename: str, purpose: str, size: int, mime_type: str,
-                  expires_after: int | None = None) -> Upload:
+def upload_create(
+    *, project: Project, filename: str, purpose: str, size: int, mime_type: str, expires_after: int | None = None
+) -> Upload:
     check_batch_input_name(purpose=purpose, filename=filename, param="filename")
     if size > settings.BATCHSERVER_MAX_UPLOAD_BYTES:
         raise TooLarge(f"An Upload may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_BYTES)}.", param="bytes")
     check_size(purpose=purpose, size=size, filename=filename, param="bytes")
     now = timezone.now()
-    return Upload.objects.create(project=project, filename=filename, purpose=purpose, bytes=size,
-                                 mime_type=mime_type, created_at=now, expires_at=now + UPLOAD_TTL,
-                                 file_expires_after=expires_after)
+    return Upload.objects.create(
+        project=project,
+        filename=filename,
+        purpose=purpose,
+        bytes=size,
+        mime_type=mime_type,
+        created_at=now,
+        expires_at=now + UPLOAD_TTL,
+        file_expires_after=expires_after,
+    )
 
 
 def upload_get(*, project: Project, upload_id: str) -> Upload:
@@ -215,8 +236,9 @@ def _check_pending(upload: Upload) -> None:
         Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING).update(status=Upload.Status.EXPIRED)
         upload.status = Upload.Status.EXPIRED
     if upload.status != Upload.Status.PENDING:
-        raise Conflict(f"Upload '{upload.id}' is {upload.status}; only a pending Upload takes this request. "
-                       "Start a new Upload.")
+        raise Conflict(
+            f"Upload '{upload.id}' is {upload.status}; only a pending Upload takes this request. Start a new Upload."
+        )
 
 
 def _check_part_fits(upload: Upload, size: int) -> None:
@@ -263,8 +285,7 @@ def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = No
     parts = {p.id: p for p in upload.parts.filter(pk__in=part_ids)}
     missing = [pid for pid in part_ids if pid not in parts]
     if missing:
-        raise InvalidRequest(f"Invalid 'part_ids': no part '{missing[0]}' in Upload '{upload.id}'.",
-                             param="part_ids")
+        raise InvalidRequest(f"Invalid 'part_ids': no part '{missing[0]}' in Upload '{upload.id}'.", param="part_ids")
     total = sum(parts[pid].bytes for pid in part_ids)
     if total != upload.bytes:
         raise InvalidRequest(
@@ -288,18 +309,26 @@ def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = No
         def mark_completed(file: File) -> None:
             # Only a still pending Upload completes: one cancelled, expired or completed while the bytes were
             # written makes this raise, which undoes the File row and deletes its bytes.
-            pending = Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING,
-                                            expires_at__gt=timezone.now())
+            pending = Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING, expires_at__gt=timezone.now())
             if not pending.update(status=Upload.Status.COMPLETED, file=file):
                 _check_pending(Upload.objects.get(pk=upload.pk))
-                raise Conflict(f"Upload '{upload.id}' changed while it was being completed. Retrieve it to see "
-                               "its status.")
+                raise Conflict(
+                    f"Upload '{upload.id}' changed while it was being completed. Retrieve it to see its status."
+                )
 
         # The bytes are written first, outside any transaction: a lock held while up to 512 MB are copied
         # would stop every other writer (all of them, on SQLite).
-        _store(_new_file(project=upload.project, purpose=upload.purpose, filename=upload.filename, size=total,
-                         expires_after=upload.file_expires_after),
-               DjangoFile(joined, name=upload.filename), then=mark_completed)
+        _store(
+            _new_file(
+                project=upload.project,
+                purpose=upload.purpose,
+                filename=upload.filename,
+                size=total,
+                expires_after=upload.file_expires_after,
+            ),
+            DjangoFile(joined, name=upload.filename),
+            then=mark_completed,
+        )
     delete_upload_parts(upload)
     return upload_get(project=upload.project, upload_id=upload.id)
 

@@ -28,8 +28,10 @@ class FileUse:
         return reverse(self.admin_url_name, args=[quote(self.object_id)])
 
     def refusal(self) -> str:
-        return (f"File '{self.file_id}' is the {self.role} of {self.kind} '{self.object_id}', which has not "
-                f"finished. Cancel the {self.kind} or wait for it to finish, then delete the file.")
+        return (
+            f"File '{self.file_id}' is the {self.role} of {self.kind} '{self.object_id}', which has not "
+            f"finished. Cancel the {self.kind} or wait for it to finish, then delete the file."
+        )
 
 
 class Finder(Protocol):

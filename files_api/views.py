@@ -37,22 +37,35 @@ class FileViewSet(viewsets.ViewSet):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     lookup_value_regex = "[^/]+"
 
-    @extend_schema(summary="Upload a file", request={"multipart/form-data": CreateFileSerializer},
-                   responses={200: FileObjectSerializer, 413: ERROR, **ERRORS})
+    @extend_schema(
+        summary="Upload a file",
+        request={"multipart/form-data": CreateFileSerializer},
+        responses={200: FileObjectSerializer, 413: ERROR, **ERRORS},
+    )
     def create(self, request):
         reject_oversized_body(request, settings.BATCHSERVER_MAX_FILE_BYTES)
         params = validated(CreateFileSerializer, request.data)
         return Response(FileObjectSerializer(services.file_create(project=caller_project(request), **params)).data)
 
-    @extend_schema(summary="List files", parameters=[ListFilesParamsSerializer],
-                   responses={200: ListFilesResponseSerializer, **ERRORS})
+    @extend_schema(
+        summary="List files",
+        parameters=[ListFilesParamsSerializer],
+        responses={200: ListFilesResponseSerializer, **ERRORS},
+    )
     def list(self, request):
         params = validated(ListFilesParamsSerializer, request.query_params)
         files = File.objects.filter(project=caller_project(request))
         if purpose := params.get("purpose"):
             files = files.filter(purpose=purpose)
-        return Response(cursor_page(files, after=params.get("after"), limit=params["limit"], order=params["order"],
-                                    serializer=ListFilesResponseSerializer))
+        return Response(
+            cursor_page(
+                files,
+                after=params.get("after"),
+                limit=params["limit"],
+                order=params["order"],
+                serializer=ListFilesResponseSerializer,
+            )
+        )
 
     @extend_schema(summary="Retrieve a file", responses={200: FileObjectSerializer, **ERRORS})
     def retrieve(self, request, pk: str):
@@ -79,14 +92,20 @@ class UploadViewSet(viewsets.ViewSet):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     lookup_value_regex = "[^/]+"
 
-    @extend_schema(summary="Create an upload", request=CreateUploadSerializer,
-                   responses={200: UploadSerializer, 413: ERROR, **ERRORS})
+    @extend_schema(
+        summary="Create an upload",
+        request=CreateUploadSerializer,
+        responses={200: UploadSerializer, 413: ERROR, **ERRORS},
+    )
     def create(self, request):
         params = validated(CreateUploadSerializer, request.data)
         return Response(UploadSerializer(services.upload_create(project=caller_project(request), **params)).data)
 
-    @extend_schema(summary="Add a part", request={"multipart/form-data": AddUploadPartSerializer},
-                   responses={200: UploadPartSerializer, 409: ERROR, 413: ERROR, **ERRORS})
+    @extend_schema(
+        summary="Add a part",
+        request={"multipart/form-data": AddUploadPartSerializer},
+        responses={200: UploadPartSerializer, 409: ERROR, 413: ERROR, **ERRORS},
+    )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def parts(self, request, pk: str):
         reject_oversized_body(request, settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES)
@@ -95,8 +114,11 @@ class UploadViewSet(viewsets.ViewSet):
         params = validated(AddUploadPartSerializer, request.data)
         return Response(UploadPartSerializer(services.upload_add_part(upload=upload, **params)).data)
 
-    @extend_schema(summary="Complete an upload", request=CompleteUploadSerializer,
-                   responses={200: UploadSerializer, 409: ERROR, **ERRORS})
+    @extend_schema(
+        summary="Complete an upload",
+        request=CompleteUploadSerializer,
+        responses={200: UploadSerializer, 409: ERROR, **ERRORS},
+    )
     @action(detail=True, methods=["post"], parser_classes=[JSONParser])
     def complete(self, request, pk: str):
         params = validated(CompleteUploadSerializer, request.data)

@@ -61,16 +61,40 @@ class EngineLoadInline(admin.TabularInline):
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "state", "where", "loaded_models_col", "working_on", "inflight_col", "throughput",
-                    "requests_done", "last_seen", "started")
+    list_display = (
+        "name",
+        "state",
+        "where",
+        "loaded_models_col",
+        "working_on",
+        "inflight_col",
+        "throughput",
+        "requests_done",
+        "last_seen",
+        "started",
+    )
     list_filter = (StateFilter, "hostname")
     search_fields = ("name", "hostname")
     ordering = ("-last_heartbeat_at",)
     list_per_page = 100
     inlines = (EngineLoadInline,)
-    fields = ("name", "state", "where", "served_models", "loaded_models_col", "ready_at", "engine_pids", "working_on",
-              "inflight_col", "throughput", "requests_done", "output_tokens", "started_at", "last_seen",
-              "stopped_at")
+    fields = (
+        "name",
+        "state",
+        "where",
+        "served_models",
+        "loaded_models_col",
+        "ready_at",
+        "engine_pids",
+        "working_on",
+        "inflight_col",
+        "throughput",
+        "requests_done",
+        "output_tokens",
+        "started_at",
+        "last_seen",
+        "stopped_at",
+    )
     readonly_fields = fields
     change_list_template = "admin/inference/worker/change_list.html"
 
@@ -112,9 +136,13 @@ class WorkerAdmin(admin.ModelAdmin):
     def working_on(self, obj: Worker):
         batches = obj.current_batches if obj.stopped_at is None and isinstance(obj.current_batches, list) else []
         content = format_html_join(
-            ", ", '<a class="bs-mono" href="{}" title="{}">{}…</a>',
-            ((reverse("admin:batches_api_batch_change", args=[quote(batch_id)]), batch_id, batch_id[:14])
-             for batch_id in batches[:5]))
+            ", ",
+            '<a class="bs-mono" href="{}" title="{}">{}…</a>',
+            (
+                (reverse("admin:batches_api_batch_change", args=[quote(batch_id)]), batch_id, batch_id[:14])
+                for batch_id in batches[:5]
+            ),
+        )
         if len(batches) > 5:
             content = format_html("{} +{} more", content, len(batches) - 5)
         return live(f"w{obj.pk}-batches", content or "idle")
@@ -132,12 +160,20 @@ class WorkerAdmin(admin.ModelAdmin):
     def last_seen(self, obj: Worker):
         seen = obj.stopped_at or obj.last_heartbeat_at
         ago = human_duration((timezone.now() - seen).total_seconds())
-        return live(f"w{obj.pk}-seen", format_html(
-            '<span class="bs-num" title="{}">{}</span> <span class="bs-quiet">({} ago)</span>',
-            timezone.localtime(seen).strftime("%Y-%m-%d %H:%M:%S %Z"), short_time(seen), ago))
+        return live(
+            f"w{obj.pk}-seen",
+            format_html(
+                '<span class="bs-num" title="{}">{}</span> <span class="bs-quiet">({} ago)</span>',
+                timezone.localtime(seen).strftime("%Y-%m-%d %H:%M:%S %Z"),
+                short_time(seen),
+                ago,
+            ),
+        )
 
     @admin.display(description="started", ordering="started_at")
     def started(self, obj: Worker):
-        return format_html('<span class="bs-num" title="{}">{}</span>',
-                           timezone.localtime(obj.started_at).strftime("%Y-%m-%d %H:%M:%S %Z"),
-                           short_time(obj.started_at))
+        return format_html(
+            '<span class="bs-num" title="{}">{}</span>',
+            timezone.localtime(obj.started_at).strftime("%Y-%m-%d %H:%M:%S %Z"),
+            short_time(obj.started_at),
+        )

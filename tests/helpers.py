@@ -8,12 +8,22 @@ import tempfile
 from datetime import timedelta
 
 
-def request_line(custom_id: str, *, model: str = "fake-echo", url: str = "/v1/chat/completions",
-                 body: dict | None = None, **overrides) -> dict:
+def request_line(
+    custom_id: str,
+    *,
+    model: str = "fake-echo",
+    url: str = "/v1/chat/completions",
+    body: dict | None = None,
+    **overrides,
+) -> dict:
     if body is None:
-        body = ({"model": model, "input": f"text {custom_id}"} if url == "/v1/embeddings" else
-                {"model": model, "prompt": f"say {custom_id}", "max_tokens": 8} if url == "/v1/completions" else
-                {"model": model, "messages": [{"role": "user", "content": f"say {custom_id}"}], "max_tokens": 8})
+        body = (
+            {"model": model, "input": f"text {custom_id}"}
+            if url == "/v1/embeddings"
+            else {"model": model, "prompt": f"say {custom_id}", "max_tokens": 8}
+            if url == "/v1/completions"
+            else {"model": model, "messages": [{"role": "user", "content": f"say {custom_id}"}], "max_tokens": 8}
+        )
     return {"custom_id": custom_id, "method": "POST", "url": url, "body": body, **overrides}
 
 
@@ -40,17 +50,32 @@ def write_file(project, data: bytes, *, purpose: str = "batch", filename: str = 
 
 
 def request_json(custom_id: str, model: str = "fake-echo", max_tokens: int = 4) -> dict:
-    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": custom_id}]}}
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": custom_id}]},
+    }
 
 
-def make_batch(project, *, status: str = "in_progress", model: str = "fake-echo", total: int = 0, completed: int = 0,
-               failed: int = 0, errored: int = 0, input_file=None, with_requests: bool = False, **fields):
+def make_batch(
+    project,
+    *,
+    status: str = "in_progress",
+    model: str = "fake-echo",
+    total: int = 0,
+    completed: int = 0,
+    failed: int = 0,
+    errored: int = 0,
+    input_file=None,
+    with_requests: bool = False,
+    **fields,
+):
     """A batch in any state. with_requests: a real input file and one BatchRequest per line, in this order:
     `completed` with a 200, `failed` with a 400, `errored` never run (error file), the rest pending."""
-    from batches_api.models import Batch, BatchRequest
-
     from django.utils import timezone
+
+    from batches_api.models import Batch, BatchRequest
 
     now = timezone.now()
     lines = []
@@ -59,10 +84,18 @@ def make_batch(project, *, status: str = "in_progress", model: str = "fake-echo"
         input_file = write_file(project, b"".join(line + b"\n" for line in lines))
     if input_file is None:
         input_file = write_file(project, json.dumps(request_json("only", model)).encode() + b"\n")
-    defaults = dict(project=project, endpoint="/v1/chat/completions", model=model, status=status,
-                    input_file=input_file, total_requests=total, completed_requests=completed,
-                    failed_requests=failed + errored, created_at=now - timedelta(minutes=10),
-                    expires_at=now + timedelta(hours=23))
+    defaults = dict(
+        project=project,
+        endpoint="/v1/chat/completions",
+        model=model,
+        status=status,
+        input_file=input_file,
+        total_requests=total,
+        completed_requests=completed,
+        failed_requests=failed + errored,
+        created_at=now - timedelta(minutes=10),
+        expires_at=now + timedelta(hours=23),
+    )
     if status != "validating":
         defaults["in_progress_at"] = now - timedelta(minutes=9)
     defaults.update(fields)

@@ -41,8 +41,9 @@ class Proc:
         self.name = name
         self.log_path = ARTIFACTS / f"{name}.log"
         self.log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     @property
     def pid(self) -> int:
@@ -92,18 +93,25 @@ class Proc:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-
-
 def settings_process(script: str, data_dir: Path, *, umask: int = 0o022, **env: str) -> subprocess.Popen:
     """A new Python process running `script` with our settings, as a fresh start sees them: the embedded default
     (SQLite in `data_dir`, no DJANGO_SECRET_KEY) plus `env`, under `umask`. Settings act when they are imported:
     this is how tests see that. Read its result with `finished`."""
     import os
 
-    base = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "batchserver.settings",
-            "BATCHSERVER_DATA_DIR": str(data_dir)}
-    return subprocess.Popen([sys.executable, "-c", f"import os\nos.umask({umask:#o})\n{script}"], cwd=ROOT,
-                            env={**base, **env}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "batchserver.settings",
+        "BATCHSERVER_DATA_DIR": str(data_dir),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", f"import os\nos.umask({umask:#o})\n{script}"],
+        cwd=ROOT,
+        env={**base, **env},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def finished(proc: subprocess.Popen, *, ok: bool = True) -> str:
@@ -118,8 +126,24 @@ def start_web(name: str, env: dict[str, str]) -> tuple[Proc, str]:
     import httpx
 
     port = free_port()
-    proc = Proc(name, [sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind", f"127.0.0.1:{port}",
-                       "--workers", "2", "--threads", "4", "--timeout", "120"], env)
+    proc = Proc(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "batchserver.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--timeout",
+            "120",
+        ],
+        env,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -134,8 +158,12 @@ def start_web(name: str, env: dict[str, str]) -> tuple[Proc, str]:
 
 
 def start_worker(stack_env: dict[str, str], name: str, models: list[str], extra_env: dict | None = None) -> Proc:
-    env = {**stack_env, "BATCHSERVER_WORKER_NAME": name, "BATCHSERVER_WORKER_MODELS": ",".join(models),
-           **(extra_env or {})}
+    env = {
+        **stack_env,
+        "BATCHSERVER_WORKER_NAME": name,
+        "BATCHSERVER_WORKER_MODELS": ",".join(models),
+        **(extra_env or {}),
+    }
     return Proc(f"worker-{name}", [sys.executable, "manage.py", "runworker"], env)
 
 
@@ -153,21 +181,39 @@ class Stack:
     """A whole deployment for a benchmark: a fresh PostgreSQL database, the server, the task cluster and
     workers, each a real process. Use as a context manager; everything is stopped on exit."""
 
-    def __init__(self, name: str, *, models_file: Path | None = None,
-                 admin_url: str = ADMIN_DATABASE_URL, extra_env: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        models_file: Path | None = None,
+        admin_url: str = ADMIN_DATABASE_URL,
+        extra_env: dict | None = None,
+    ):
         import os
 
         self.name = name
         data_dir = ROOT / "var" / name
-        self.env = {**os.environ, "DATABASE_URL": fresh_database(f"batchserver_{name}", admin_url),
-                    "BATCHSERVER_DATA_DIR": str(data_dir), "BATCHSERVER_MODELS_DIR": str(ROOT / "var" / "models"),
-                    "BATCHSERVER_MODELS_FILE": str(models_file or ROOT / "tests" / "models.json"),
-                    "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": fresh_database(f"batchserver_{name}", admin_url),
+            "BATCHSERVER_DATA_DIR": str(data_dir),
+            "BATCHSERVER_MODELS_DIR": str(ROOT / "var" / "models"),
+            "BATCHSERVER_MODELS_FILE": str(models_file or ROOT / "tests" / "models.json"),
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
         self.procs: list[Proc] = []
-        subprocess.run([sys.executable, "manage.py", "bootstrap"], cwd=ROOT, env=self.env, check=True,
-                       capture_output=True)
-        created = subprocess.run([sys.executable, "manage.py", "apikey", "create", "--name", name, "--new-project",
-                                  name], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "manage.py", "bootstrap"], cwd=ROOT, env=self.env, check=True, capture_output=True
+        )
+        created = subprocess.run(
+            [sys.executable, "manage.py", "apikey", "create", "--name", name, "--new-project", name],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         self.api_key = created.stdout.strip()
         self.url = ""
 

@@ -29,8 +29,10 @@ def delivery_badge(status: str) -> str:
 def endpoint_state(endpoint: WebhookEndpoint) -> str:
     if endpoint.disabled_at is None:
         return format_html('<span class="bs-badge bs-endpoint-enabled">enabled</span>')
-    return format_html('<span class="bs-badge bs-endpoint-disabled">disabled</span> <span class="bs-quiet">since {}'
-                       '</span>', timezone.localtime(endpoint.disabled_at).strftime("%Y-%m-%d %H:%M"))
+    return format_html(
+        '<span class="bs-badge bs-endpoint-disabled">disabled</span> <span class="bs-quiet">since {}</span>',
+        timezone.localtime(endpoint.disabled_at).strftime("%Y-%m-%d %H:%M"),
+    )
 
 
 def short_id(object_id: str) -> str:
@@ -45,8 +47,9 @@ def when(stamp) -> str:
         return "—"
     seconds = (stamp - timezone.now()).total_seconds()
     shown = f"in {human_duration(seconds)}" if seconds > 0 else f"{human_duration(-seconds)} ago"
-    return format_html('<span class="bs-num" title="{}">{}</span>',
-                       timezone.localtime(stamp).strftime("%Y-%m-%d %H:%M:%S %Z"), shown)
+    return format_html(
+        '<span class="bs-num" title="{}">{}</span>', timezone.localtime(stamp).strftime("%Y-%m-%d %H:%M:%S %Z"), shown
+    )
 
 
 class EnabledFilter(admin.SimpleListFilter):
@@ -72,8 +75,20 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     actions = ("enable_endpoints",)
     # Never the secrets themselves, not even encrypted.
-    fields = ("id", "owner", "name", "url", "events", "signing_secret_hint", "state", "disabled_reason",
-              "failing", "created_at", "updated_at", "recent_deliveries")
+    fields = (
+        "id",
+        "owner",
+        "name",
+        "url",
+        "events",
+        "signing_secret_hint",
+        "state",
+        "disabled_reason",
+        "failing",
+        "created_at",
+        "updated_at",
+        "recent_deliveries",
+    )
     readonly_fields = fields
 
     class Media:
@@ -115,18 +130,35 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             return "—"
         return format_html(
             '<table class="bs-table"><thead><tr><th>webhook-id</th><th>event</th><th>status</th><th>attempts</th>'
-            '<th>last status code</th><th>created</th></tr></thead><tbody>{}</tbody></table>',
-            format_html_join("", '<tr><td class="bs-mono"><a href="{}">{}</a></td><td>{}</td><td>{}</td>'
-                                 '<td class="bs-num">{}</td><td class="bs-num">{}</td><td>{}</td></tr>',
-                             ((admin_change_url(d), d.id, d.event.type, delivery_badge(d.status), d.attempts,
-                               d.last_status_code or "—", when(d.created_at)) for d in rows)))
+            "<th>last status code</th><th>created</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join(
+                "",
+                '<tr><td class="bs-mono"><a href="{}">{}</a></td><td>{}</td><td>{}</td>'
+                '<td class="bs-num">{}</td><td class="bs-num">{}</td><td>{}</td></tr>',
+                (
+                    (
+                        admin_change_url(d),
+                        d.id,
+                        d.event.type,
+                        delivery_badge(d.status),
+                        d.attempts,
+                        d.last_status_code or "—",
+                        when(d.created_at),
+                    )
+                    for d in rows
+                ),
+            ),
+        )
 
     def changelist_view(self, request, extra_context=None):
         disabled = WebhookEndpoint.objects.filter(disabled_at__isnull=False).count()
         if disabled:
-            self.message_user(request, f"{disabled} endpoint{'s are' if disabled != 1 else ' is'} disabled after "
-                              "failing for days: no event reaches them until they are enabled again.",
-                              messages.WARNING)
+            self.message_user(
+                request,
+                f"{disabled} endpoint{'s are' if disabled != 1 else ' is'} disabled after "
+                "failing for days: no event reaches them until they are enabled again.",
+                messages.WARNING,
+            )
         return super().changelist_view(request, {"title": "Webhook endpoints", **(extra_context or {})})
 
     @admin.action(description="Enable selected endpoints again", permissions=["enable"])
@@ -155,8 +187,18 @@ class EventTypeFilter(admin.SimpleListFilter):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ("webhook_id", "event_type", "batch", "endpoint_col", "status_col", "attempts", "status_code",
-                    "next_retry", "latency", "created")
+    list_display = (
+        "webhook_id",
+        "event_type",
+        "batch",
+        "endpoint_col",
+        "status_col",
+        "attempts",
+        "status_code",
+        "next_retry",
+        "latency",
+        "created",
+    )
     list_select_related = ("endpoint__project", "event")
     list_filter = ("status", EventTypeFilter, ("endpoint__project", admin.RelatedFieldListFilter))
     search_fields = ("id", "event__batch_id", "endpoint__url", "endpoint__name")
@@ -165,8 +207,23 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     actions = ("redeliver",)
-    fields = ("id", "event_type", "event_batch", "endpoint_col", "status_col", "attempts", "status_code", "last_error",
-              "last_attempt", "next_retry", "latency", "delivered", "created", "payload", "response")
+    fields = (
+        "id",
+        "event_type",
+        "event_batch",
+        "endpoint_col",
+        "status_col",
+        "attempts",
+        "status_code",
+        "last_error",
+        "last_attempt",
+        "next_retry",
+        "latency",
+        "delivered",
+        "created",
+        "payload",
+        "response",
+    )
     readonly_fields = fields
 
     class Media:
@@ -191,8 +248,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="event", ordering="event__type")
     def event_type(self, obj: WebhookDelivery):
-        return format_html("{} <span class=\"bs-quiet\">(test)</span>", obj.event.type) if obj.event.test \
-            else obj.event.type
+        return (
+            format_html('{} <span class="bs-quiet">(test)</span>', obj.event.type) if obj.event.test else obj.event.type
+        )
 
     @admin.display(description="batch", ordering="event__batch_id")
     def batch(self, obj: WebhookDelivery):
@@ -208,9 +266,14 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     @admin.display(description="endpoint", ordering="endpoint__name")
     def endpoint_col(self, obj: WebhookDelivery):
         endpoint = obj.endpoint
-        return format_html('<a href="{}" title="{} ({})">{}</a>{}', admin_change_url(endpoint), endpoint.url,
-                           endpoint.project.name, endpoint.name,
-                           format_html(" {}", endpoint_state(endpoint)) if endpoint.disabled_at else "")
+        return format_html(
+            '<a href="{}" title="{} ({})">{}</a>{}',
+            admin_change_url(endpoint),
+            endpoint.url,
+            endpoint.project.name,
+            endpoint.name,
+            format_html(" {}", endpoint_state(endpoint)) if endpoint.disabled_at else "",
+        )
 
     @admin.display(description="status", ordering="status")
     def status_col(self, obj: WebhookDelivery):
@@ -219,8 +282,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     @admin.display(description="last status", ordering="last_status_code")
     def status_code(self, obj: WebhookDelivery):
         if obj.last_status_code is None:
-            return format_html('<span class="bs-quiet" title="{}">{}</span>', obj.last_error,
-                               "no answer" if obj.attempts else "—")
+            return format_html(
+                '<span class="bs-quiet" title="{}">{}</span>', obj.last_error, "no answer" if obj.attempts else "—"
+            )
         return format_html('<span class="bs-num">{}</span>', obj.last_status_code)
 
     @admin.display(description="next retry", ordering="next_attempt_at")
@@ -257,9 +321,13 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         disabled = list(WebhookEndpoint.objects.filter(disabled_at__isnull=False).values_list("name", flat=True)[:5])
         if disabled:
             url = reverse("admin:webhooks_webhookendpoint_changelist") + "?state=disabled"
-            self.message_user(request, format_html(
-                'Disabled after failing for days: {}. <a href="{}">Endpoints</a>', ", ".join(disabled), url),
-                messages.WARNING)
+            self.message_user(
+                request,
+                format_html(
+                    'Disabled after failing for days: {}. <a href="{}">Endpoints</a>', ", ".join(disabled), url
+                ),
+                messages.WARNING,
+            )
         return super().changelist_view(request, {"title": "Webhook deliveries", **(extra_context or {})})
 
     @admin.action(description="Redeliver selected deliveries (same webhook-id)", permissions=["redeliver"])
@@ -277,7 +345,10 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         if queued:
             self.message_user(request, f"Queued {queued} redeliver{'ies' if queued != 1 else 'y'}.", messages.SUCCESS)
         if busy:
-            self.message_user(request, f"{busy} selected deliver{'ies are' if busy != 1 else 'y is'} still under way: "
-                              "nothing to redeliver.", messages.WARNING)
+            self.message_user(
+                request,
+                f"{busy} selected deliver{'ies are' if busy != 1 else 'y is'} still under way: nothing to redeliver.",
+                messages.WARNING,
+            )
         for message in sorted(set(refused))[:10]:
             self.message_user(request, message, messages.ERROR)

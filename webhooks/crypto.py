@@ -23,8 +23,9 @@ class SecretUnreadable(Exception):
 
 @lru_cache(maxsize=8)
 def _cipher(secret_key: str) -> AESGCM:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-               info=b"batchserver webhook signing secrets v1").derive(secret_key.encode())
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"batchserver webhook signing secrets v1").derive(
+        secret_key.encode()
+    )
     return AESGCM(key)
 
 
@@ -41,5 +42,7 @@ def decrypt(token: str, *, context: str) -> str:
             return _cipher(secret_key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode()).decode()
         except InvalidTag:
             continue
-    raise SecretUnreadable("The endpoint's signing secret was encrypted under another DJANGO_SECRET_KEY. Set the "
-                           "old key again (or add it to SECRET_KEY_FALLBACKS), or rotate the endpoint's secret.")
+    raise SecretUnreadable(
+        "The endpoint's signing secret was encrypted under another DJANGO_SECRET_KEY. Set the "
+        "old key again (or add it to SECRET_KEY_FALLBACKS), or rotate the endpoint's secret."
+    )

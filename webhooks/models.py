@@ -79,8 +79,13 @@ class WebhookEvent(models.Model):
         return f"{self.type} {self.batch_id}"
 
     def body(self) -> dict:
-        return {"id": self.id, "object": "event", "type": self.type, "created_at": unix(self.created_at),
-                "data": {"id": self.batch_id}}
+        return {
+            "id": self.id,
+            "object": "event",
+            "type": self.type,
+            "created_at": unix(self.created_at),
+            "data": {"id": self.batch_id},
+        }
 
 
 class WebhookDelivery(models.Model):

@@ -55,8 +55,9 @@ class FastLane:
             self.pending = queue.Queue(BACKLOG)
             for number in range(THREADS):
                 # Daemon threads: they never hold up the process's exit (an interrupted send's claim lapses).
-                threading.Thread(target=self._run, args=(self.pending,), name=f"webhook-sender-{number}",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._run, args=(self.pending,), name=f"webhook-sender-{number}", daemon=True
+                ).start()
             self.pid = os.getpid()
 
     @staticmethod

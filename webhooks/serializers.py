@@ -26,8 +26,11 @@ URL_MAX = 2048
 
 def required(name: str, what: str) -> dict:
     """Messages that read well after the envelope's "Invalid '<name>': " prefix."""
-    return {"required": f"this parameter is required: {what}.", "null": f"must not be null: {what}.",
-            "blank": f"must not be empty: {what}."}
+    return {
+        "required": f"this parameter is required: {what}.",
+        "null": f"must not be null: {what}.",
+        "blank": f"must not be empty: {what}.",
+    }
 
 
 def check_event_type(value: str) -> str:
@@ -53,20 +56,28 @@ def check_webhook_url(value: str) -> str:
 
 
 def url_field(**kwargs) -> serializers.CharField:
-    return serializers.CharField(max_length=URL_MAX, validators=[check_webhook_url],
-                                 error_messages=required("url", "the HTTPS URL that receives the deliveries"), **kwargs)
+    return serializers.CharField(
+        max_length=URL_MAX,
+        validators=[check_webhook_url],
+        error_messages=required("url", "the HTTPS URL that receives the deliveries"),
+        **kwargs,
+    )
 
 
 def name_field(**kwargs) -> serializers.CharField:
-    return serializers.CharField(max_length=NAME_MAX, error_messages=required("name", "a name for the endpoint"),
-                                 **kwargs)
+    return serializers.CharField(
+        max_length=NAME_MAX, error_messages=required("name", "a name for the endpoint"), **kwargs
+    )
 
 
 def event_types_field(**kwargs) -> serializers.ListField:
     what = f"a list of event types ({SUPPORTED})"
-    return serializers.ListField(child=serializers.CharField(), validators=[check_event_types],
-                                 error_messages={**required("event_types", what), "not_a_list": f"expected {what}."},
-                                 **kwargs)
+    return serializers.ListField(
+        child=serializers.CharField(),
+        validators=[check_event_types],
+        error_messages={**required("event_types", what), "not_a_list": f"expected {what}."},
+        **kwargs,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ requests
@@ -87,8 +98,9 @@ class WebhookRotateSecretSerializer(RequestSerializer):
 
 
 class WebhookTestSerializer(RequestSerializer):
-    event_type = serializers.CharField(validators=[check_event_type],
-                                       error_messages=required("event_type", f"one of {SUPPORTED}"))
+    event_type = serializers.CharField(
+        validators=[check_event_type], error_messages=required("event_type", f"one of {SUPPORTED}")
+    )
 
 
 class WebhookListParamsSerializer(ListParamsSerializer):

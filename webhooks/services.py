@@ -80,8 +80,9 @@ def sign(*, webhook_id: str, timestamp: datetime, payload: str, secrets_: list[s
 def endpoint_create(*, project: Project, url: str, name: str, event_types: list[str]) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its signing secret, which is returned here and never again."""
     secret = signing_secret_new()
-    endpoint = WebhookEndpoint(project=project, url=url, name=name, event_types=event_types,
-                               signing_secret_hint=signing_secret_hint(secret))
+    endpoint = WebhookEndpoint(
+        project=project, url=url, name=name, event_types=event_types, signing_secret_hint=signing_secret_hint(secret)
+    )
     endpoint.secret = crypto.encrypt(secret, context=endpoint.id)
     endpoint.updated_at = endpoint.created_at
     endpoint.save(force_insert=True)
@@ -95,13 +96,15 @@ def endpoint_get(*, project: Project, endpoint_id: str) -> WebhookEndpoint:
     return endpoint
 
 
-def endpoint_update(*, endpoint: WebhookEndpoint, url: str | None = None, name: str | None = None,
-                    event_types: list[str] | None = None) -> WebhookEndpoint:
+def endpoint_update(
+    *, endpoint: WebhookEndpoint, url: str | None = None, name: str | None = None, event_types: list[str] | None = None
+) -> WebhookEndpoint:
     """Change what was given and differs; updated_at moves only then. A new URL enables a disabled endpoint
     again: its owner has pointed it at a receiver that may work."""
     given = {"url": url, "name": name, "event_types": event_types}
-    changes: dict = {key: value for key, value in given.items()
-                     if value is not None and getattr(endpoint, key) != value}
+    changes: dict = {
+        key: value for key, value in given.items() if value is not None and getattr(endpoint, key) != value
+    }
     if not changes:
         return endpoint
     if "url" in changes:
@@ -116,20 +119,26 @@ def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
 
 
-def endpoint_rotate_secret(*, endpoint: WebhookEndpoint,
-                           keep_old_secret_active_for_24_hours: bool = False) -> tuple[WebhookEndpoint, str]:
+def endpoint_rotate_secret(
+    *, endpoint: WebhookEndpoint, keep_old_secret_active_for_24_hours: bool = False
+) -> tuple[WebhookEndpoint, str]:
     secret = signing_secret_new()
     now = timezone.now()
     keep = keep_old_secret_active_for_24_hours
     # Conditional on the secret read: of two rotations at once, one wins and the other is told, so a "kept"
     # old secret is always one that its owner was given.
     rotated = WebhookEndpoint.objects.filter(pk=endpoint.pk, secret=endpoint.secret).update(
-        secret=crypto.encrypt(secret, context=endpoint.id), signing_secret_hint=signing_secret_hint(secret),
+        secret=crypto.encrypt(secret, context=endpoint.id),
+        signing_secret_hint=signing_secret_hint(secret),
         previous_secret=endpoint.secret if keep else None,
-        previous_secret_expires_at=now + KEEP_OLD_SECRET if keep else None, updated_at=now)
+        previous_secret_expires_at=now + KEEP_OLD_SECRET if keep else None,
+        updated_at=now,
+    )
     if not rotated:
-        raise Conflict("The signing secret was rotated by another request at the same moment. Rotate it again to "
-                       "get a secret you know.")
+        raise Conflict(
+            "The signing secret was rotated by another request at the same moment. Rotate it again to "
+            "get a secret you know."
+        )
     endpoint.refresh_from_db()
     return endpoint, secret
 
@@ -137,8 +146,11 @@ def endpoint_rotate_secret(*, endpoint: WebhookEndpoint,
 def endpoint_enable(*, endpoint: WebhookEndpoint) -> bool:
     """Enable a disabled endpoint again (the console). New events reach it; its failed deliveries can be
     redelivered."""
-    return bool(WebhookEndpoint.objects.filter(pk=endpoint.pk, disabled_at__isnull=False).update(
-        disabled_at=None, disabled_reason="", failing_since=None))
+    return bool(
+        WebhookEndpoint.objects.filter(pk=endpoint.pk, disabled_at__isnull=False).update(
+            disabled_at=None, disabled_reason="", failing_since=None
+        )
+    )
 
 
 def endpoint_test(*, endpoint: WebhookEndpoint, event_type: str) -> Outcome:
@@ -148,8 +160,9 @@ def endpoint_test(*, endpoint: WebhookEndpoint, event_type: str) -> Outcome:
     claim = _new_claim()
     with transaction.atomic():
         event = _event_create(event_type=event_type, batch_id=new_batch_id(), created_at=now, test=True)
-        delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event, status=S.SENDING, claim=claim,
-                                                  next_attempt_at=now + _claim_ttl())
+        delivery = WebhookDelivery.objects.create(
+            endpoint=endpoint, event=event, status=S.SENDING, claim=claim, next_attempt_at=now + _claim_ttl()
+        )
     outcome = _attempt(delivery)
     _finish(delivery, claim, outcome)
     return outcome
@@ -176,15 +189,19 @@ def events_record_batch(*, batch_id: str, status: str) -> WebhookEvent | None:
     project_id, stamp = row
     # Few endpoints per project: the event-type test is done here, the same way on SQLite and PostgreSQL.
     candidates = WebhookEndpoint.objects.filter(project_id=project_id, disabled_at__isnull=True)
-    endpoints = [endpoint for endpoint in candidates.only("id", "event_types", "disabled_at")
-                 if endpoint.wants(event_type)]
+    endpoints = [
+        endpoint for endpoint in candidates.only("id", "event_types", "disabled_at") if endpoint.wants(event_type)
+    ]
     if not endpoints:
         return None
     now = timezone.now()
     event = _event_create(event_type=event_type, batch_id=batch_id, created_at=stamp or now)
-    deliveries = WebhookDelivery.objects.bulk_create([
-        WebhookDelivery(endpoint=endpoint, event=event, next_attempt_at=now, enqueued_at=now, created_at=now)
-        for endpoint in endpoints])
+    deliveries = WebhookDelivery.objects.bulk_create(
+        [
+            WebhookDelivery(endpoint=endpoint, event=event, next_attempt_at=now, enqueued_at=now, created_at=now)
+            for endpoint in endpoints
+        ]
+    )
     for delivery in deliveries:
         enqueue(SEND_TASK, delivery.id)
     transaction.on_commit(lambda: fast_lane.submit([delivery.id for delivery in deliveries]))
@@ -212,9 +229,9 @@ def delivery_send(*, delivery_id: str) -> WebhookDelivery | None:
     sender, or waiting for its retry time)."""
     now = timezone.now()
     claim = _new_claim()
-    claimed = WebhookDelivery.objects.filter(pk=delivery_id, status__in=WebhookDelivery.DUE,
-                                             next_attempt_at__lte=now).update(
-        status=S.SENDING, claim=claim, next_attempt_at=now + _claim_ttl())
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery_id, status__in=WebhookDelivery.DUE, next_attempt_at__lte=now
+    ).update(status=S.SENDING, claim=claim, next_attempt_at=now + _claim_ttl())
     if not claimed:
         return None
     delivery = WebhookDelivery.objects.select_related("endpoint", "event").get(pk=delivery_id)
@@ -227,15 +244,20 @@ def _attempt(delivery: WebhookDelivery) -> Outcome:
     # A fresh timestamp on every attempt: receivers refuse one older than 5 minutes (replay protection).
     now = timezone.now()
     try:
-        signature = sign(webhook_id=delivery.id, timestamp=now, payload=payload,
-                         secrets_=signing_secrets(endpoint, now))
+        signature = sign(
+            webhook_id=delivery.id, timestamp=now, payload=payload, secrets_=signing_secrets(endpoint, now)
+        )
     except crypto.SecretUnreadable as exc:
         return Outcome(error=str(exc))
-    headers = {"webhook-id": delivery.id, "webhook-timestamp": str(int(now.timestamp())),
-               "webhook-signature": signature}
+    headers = {
+        "webhook-id": delivery.id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
     try:
-        return transport.post(endpoint.url, payload.encode(), headers,
-                              timeout=settings.BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS)
+        return transport.post(
+            endpoint.url, payload.encode(), headers, timeout=settings.BATCHSERVER_WEBHOOK_TIMEOUT_SECONDS
+        )
     except Exception as exc:  # recorded as a failed attempt (and retried), not left to a lapsing claim
         logger.exception("webhook %s to %s: the attempt failed unexpectedly", delivery.id, endpoint.url)
         return Outcome(error=f"internal error: {type(exc).__name__}: {exc}")
@@ -245,9 +267,16 @@ def _finish(delivery: WebhookDelivery, claim: str, outcome: Outcome) -> None:
     """Record an attempt, if the sender still holds the delivery: delivered, a retry scheduled, or given up."""
     now = timezone.now()
     attempts = delivery.attempts + 1
-    fields = dict(claim=None, attempts=F("attempts") + 1, last_attempt_at=now, enqueued_at=None,
-                  last_status_code=outcome.status_code, last_error=outcome.error,
-                  last_latency=timedelta(seconds=outcome.latency), last_response=outcome.response[:1000])
+    fields = dict(
+        claim=None,
+        attempts=F("attempts") + 1,
+        last_attempt_at=now,
+        enqueued_at=None,
+        last_status_code=outcome.status_code,
+        last_error=outcome.error,
+        last_latency=timedelta(seconds=outcome.latency),
+        last_response=outcome.response[:1000],
+    )
     retry_at = now + retry_delay(attempts)
     if outcome.ok:
         fields.update(status=S.SUCCEEDED, next_attempt_at=None, delivered_at=now)
@@ -261,10 +290,14 @@ def _finish(delivery: WebhookDelivery, claim: str, outcome: Outcome) -> None:
         if not delivery.event.test:
             _endpoint_health(delivery.endpoint, outcome, now)
     if not outcome.ok:
-        logger.info("webhook %s to %s: attempt %d failed (%s); %s", delivery.id, delivery.endpoint.url, attempts,
-                    outcome.error or f"status {outcome.status_code}",
-                    "retry at " + retry_at.isoformat(timespec="seconds") if fields["status"] == S.PENDING
-                    else "no retry")
+        logger.info(
+            "webhook %s to %s: attempt %d failed (%s); %s",
+            delivery.id,
+            delivery.endpoint.url,
+            attempts,
+            outcome.error or f"status {outcome.status_code}",
+            "retry at " + retry_at.isoformat(timespec="seconds") if fields["status"] == S.PENDING else "no retry",
+        )
 
 
 def _endpoint_health(endpoint: WebhookEndpoint, outcome: Outcome, now: datetime) -> None:
@@ -274,15 +307,24 @@ def _endpoint_health(endpoint: WebhookEndpoint, outcome: Outcome, now: datetime)
         return
     endpoints.filter(failing_since__isnull=True).update(failing_since=now)
     days = settings.BATCHSERVER_WEBHOOK_DISABLE_AFTER_DAYS
-    reason = (f"Every delivery failed for {days:g} days (the last: "
-              f"{outcome.error or f'status {outcome.status_code}'}). Fix the receiver, then enable the endpoint "
-              "again (the console) or give it a new URL (the API).")[:500]
+    reason = (
+        f"Every delivery failed for {days:g} days (the last: "
+        f"{outcome.error or f'status {outcome.status_code}'}). Fix the receiver, then enable the endpoint "
+        "again (the console) or give it a new URL (the API)."
+    )[:500]
     if endpoints.filter(disabled_at__isnull=True, failing_since__lte=now - timedelta(days=days)).update(
-            disabled_at=now, disabled_reason=reason):
+        disabled_at=now, disabled_reason=reason
+    ):
         stopped = WebhookDelivery.objects.filter(endpoint=endpoint, status=S.PENDING).update(
-            status=S.FAILED, next_attempt_at=None, last_error="not sent: the endpoint was disabled")
-        logger.warning("webhook endpoint %s (%s) disabled: %s %d pending deliveries stopped.", endpoint.pk,
-                       endpoint.url, reason, stopped)
+            status=S.FAILED, next_attempt_at=None, last_error="not sent: the endpoint was disabled"
+        )
+        logger.warning(
+            "webhook endpoint %s (%s) disabled: %s %d pending deliveries stopped.",
+            endpoint.pk,
+            endpoint.url,
+            reason,
+            stopped,
+        )
 
 
 def delivery_redeliver(*, delivery: WebhookDelivery) -> bool:
@@ -292,7 +334,8 @@ def delivery_redeliver(*, delivery: WebhookDelivery) -> bool:
     now = timezone.now()
     with transaction.atomic():
         if not WebhookDelivery.objects.filter(pk=delivery.pk, status__in=[S.SUCCEEDED, S.FAILED]).update(
-                status=S.PENDING, next_attempt_at=now, enqueued_at=now):
+            status=S.PENDING, next_attempt_at=now, enqueued_at=now
+        ):
             return False
         enqueue(SEND_TASK, delivery.pk)
     return True
@@ -314,8 +357,9 @@ def sweep() -> SweepReport:
     global _next_prune
     report = SweepReport()
     now = timezone.now()
-    due = (WebhookDelivery.objects.filter(status__in=WebhookDelivery.DUE, next_attempt_at__lte=now)
-           .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - ENQUEUE_GRACE)))
+    due = WebhookDelivery.objects.filter(status__in=WebhookDelivery.DUE, next_attempt_at__lte=now).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - ENQUEUE_GRACE)
+    )
     with transaction.atomic():
         # Rows another sweep is queueing right now are skipped, not waited for: it queues them.
         ids = list(due.select_for_update(skip_locked=True).values_list("pk", flat=True)[:500])
@@ -332,10 +376,12 @@ def sweep() -> SweepReport:
 
 def prune(*, before: datetime) -> int:
     """Delete finished deliveries created before `before` (a chunk at a time), and events left without any."""
-    old = (WebhookDelivery.objects.filter(created_at__lt=before, status__in=[S.SUCCEEDED, S.FAILED])
-           .values_list("pk", flat=True)[:PRUNE_CHUNK])
+    old = WebhookDelivery.objects.filter(created_at__lt=before, status__in=[S.SUCCEEDED, S.FAILED]).values_list(
+        "pk", flat=True
+    )[:PRUNE_CHUNK]
     deleted, _ = WebhookDelivery.objects.filter(pk__in=list(old)).delete()
-    orphans = (WebhookEvent.objects.filter(created_at__lt=before, deliveries__isnull=True)
-               .values_list("pk", flat=True)[:PRUNE_CHUNK])
+    orphans = WebhookEvent.objects.filter(created_at__lt=before, deliveries__isnull=True).values_list("pk", flat=True)[
+        :PRUNE_CHUNK
+    ]
     WebhookEvent.objects.filter(pk__in=list(orphans)).delete()
     return deleted

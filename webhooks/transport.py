@@ -67,14 +67,25 @@ def check_url(url: str) -> Target:
         raise UnsafeUrl(f"'{url[:200]}' is not a valid URL: use https://host/path.") from None
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes or not host:
-        raise UnsafeUrl(f"'{url[:200]}' is not an HTTPS URL: use https://host/path "
-                        + ("(or http://)." if allow_private else "(plain HTTP is accepted only when the server "
-                                                               "sets BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true)."))
+        raise UnsafeUrl(
+            f"'{url[:200]}' is not an HTTPS URL: use https://host/path "
+            + (
+                "(or http://)."
+                if allow_private
+                else "(plain HTTP is accepted only when the server sets BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true)."
+            )
+        )
     if parts.username is not None or parts.password is not None:
-        raise UnsafeUrl("A webhook URL cannot hold credentials (user:password@): receivers authenticate a delivery "
-                        "by its signature (client.webhooks.unwrap).")
-    target = Target(parts.scheme, host, port or (443 if parts.scheme == "https" else 80),
-                    (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        raise UnsafeUrl(
+            "A webhook URL cannot hold credentials (user:password@): receivers authenticate a delivery "
+            "by its signature (client.webhooks.unwrap)."
+        )
+    target = Target(
+        parts.scheme,
+        host,
+        port or (443 if parts.scheme == "https" else 80),
+        (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+    )
     if allow_private:
         return target
     if host == "localhost" or host.endswith(".localhost"):
@@ -84,8 +95,10 @@ def check_url(url: str) -> Target:
     except ValueError:
         return target
     if not is_public(address):
-        raise UnsafeUrl(f"{address} is not a public address: webhooks go to public addresses only (an operator "
-                        "can allow private ones with BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true).")
+        raise UnsafeUrl(
+            f"{address} is not a public address: webhooks go to public addresses only (an operator "
+            "can allow private ones with BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true)."
+        )
     return target
 
 
@@ -101,9 +114,11 @@ def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6
     if not settings.BATCHSERVER_WEBHOOK_ALLOW_PRIVATE:
         refused = [str(address) for address in addresses if not is_public(address)]
         if refused:
-            raise UnsafeUrl(f"'{host}' resolves to {', '.join(refused)}, not a public address: webhooks go to public "
-                            "addresses only (an operator can allow private ones with "
-                            "BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true).")
+            raise UnsafeUrl(
+                f"'{host}' resolves to {', '.join(refused)}, not a public address: webhooks go to public "
+                "addresses only (an operator can allow private ones with "
+                "BATCHSERVER_WEBHOOK_ALLOW_PRIVATE=true)."
+            )
     return addresses
 
 
@@ -127,21 +142,35 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> O
     host, port = target.host, target.port
     pinned = f"[{address}]" if address.version == 6 else str(address)
     default_port = port == (443 if target.scheme == "https" else 80)
-    request_headers = {**headers, "Host": host if default_port else f"{host}:{port}", "User-Agent": USER_AGENT,
-                       "Content-Type": "application/json"}
+    request_headers = {
+        **headers,
+        "Host": host if default_port else f"{host}:{port}",
+        "User-Agent": USER_AGENT,
+        "Content-Type": "application/json",
+    }
     # A client per attempt: a pooled connection could carry one host's TLS session to another host's request.
     client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=tls_context())
     try:
-        with client, client.stream("POST", f"{target.scheme}://{pinned}:{port}{target.path}", content=body,
-                                   headers=request_headers,
-                                   extensions={"sni_hostname": host}) as response:
+        with (
+            client,
+            client.stream(
+                "POST",
+                f"{target.scheme}://{pinned}:{port}{target.path}",
+                content=body,
+                headers=request_headers,
+                extensions={"sni_hostname": host},
+            ) as response,
+        ):
             received = bytearray()
             for chunk in response.iter_raw():
                 received += chunk
                 if len(received) >= RESPONSE_CAP or time.monotonic() - started > timeout:
                     break
-            return Outcome(status_code=response.status_code, latency=time.monotonic() - started,
-                           response=bytes(received[:RESPONSE_CAP]).decode("utf-8", "replace"))
+            return Outcome(
+                status_code=response.status_code,
+                latency=time.monotonic() - started,
+                response=bytes(received[:RESPONSE_CAP]).decode("utf-8", "replace"),
+            )
     except httpx.TimeoutException:
         return failed(f"timed out: no answer within {timeout:g} s")
     except httpx.ConnectError as exc:

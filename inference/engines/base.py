@@ -111,7 +111,7 @@ def unsupported_endpoint(endpoint: str, endpoints: frozenset[str], model: str) -
 
 
 def streaming_not_supported() -> EngineResponse:
-    return error_response("Streaming is not supported in batches: remove \"stream\" or set it to false.", param="stream")
+    return error_response('Streaming is not supported in batches: remove "stream" or set it to false.', param="stream")
 
 
 class Engine(ABC):
@@ -124,7 +124,7 @@ class Engine(ABC):
 
     @classmethod
     @abstractmethod
-    async def load(cls, spec: ModelSpec) -> "Engine":
+    async def load(cls, spec: ModelSpec) -> Engine:
         """Load the model (slow: seconds to minutes) and return a ready engine."""
 
     @abstractmethod

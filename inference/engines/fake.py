@@ -118,7 +118,7 @@ class FakeEngine(Engine):
         self.processed = 0  # requests answered (for tests)
 
     @classmethod
-    async def load(cls, spec: ModelSpec) -> "FakeEngine":
+    async def load(cls, spec: ModelSpec) -> FakeEngine:
         delay = float((spec.engine_args or {}).get("load_seconds", 0.0))
         if delay:
             await asyncio.sleep(delay)
@@ -142,7 +142,10 @@ class FakeEngine(Engine):
                 value = body[key]
                 if isinstance(value, str):
                     return _validation_error(
-                        key, "int_parsing", "Input should be a valid integer, unable to parse string as an integer", value
+                        key,
+                        "int_parsing",
+                        "Input should be a valid integer, unable to parse string as an integer",
+                        value,
                     )
                 return _validation_error(key, "int_type", "Input should be a valid integer", value)
         return None
@@ -160,9 +163,7 @@ class FakeEngine(Engine):
                 param="input_tokens",
             )
         if requested is not None and requested < 1:
-            return None, error_response(
-                f"max_tokens must be at least 1, got {requested}.", param="max_tokens"
-            )
+            return None, error_response(f"max_tokens must be at least 1, got {requested}.", param="max_tokens")
         room = self.max_model_len - prompt_tokens
         if requested is None:
             return max(0, min(self.default_max_tokens, room)), None
@@ -187,7 +188,7 @@ class FakeEngine(Engine):
             try:
                 await asyncio.wait_for(event.wait(), timeout=self.seconds_per_token * n_tokens)
                 aborted = True
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if aborted:
                 produced = min(n_tokens, int((time.monotonic() - started) / self.seconds_per_token))
@@ -367,7 +368,7 @@ class FakeEngine(Engine):
         if self.seconds_per_token > 0:
             try:
                 await asyncio.wait_for(self._abort_events[request_id].wait(), timeout=self.seconds_per_token)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         out = self._base(request_id, "embd-", "list")
         out.update({"data": data, "usage": self._usage(prompt_tokens, 0)})

@@ -25,8 +25,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -199,7 +199,7 @@ class EngineSlot:
         if self.use_watchdog and self.child_pids:
             self._start_watchdog()
 
-    def submit(self, request_id: str, endpoint: str, body: dict) -> "concurrent.futures.Future[EngineResponse]":
+    def submit(self, request_id: str, endpoint: str, body: dict) -> concurrent.futures.Future[EngineResponse]:
         engine = self.engine
         if engine is None:
             raise RuntimeError(f"{self.spec.name} is not loaded")
@@ -284,13 +284,25 @@ class EngineSlot:
         self._stop_watchdog()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        cmd = [sys.executable, "-m", "inference.engines.watchdog", "--parent", str(os.getpid()),
-               "--pids", ",".join(str(p) for p in self.engine_pids)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "inference.engines.watchdog",
+            "--parent",
+            str(os.getpid()),
+            "--pids",
+            ",".join(str(p) for p in self.engine_pids),
+        ]
         try:
             self.watchdog = subprocess.Popen(
-                cmd, env=env, cwd=str(_PROJECT_ROOT), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                cmd,
+                env=env,
+                cwd=str(_PROJECT_ROOT),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
                 start_new_session=True,  # not in our process group: survives a group kill of us
-                close_fds=True)
+                close_fds=True,
+            )
         except OSError:
             logger.exception("Could not start the engine watchdog")
             self.watchdog = None
@@ -388,7 +400,9 @@ class EngineHost:
             logger.info("Loaded %s (%s) in %.1f s", spec.name, spec.engine, slot.load_seconds)
             return True
 
-    def submit(self, model: str, request_id: str, endpoint: str, body: dict) -> "concurrent.futures.Future[EngineResponse]":
+    def submit(
+        self, model: str, request_id: str, endpoint: str, body: dict
+    ) -> concurrent.futures.Future[EngineResponse]:
         """Hand one request to a loaded model's engine; returns at once with a Future."""
         return self._slot(model).submit(request_id, endpoint, body)
 

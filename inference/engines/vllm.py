@@ -19,9 +19,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from .base import (
     CHAT_COMPLETIONS,
@@ -153,7 +154,14 @@ def engine_environment(
         # vLLM puts ZMQ ipc sockets in TMPDIR; a Unix socket path must stay under 108 bytes.
         del wanted["TMPDIR"]
     env = {k: v for k, v in wanted.items() if k not in os.environ}
-    for key in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "XDG_CACHE_HOME", "HF_HOME", "TMPDIR"):
+    for key in (
+        "VLLM_CACHE_ROOT",
+        "TORCHINDUCTOR_CACHE_DIR",
+        "TRITON_CACHE_DIR",
+        "XDG_CACHE_HOME",
+        "HF_HOME",
+        "TMPDIR",
+    ):
         if key in env:
             Path(env[key]).mkdir(parents=True, exist_ok=True)
     return env
@@ -260,7 +268,6 @@ def _validation_error_body(exc) -> dict:
     errors = [{**err, "loc": ("body", *err.get("loc", ()))} for err in exc.errors(include_url=False)]
     try:
         from fastapi.exceptions import RequestValidationError
-
         from vllm.entrypoints.serve.exception_handling.handlers.validation import (
             validation_exception_handler,
         )
@@ -324,9 +331,8 @@ class VLLMEngine(Engine):
     # ---- loading ----
 
     @classmethod
-    async def load(cls, spec: ModelSpec) -> "VLLMEngine":
+    async def load(cls, spec: ModelSpec) -> VLLMEngine:
         from starlette.datastructures import State
-
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
         from vllm.usage.usage_lib import UsageContext

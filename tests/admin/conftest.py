@@ -14,8 +14,10 @@ from tests.helpers import make_batch, request_json, write_file  # noqa: F401 - u
 def plain_static_files(settings):
     """The Django test client renders pages without `collectstatic`: serve static names unhashed. (The browser
     tests run the real manifest storage, after collectstatic, in their own server.)"""
-    settings.STORAGES = {**settings.STORAGES,
-                         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing folder
 
 
@@ -52,8 +54,13 @@ def login(user):
     return client
 
 
-VIEW_PERMS = ["batches_api.view_batch", "files_api.view_file", "batchserver.view_apikey",
-              "batchserver.view_project", "batches_api.view_worker"]
+VIEW_PERMS = [
+    "batches_api.view_batch",
+    "files_api.view_file",
+    "batchserver.view_apikey",
+    "batchserver.view_project",
+    "batches_api.view_worker",
+]
 
 
 @pytest.fixture

@@ -42,8 +42,13 @@ def test_create_shows_the_key_once_and_stores_only_its_hash(admin_client, db):
     assert api_key_find(raw_key=raw).pk == key.pk  # it works for the API
 
     # Never again: not in any other page, nor in the session or the messages.
-    for url in (LIST, key_page(key), "/admin/", reverse("admin:batchserver_project_changelist"),
-                reverse("admin:batchserver_apikey_history", args=[quote(key.pk)])):
+    for url in (
+        LIST,
+        key_page(key),
+        "/admin/",
+        reverse("admin:batchserver_project_changelist"),
+        reverse("admin:batchserver_apikey_history", args=[quote(key.pk)]),
+    ):
         html = admin_client.get(url).content.decode()
         assert raw not in html and raw[12:] not in html, url
     assert raw not in str(dict(admin_client.session))
@@ -67,7 +72,7 @@ def test_create_for_an_existing_project_picked_from_the_list(admin_client, proje
     from batchserver.models import ApiKey
 
     html = admin_client.get(ADD).content.decode()
-    select = html[html.index('name="project"'):].split("</select>")[0]
+    select = html[html.index('name="project"') :].split("</select>")[0]
     assert f'value="{project.pk}">team-a<' in select and f'value="{other_project.pk}">team-b<' in select
     create(admin_client, name="second", project=project.pk)
     assert ApiKey.objects.get(name="second").project_id == project.pk
@@ -131,10 +136,10 @@ def test_list_shows_name_owner_created_last_used_and_state(admin_client, db):
     old, _ = api_key_create(name="old-key", project=used.project)
     api_key_revoke(key=old)
     html = admin_client.get(LIST).content.decode()
-    row = html[html.index(">used-key<"):].split("</tr>")[0]
+    row = html[html.index(">used-key<") :].split("</tr>")[0]
     assert used.prefix + "…" in row and "owners" in row and "bs-key-active" in row
     assert "field-last_used_at" in row and "-" not in row.split("field-last_used_at")[1][:12]
-    old_row = html[html.index(">old-key<"):].split("</tr>")[0]
+    old_row = html[html.index(">old-key<") :].split("</tr>")[0]
     assert "bs-key-revoked" in old_row
     active_only = admin_client.get(LIST, {"state": "active"}).content.decode()
     assert ">used-key<" in active_only and ">old-key<" not in active_only
@@ -151,8 +156,9 @@ def test_revoke_button_and_action(admin_client, db):
     assert admin_client.get(reverse("admin:batchserver_apikey_revoke", args=[quote(one.pk)])).status_code == 403
     response = admin_client.post(reverse("admin:batchserver_apikey_revoke", args=[quote(one.pk)]), follow=True)
     assert "Revoked the key" in response.content.decode() and 'id="bs-revoke"' not in response.content.decode()
-    html = admin_client.post(LIST, {"action": "revoke_keys", "_selected_action": [two.pk, three.pk]},
-                             follow=True).content.decode()
+    html = admin_client.post(
+        LIST, {"action": "revoke_keys", "_selected_action": [two.pk, three.pk]}, follow=True
+    ).content.decode()
     assert "Revoked 2 API keys." in html
     assert ApiKey.objects.filter(revoked_at__isnull=False).count() == 3
 
@@ -188,5 +194,5 @@ def test_projects_list_counts_with_subqueries(admin_client, project, django_asse
     make_batch(project)
     with django_assert_max_num_queries(8):
         html = admin_client.get(reverse("admin:batchserver_project_changelist")).content.decode()
-    row = html[html.index(">team-a<"):].split("</tr>")[0]
+    row = html[html.index(">team-a<") :].split("</tr>")[0]
     assert ">1</a>" in row and ">2</a>" in row  # 1 key, 2 batches (and their 2 input files)

@@ -21,16 +21,32 @@ from tests.stack import ROOT, start_web, start_worker, wait_for
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 USERNAME, PASSWORD = "console-operator", "console-operator-pw-4711"
 FAKE = "fake-echo"
 
+
 def chat(custom_id: str, max_tokens: int) -> dict:
-    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": FAKE, "max_tokens": max_tokens,
-                     "messages": [{"role": "user", "content": f"count to {max_tokens} <b>&amp;</b>"}]}}
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": FAKE,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": f"count to {max_tokens} <b>&amp;</b>"}],
+        },
+    }
 
 
 def jsonl(lines: list) -> bytes:
@@ -42,8 +58,9 @@ def jsonl(lines: list) -> bytes:
 def console(stack_env, task_cluster):
     """The web server for the browser, started after `collectstatic` so that its static files (hashed by the
     manifest storage, served by WhiteNoise) exist when it boots."""
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=stack_env,
-                   check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=stack_env, check=True
+    )
     proc, url = start_web("admin-console", stack_env)
     yield url
     proc.stop()
@@ -140,19 +157,32 @@ def test_create_api_key_and_use_it_with_the_sdk(page, console, worker, state):
     sdk = OpenAI(base_url=f"{console}/v1", api_key=raw_key, max_retries=0, timeout=60)
     assert any(model.id == FAKE for model in sdk.models.list())
     # A quick batch that completes, one that fails validation, and the long one the operator will watch.
-    quick = sdk.batches.create(input_file_id=sdk.files.create(
-        file=("quick.jsonl", io.BytesIO(jsonl([chat(f"q{i}", 20 + i) for i in range(5)]))), purpose="batch").id,
-        endpoint="/v1/chat/completions", completion_window="24h", metadata={"job": "nightly-eval"})
-    bad = sdk.batches.create(input_file_id=sdk.files.create(
-        file=("bad.jsonl", io.BytesIO(jsonl([chat("ok", 5), b"{not json", chat("ok", 5)]))), purpose="batch").id,
-        endpoint="/v1/chat/completions", completion_window="24h")
+    quick = sdk.batches.create(
+        input_file_id=sdk.files.create(
+            file=("quick.jsonl", io.BytesIO(jsonl([chat(f"q{i}", 20 + i) for i in range(5)]))), purpose="batch"
+        ).id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"job": "nightly-eval"},
+    )
+    bad = sdk.batches.create(
+        input_file_id=sdk.files.create(
+            file=("bad.jsonl", io.BytesIO(jsonl([chat("ok", 5), b"{not json", chat("ok", 5)]))), purpose="batch"
+        ).id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
     steps = [150, 300, 600, 1000, 1500, 2000, 3000, 4000, 8000, 8000, 8000, 8000]  # 0.3 s … 16 s each
     long_lines = [chat(f"slow-{i}-{n}", n) for i, n in enumerate(steps)]
     long_file = sdk.files.create(file=("long.jsonl", io.BytesIO(jsonl(long_lines))), purpose="batch")
     wait_for(lambda: sdk.batches.retrieve(quick.id).status == "completed", 60, 0.2, "the quick batch")
     assert wait_for(lambda: sdk.batches.retrieve(bad.id).status == "failed" or None, 30, 0.2, "the bad batch")
-    long = sdk.batches.create(input_file_id=long_file.id, endpoint="/v1/chat/completions", completion_window="24h",
-                              metadata={"job": "summaries", "owner": "data-team"})
+    long = sdk.batches.create(
+        input_file_id=long_file.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"job": "summaries", "owner": "data-team"},
+    )
     wait_for(lambda: sdk.batches.retrieve(long.id).status == "in_progress", 30, 0.1, "the long batch to start")
     state.update(sdk=sdk, raw_key=raw_key, quick=quick.id, bad=bad.id, long=long.id)
 
@@ -164,8 +194,12 @@ def test_batch_list_shows_the_running_batch_and_refreshes(page, state):
     assert row.locator(".bs-status-in_progress").count() == 1
     page.evaluate("window.__notReloaded = true")
     before = row.locator("[role=progressbar]").get_attribute("aria-valuenow")
-    wait_for(lambda: row.locator("[role=progressbar]").get_attribute("aria-valuenow") != before, 20, 0.25,
-             "the list's progress cell to move")
+    wait_for(
+        lambda: row.locator("[role=progressbar]").get_attribute("aria-valuenow") != before,
+        20,
+        0.25,
+        "the list's progress cell to move",
+    )
     assert page.evaluate("window.__notReloaded") is True  # updated in place, filters and query kept
     assert page.url.endswith("?model=fake-echo")
     shot(page, "admin-batch-list.png")
@@ -179,8 +213,9 @@ def test_watch_progress_then_cancel(page, state):
     first = int(bar.get_attribute("aria-valuenow"))
     total = int(bar.get_attribute("aria-valuemax"))
     assert total == 12 and first < total
-    moved = wait_for(lambda: (v := int(bar.get_attribute("aria-valuenow"))) > first and v, 20, 0.25,
-                     "the progress bar to move")
+    moved = wait_for(
+        lambda: (v := int(bar.get_attribute("aria-valuenow"))) > first and v, 20, 0.25, "the progress bar to move"
+    )
     assert page.evaluate("window.__notReloaded") is True
     assert moved < total, "the batch finished before it could be cancelled"
     assert page.locator("[data-live=status] .bs-status-in_progress").count() == 1
@@ -228,11 +263,18 @@ def test_screenshots_of_overview_and_pages(page, browser, console, state):
     assert page.locator(".bs-state-alive").count() >= 1
     shot(page, "admin-workers.png")
 
-    dark = browser.new_context(base_url=console, viewport={"width": 1440, "height": 900}, color_scheme="dark",
-                               storage_state=page.context.storage_state())
+    dark = browser.new_context(
+        base_url=console,
+        viewport={"width": 1440, "height": 900},
+        color_scheme="dark",
+        storage_state=page.context.storage_state(),
+    )
     dark_page = dark.new_page()
-    for path, name in (("/admin/batches_api/batch/", "admin-batch-list-dark.png"),
-                       ("/admin/", "admin-overview-dark.png"), (batch_page(state["long"]), "admin-batch-dark.png")):
+    for path, name in (
+        ("/admin/batches_api/batch/", "admin-batch-list-dark.png"),
+        ("/admin/", "admin-overview-dark.png"),
+        (batch_page(state["long"]), "admin-batch-dark.png"),
+    ):
         dark_page.goto(path)
         shot(dark_page, name)
     dark.close()

@@ -27,7 +27,7 @@ def delete_url(file) -> str:
 
 
 def row_of(html: str, file_id: str) -> str:
-    return html[html.index(f">{file_id}</a>"):].split("</tr>")[0]
+    return html[html.index(f">{file_id}</a>") :].split("</tr>")[0]
 
 
 # ------------------------------------------------------------------------------------------------ the list
@@ -89,7 +89,7 @@ def test_preview_pretty_prints_the_first_lines(admin_client, project):
     lines = [json.dumps({"custom_id": f"r{i}", "body": {"n": i}}) for i in range(30)]
     file = write_file(project, "\n".join(lines).encode() + b"\n")
     html = admin_client.get(page(file)).content.decode()
-    preview = html[html.index('id="bs-preview"'):]
+    preview = html[html.index('id="bs-preview"') :]
     assert "first 20 lines" in preview
     assert preview.count("<pre>") == 20
     pretty = '{\n  "custom_id": "r0",\n  "body": {\n    "n": 0\n  }\n}'
@@ -107,7 +107,7 @@ def test_preview_escapes_untrusted_content(admin_client, project):
     file = write_file(project, "\n".join(hostile).encode() + b"\n\xff\xfe binary\x00\n")
     response = admin_client.get(page(file))
     html = response.content.decode()
-    preview = html[html.index('id="bs-preview"'):]
+    preview = html[html.index('id="bs-preview"') :]
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in preview
     assert "&lt;/pre&gt;&lt;img src=x onerror=alert(2)&gt;" in preview

@@ -19,11 +19,19 @@ def test_overview_counts_batches_and_waiting_requests(admin_client, project, dja
         response = admin_client.get("/admin/")
     html = response.content.decode()
     by_status = dict(re.findall(r'bs-status-(\w+)">[^<]+</span></a></th>\s*<td class="bs-num">(\d+)</td>', html))
-    assert by_status == {"validating": "1", "failed": "1", "in_progress": "1", "finalizing": "0",
-                         "completed": "1", "expired": "0", "cancelling": "0", "cancelled": "0"}
-    pending = html[html.index('data-live="ov-pending"'):].split("</tbody>")[0]
+    assert by_status == {
+        "validating": "1",
+        "failed": "1",
+        "in_progress": "1",
+        "finalizing": "0",
+        "completed": "1",
+        "expired": "0",
+        "cancelling": "0",
+        "cancelled": "0",
+    }
+    pending = html[html.index('data-live="ov-pending"') :].split("</tbody>")[0]
     assert "fake-echo" in pending and '<td class="bs-num">3</td><td class="bs-num">0</td>' in pending
-    waiting = html[html.index('data-live="ov-oldest"'):].split("</tbody>")[0]
+    waiting = html[html.index('data-live="ov-oldest"') :].split("</tbody>")[0]
     assert oldest.pk in waiting and "2h 00m" in waiting
     assert html.count('<rect class="bs-bar"') == 60
     assert '<meta name="bs-refresh" content="10">' in html
@@ -36,10 +44,15 @@ def test_throughput_is_bucketed_per_minute_over_the_last_hour(project):
     now = timezone.now()
     batch = make_batch(project, total=4, completed=4, status="completed", with_requests=True, completed_at=now)
     minute = now.replace(second=30, microsecond=0)
-    stamps = [minute - timedelta(minutes=2), minute - timedelta(minutes=2), minute - timedelta(minutes=10),
-              now - timedelta(hours=3)]  # the last one is outside the hour
-    for request, stamp, tokens in zip(BatchRequest.objects.filter(batch=batch).order_by("line"), stamps,
-                                      [600, 300, 120, 999]):
+    stamps = [
+        minute - timedelta(minutes=2),
+        minute - timedelta(minutes=2),
+        minute - timedelta(minutes=10),
+        now - timedelta(hours=3),
+    ]  # the last one is outside the hour
+    for request, stamp, tokens in zip(
+        BatchRequest.objects.filter(batch=batch).order_by("line"), stamps, [600, 300, 120, 999], strict=True
+    ):
         request.finished_at, request.output_tokens = stamp, tokens
         request.save()
     result = output_throughput(now)
@@ -59,8 +72,8 @@ def test_overview_is_only_for_staff_who_may_see_batches(django_user_model, proje
 
 
 def test_chart_escapes_nothing_it_should_not(admin_client, db):
-    from batchserver.admin_site import throughput_chart
     from batches_api.selectors import output_throughput
+    from batchserver.admin_site import throughput_chart
 
     svg = throughput_chart(output_throughput())
     assert svg.startswith('<svg class="bs-chart"') and svg.count("<rect") == 60 and "&lt;" not in svg

@@ -38,8 +38,14 @@ def big_tables(project, other_project):
                 now() - i * interval '30 seconds', now() + interval '1 day', 100, 90, 10, 1000, 0, 5000, 0, 1
             FROM generate_series(1, %(n)s) AS i
             """,
-            {"salt": salt, "other": other_project.pk, "project": project.pk, "file": big.input_file_id,
-             "n": BATCHES - 1})
+            {
+                "salt": salt,
+                "other": other_project.pk,
+                "project": project.pk,
+                "file": big.input_file_id,
+                "n": BATCHES - 1,
+            },
+        )
         cursor.execute(
             """
             INSERT INTO batches_api_batchrequest (batch_id, line, custom_id, "offset", length, status, attempts,
@@ -51,7 +57,8 @@ def big_tables(project, other_project):
                 CASE WHEN i <= 30500 THEN 300 ELSE 0 END, 0
             FROM generate_series(1, %(n)s) AS i
             """,
-            {"batch": big.pk, "n": REQUESTS})
+            {"batch": big.pk, "n": REQUESTS},
+        )
         cursor.execute("ANALYZE batches_api_batch")
         cursor.execute("ANALYZE batches_api_batchrequest")
     return big

@@ -63,8 +63,9 @@ def test_anonymous_visitors_get_the_login_page(objects):
 
 
 def test_non_staff_users_get_the_login_page(objects, django_user_model):
-    user = make_user(django_user_model, "colleague", staff=False,
-                     perms=["batches_api.view_batch", "batches_api.change_batch"])
+    user = make_user(
+        django_user_model, "colleague", staff=False, perms=["batches_api.view_batch", "batches_api.change_batch"]
+    )
     client = login(user)
     for url in console_urls(objects):
         assert_login_page(client.get(url), url)
@@ -89,8 +90,9 @@ def test_every_action_needs_the_csrf_token(objects, admin_user):
     # With the token from the page, the same request works.
     page = client.get(reverse("admin:batchserver_apikey_change", args=[quote(objects["key"].pk)]))
     token = page.content.decode().split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
-    response = client.post(reverse("admin:batchserver_apikey_revoke", args=[quote(objects["key"].pk)]),
-                           {"csrfmiddlewaretoken": token})
+    response = client.post(
+        reverse("admin:batchserver_apikey_revoke", args=[quote(objects["key"].pk)]), {"csrfmiddlewaretoken": token}
+    )
     assert response.status_code == 302
     assert ApiKey.objects.get(pk=objects["key"].pk).revoked_at is not None
 
@@ -124,21 +126,33 @@ def q_rows(db):
     install_schedules()
     now = timezone.now()
     task = dict(func="files_api.tasks.delete_expired_files", started=now, stopped=now)
-    return {"schedule": Schedule.objects.order_by("pk").first(),
-            "success": Task.objects.create(id="s" * 32, name="done", success=True, **task),
-            "failure": Task.objects.create(id="f" * 32, name="broke", success=False, **task),
-            "ormq": OrmQ.objects.create(key="batchserver", payload="signed-package", lock=now)}
+    return {
+        "schedule": Schedule.objects.order_by("pk").first(),
+        "success": Task.objects.create(id="s" * 32, name="done", success=True, **task),
+        "failure": Task.objects.create(id="f" * 32, name="broke", success=False, **task),
+        "ormq": OrmQ.objects.create(key="batchserver", payload="signed-package", lock=now),
+    }
 
 
 def q_change_posts(q_rows) -> list[tuple[str, str, dict]]:
     """(model, change URL, a hostile form) for every django-q2 row."""
-    schedule = {"name": "pwned", "func": "os.system", "args": "'touch /tmp/pwned'", "schedule_type": "I",
-                "minutes": "1", "repeats": "-1", "next_run_0": "2030-01-01", "next_run_1": "00:00:00",
-                "cluster": "batchserver"}
-    return [("schedule", reverse("admin:django_q_schedule_change", args=[q_rows["schedule"].pk]), schedule),
-            ("success", reverse("admin:django_q_success_change", args=[q_rows["success"].pk]), {"func": "os.system"}),
-            ("failure", reverse("admin:django_q_failure_change", args=[q_rows["failure"].pk]), {"func": "os.system"}),
-            ("ormq", reverse("admin:django_q_ormq_change", args=[q_rows["ormq"].pk]), {"key": "elsewhere"})]
+    schedule = {
+        "name": "pwned",
+        "func": "os.system",
+        "args": "'touch /tmp/pwned'",
+        "schedule_type": "I",
+        "minutes": "1",
+        "repeats": "-1",
+        "next_run_0": "2030-01-01",
+        "next_run_1": "00:00:00",
+        "cluster": "batchserver",
+    }
+    return [
+        ("schedule", reverse("admin:django_q_schedule_change", args=[q_rows["schedule"].pk]), schedule),
+        ("success", reverse("admin:django_q_success_change", args=[q_rows["success"].pk]), {"func": "os.system"}),
+        ("failure", reverse("admin:django_q_failure_change", args=[q_rows["failure"].pk]), {"func": "os.system"}),
+        ("ormq", reverse("admin:django_q_ormq_change", args=[q_rows["ormq"].pk]), {"key": "elsewhere"}),
+    ]
 
 
 def staff_with_every_permission(django_user_model):
@@ -155,7 +169,8 @@ def assert_q_rows_unchanged(q_rows):
     from batchserver.schedules import SCHEDULES
 
     assert sorted(Schedule.objects.values_list("name", "func")) == sorted(
-        (name, func) for name, (func, _) in SCHEDULES.items())
+        (name, func) for name, (func, _) in SCHEDULES.items()
+    )
     assert Task.objects.count() == 2 and not Task.objects.filter(func="os.system").exists()
     assert list(OrmQ.objects.values_list("key", flat=True)) == ["batchserver"]
 
@@ -178,10 +193,13 @@ def test_django_q_pages_are_read_only_for_everyone(who, q_rows, django_user_mode
     # No bulk action either (django-q2's own admin resubmits tasks and deletes rows from the list).
     for model in ("success", "failure", "schedule"):
         pk = q_rows[model].pk
-        response = client.post(reverse(f"admin:django_q_{model}_changelist"),
-                               {"action": "delete_selected", "_selected_action": [pk], "post": "yes"})
+        response = client.post(
+            reverse(f"admin:django_q_{model}_changelist"),
+            {"action": "delete_selected", "_selected_action": [pk], "post": "yes"},
+        )
         assert response.status_code in (200, 302), model
-        response = client.post(reverse(f"admin:django_q_{model}_changelist"),
-                               {"action": "resubmit_task", "_selected_action": [pk]})
+        response = client.post(
+            reverse(f"admin:django_q_{model}_changelist"), {"action": "resubmit_task", "_selected_action": [pk]}
+        )
         assert response.status_code in (200, 302), model
     assert_q_rows_unchanged(q_rows)

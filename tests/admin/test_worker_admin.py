@@ -18,21 +18,34 @@ def make_worker(name: str, *, seconds_ago: float = 1, stopped: bool = False, **f
     from batches_api.models import Worker
 
     now = timezone.now()
-    return Worker.objects.create(name=name, hostname=f"{name}.example", pid=4242, served_models=["fake-echo"],
-                                 last_heartbeat_at=now - timedelta(seconds=seconds_ago),
-                                 stopped_at=now if stopped else None, **fields)
+    return Worker.objects.create(
+        name=name,
+        hostname=f"{name}.example",
+        pid=4242,
+        served_models=["fake-echo"],
+        last_heartbeat_at=now - timedelta(seconds=seconds_ago),
+        stopped_at=now if stopped else None,
+        **fields,
+    )
 
 
 def row(html: str, worker) -> str:
-    return html[html.index(f'/batches_api/worker/{worker.pk}/change/'):].split("</tr>")[0]
+    return html[html.index(f"/batches_api/worker/{worker.pk}/change/") :].split("</tr>")[0]
 
 
 def test_alive_lost_and_stopped_workers(admin_client, project):
     batch = make_batch(project)
-    alive = make_worker("gpu-1", loaded_models=["fake-echo"], current_batches=[batch.pk], inflight=7,
-                        tokens_per_second=123.456, requests_done=99)
-    lost = make_worker("gpu-2", seconds_ago=600, loaded_models=["fake-echo"], current_batches=[batch.pk],
-                       tokens_per_second=50.0)
+    alive = make_worker(
+        "gpu-1",
+        loaded_models=["fake-echo"],
+        current_batches=[batch.pk],
+        inflight=7,
+        tokens_per_second=123.456,
+        requests_done=99,
+    )
+    lost = make_worker(
+        "gpu-2", seconds_ago=600, loaded_models=["fake-echo"], current_batches=[batch.pk], tokens_per_second=50.0
+    )
     stopped = make_worker("gpu-3", seconds_ago=3600, stopped=True)
     response = admin_client.get(LIST)
     html = response.content.decode()
@@ -69,8 +82,10 @@ def test_worker_page_lists_engine_loads(admin_client, db):
 def test_workers_are_read_only(admin_client, db):
     worker = make_worker("w")
     assert admin_client.get(LIST + "add/").status_code == 403
-    assert admin_client.post(reverse("admin:batches_api_worker_delete", args=[worker.pk]), {"post": "yes"}
-                             ).status_code == 403
+    assert (
+        admin_client.post(reverse("admin:batches_api_worker_delete", args=[worker.pk]), {"post": "yes"}).status_code
+        == 403
+    )
 
 
 def test_list_queries_do_not_grow_with_rows(admin_client, db, django_assert_max_num_queries):

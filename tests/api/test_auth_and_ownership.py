@@ -42,13 +42,16 @@ def test_other_owner_cannot_see_read_cancel_or_delete(client, other_client, db_a
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
     batch = wait_for_status(client, batch.id, {"in_progress"}, timeout=30)
 
-    for call in (lambda: other_client.files.retrieve(file.id),
-                 lambda: other_client.files.content(file.id),
-                 lambda: other_client.files.delete(file.id),
-                 lambda: other_client.batches.retrieve(batch.id),
-                 lambda: other_client.batches.cancel(batch.id),
-                 lambda: other_client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
-                                                     completion_window="24h")):
+    for call in (
+        lambda: other_client.files.retrieve(file.id),
+        lambda: other_client.files.content(file.id),
+        lambda: other_client.files.delete(file.id),
+        lambda: other_client.batches.retrieve(batch.id),
+        lambda: other_client.batches.cancel(batch.id),
+        lambda: other_client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        ),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
     assert file.id not in [f.id for f in other_client.files.list()]
@@ -75,14 +78,25 @@ def test_apikey_command_creates_a_working_key_and_revokes_it(server, stack_env):
 
     from tests.conftest import ROOT
 
-    created = subprocess.run([sys.executable, "manage.py", "apikey", "create", "--name", "cli-key", "--new-project",
-                              "cli-key"], cwd=ROOT, env=stack_env, capture_output=True, text=True, check=True)
+    created = subprocess.run(
+        [sys.executable, "manage.py", "apikey", "create", "--name", "cli-key", "--new-project", "cli-key"],
+        cwd=ROOT,
+        env=stack_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     raw = created.stdout.strip()
     assert raw.startswith("sk-bs-")
     cli = OpenAI(base_url=f"{server}/v1", api_key=raw, max_retries=0)
     assert cli.files.list().data == []  # a new project owns nothing yet
-    subprocess.run([sys.executable, "manage.py", "apikey", "revoke", raw[:12]], cwd=ROOT, env=stack_env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "apikey", "revoke", raw[:12]],
+        cwd=ROOT,
+        env=stack_env,
+        check=True,
+        capture_output=True,
+    )
     with pytest.raises(openai.AuthenticationError):
         cli.files.list()
 

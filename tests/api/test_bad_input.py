@@ -33,9 +33,14 @@ def stored(db_access):
     from files_api.models import File
 
     def snapshot():  # statuses of earlier batches may move on in the background; what a request stores may not
-        return (sorted(File.objects.exclude(purpose="batch_output")
-                       .values_list("id", "bytes", "purpose", "filename", "expires_at")),
-                sorted(Batch.objects.values_list("id", "input_file_id", "endpoint", "metadata")))
+        return (
+            sorted(
+                File.objects.exclude(purpose="batch_output").values_list(
+                    "id", "bytes", "purpose", "filename", "expires_at"
+                )
+            ),
+            sorted(Batch.objects.values_list("id", "input_file_id", "endpoint", "metadata")),
+        )
 
     return snapshot
 
@@ -61,8 +66,12 @@ def test_wrong_content_type(http, stored):
 
 
 def test_unknown_ids_are_404(http):
-    for path in ("/v1/files/file-doesnotexist", "/v1/files/file-doesnotexist/content",
-                 "/v1/batches/batch_doesnotexist", "/v1/uploads/upload_nope/cancel"):
+    for path in (
+        "/v1/files/file-doesnotexist",
+        "/v1/files/file-doesnotexist/content",
+        "/v1/batches/batch_doesnotexist",
+        "/v1/uploads/upload_nope/cancel",
+    ):
         method = http.post if path.endswith("cancel") else http.get
         assert_error(method(path), 404)
 
@@ -72,8 +81,13 @@ def test_ids_of_the_wrong_kind_are_404(http, client, stored):
     before = stored()
     assert_error(http.get(f"/v1/batches/{file.id}"), 404)
     assert_error(http.post(f"/v1/batches/{file.id}/cancel"), 404)
-    error = assert_error(http.post("/v1/batches", json={"input_file_id": "batch_123", "endpoint": "/v1/chat/completions",
-                                                        "completion_window": "24h"}), 404)
+    error = assert_error(
+        http.post(
+            "/v1/batches",
+            json={"input_file_id": "batch_123", "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        ),
+        404,
+    )
     assert error["param"] == "input_file_id"
     assert stored() == before
 
@@ -115,11 +129,14 @@ def test_deleting_the_input_of_a_running_batch_is_refused(client, stored):
     client.batches.cancel(batch.id)
 
 
-@pytest.mark.parametrize("endpoint,window,param", [
-    ("/v1/moderations", "24h", "endpoint"),
-    ("/v1/nope", "24h", "endpoint"),
-    ("/v1/chat/completions", "48h", "completion_window"),
-])
+@pytest.mark.parametrize(
+    "endpoint,window,param",
+    [
+        ("/v1/moderations", "24h", "endpoint"),
+        ("/v1/nope", "24h", "endpoint"),
+        ("/v1/chat/completions", "48h", "completion_window"),
+    ],
+)
 def test_unsupported_endpoint_or_window(client, stored, endpoint, window, param):
     file = upload_batch_file(client, [request_line("a")])
     before = stored()
@@ -131,39 +148,54 @@ def test_unsupported_endpoint_or_window(client, stored, endpoint, window, param)
     assert stored() == before
 
 
-@pytest.mark.parametrize("metadata", [
-    {f"k{i}": "v" for i in range(17)},
-    {"k" * 65: "v"},
-    {"k": "v" * 513},
-    {"k": 1},
-    ["not", "an", "object"],
-])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {f"k{i}": "v" for i in range(17)},
+        {"k" * 65: "v"},
+        {"k": "v" * 513},
+        {"k": 1},
+        ["not", "an", "object"],
+    ],
+)
 def test_metadata_over_openai_limits(client, stored, metadata):
     file = upload_batch_file(client, [request_line("a")])
     before = stored()
     with pytest.raises(openai.BadRequestError) as raised:
-        client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h",
-                              metadata=metadata)
+        client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
+        )
     assert raised.value.param == "metadata"
     assert stored() == before
 
 
 def test_missing_parameters(http, stored):
     before = stored()
-    assert assert_error(http.post("/v1/batches", json={"endpoint": "/v1/chat/completions",
-                                                       "completion_window": "24h"}), 400)["param"] == "input_file_id"
+    assert (
+        assert_error(
+            http.post("/v1/batches", json={"endpoint": "/v1/chat/completions", "completion_window": "24h"}), 400
+        )["param"]
+        == "input_file_id"
+    )
     assert assert_error(http.post("/v1/files", data={"purpose": "batch"}), 400)["param"] == "file"
     assert assert_error(http.post("/v1/files", files={"file": ("a.jsonl", b"{}")}), 400)["param"] == "purpose"
-    assert assert_error(http.post("/v1/files", files={"file": ("a.jsonl", b"{}")}, data={"purpose": "batch_output"}),
-                        400)["param"] == "purpose"
+    assert (
+        assert_error(http.post("/v1/files", files={"file": ("a.jsonl", b"{}")}, data={"purpose": "batch_output"}), 400)[
+            "param"
+        ]
+        == "purpose"
+    )
     assert stored() == before
 
 
-@pytest.mark.parametrize("filename,content,needle", [
-    ("input.csv", b'{"a": 1}\n', ".jsonl"),
-    ("input.jsonl", b'{"a": "\xff\xfe"}\n', "UTF-8"),
-    ("input.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
-])
+@pytest.mark.parametrize(
+    "filename,content,needle",
+    [
+        ("input.csv", b'{"a": 1}\n', ".jsonl"),
+        ("input.jsonl", b'{"a": "\xff\xfe"}\n', "UTF-8"),
+        ("input.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+    ],
+)
 def test_batch_inputs_must_be_utf8_jsonl(client, stored, filename, content, needle):
     before = stored()
     with pytest.raises(openai.BadRequestError) as raised:
@@ -176,8 +208,10 @@ def answer_to_headers_only(server: str, key: str, path: str, content_type: str, 
     """Send a request's headers and at most a byte of its body; return what the server answers meanwhile."""
     url = urlparse(server)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-                     f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n{{".encode())
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n{{".encode()
+        )
         head = b""
         while b'"error"' not in head and (chunk := sock.recv(65536)):
             head += chunk
@@ -186,8 +220,7 @@ def answer_to_headers_only(server: str, key: str, path: str, content_type: str, 
 
 def test_oversized_upload_is_413_before_the_body_is_read(server, keys, stored):
     before = stored()
-    head = answer_to_headers_only(server, keys["alice"], "/v1/files", "multipart/form-data; boundary=xyz",
-                                  600_000_000)
+    head = answer_to_headers_only(server, keys["alice"], "/v1/files", "multipart/form-data; boundary=xyz", 600_000_000)
     assert head.startswith("HTTP/1.1 413"), head
     assert '"error"' in head
     assert stored() == before
@@ -196,12 +229,14 @@ def test_oversized_upload_is_413_before_the_body_is_read(server, keys, stored):
 def test_upload_larger_than_the_limits(client, stored):
     before = stored()
     with pytest.raises(openai.APIStatusError) as raised:
-        client.uploads.create(bytes=300 * 1024 * 1024, filename="big.jsonl", mime_type="application/jsonl",
-                              purpose="batch")
+        client.uploads.create(
+            bytes=300 * 1024 * 1024, filename="big.jsonl", mime_type="application/jsonl", purpose="batch"
+        )
     assert raised.value.status_code == 413
     with pytest.raises(openai.APIStatusError) as raised:
-        client.uploads.create(bytes=9 * 1024**3, filename="big.bin", mime_type="application/octet-stream",
-                              purpose="assistants")
+        client.uploads.create(
+            bytes=9 * 1024**3, filename="big.bin", mime_type="application/octet-stream", purpose="assistants"
+        )
     assert raised.value.status_code == 413
     assert stored() == before
 
@@ -217,17 +252,27 @@ def test_upload_parts_and_complete_bad_input(client, http, stored):
     upload = client.uploads.create(bytes=3, filename="x.jsonl", mime_type="application/jsonl", purpose="batch")
     before = stored()
     assert assert_error(http.post(f"/v1/uploads/{upload.id}/parts", data={"x": "y"}), 400)["param"] == "data"
-    assert assert_error(http.post(f"/v1/uploads/{upload.id}/complete", json={"part_ids": "nope"}), 400)["param"] == "part_ids"
-    assert assert_error(http.post(f"/v1/uploads/{upload.id}/complete", json={"part_ids": ["part_x"]}), 400)["param"] == "part_ids"
-    assert_error(http.post("/v1/uploads", json={"bytes": "3", "filename": "x.jsonl", "mime_type": "a",
-                                                "purpose": "batch"}), 400)
+    assert (
+        assert_error(http.post(f"/v1/uploads/{upload.id}/complete", json={"part_ids": "nope"}), 400)["param"]
+        == "part_ids"
+    )
+    assert (
+        assert_error(http.post(f"/v1/uploads/{upload.id}/complete", json={"part_ids": ["part_x"]}), 400)["param"]
+        == "part_ids"
+    )
+    assert_error(
+        http.post("/v1/uploads", json={"bytes": "3", "filename": "x.jsonl", "mime_type": "a", "purpose": "batch"}), 400
+    )
     assert stored() == before
 
 
 def test_error_bodies_are_json_even_for_huge_garbage(http, stored):
     before = stored()
-    response = http.post("/v1/batches", content=json.dumps({"metadata": {"k": "v" * 100_000}}).encode(),
-                         headers={"Content-Type": "application/json"})
+    response = http.post(
+        "/v1/batches",
+        content=json.dumps({"metadata": {"k": "v" * 100_000}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     assert_error(response, 400)
     assert stored() == before
 
@@ -253,10 +298,13 @@ def test_deeply_nested_json_is_a_400_on_every_json_endpoint(http, client, stored
 def test_nesting_within_the_limit_and_brackets_inside_strings_are_fine(http, stored):
     before = stored()
     nested = "[" * 60 + "]" * 60
-    brackets_in_a_string = json.dumps({"input_file_id": "[" * 1000, "endpoint": "/v1/chat/completions",
-                                       "completion_window": "24h"})
-    assert assert_error(post_json_text(http, "/v1/batches", nested), 400)["message"] == \
-        "The request body must be a JSON object."
+    brackets_in_a_string = json.dumps(
+        {"input_file_id": "[" * 1000, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    )
+    assert (
+        assert_error(post_json_text(http, "/v1/batches", nested), 400)["message"]
+        == "The request body must be a JSON object."
+    )
     assert_error(post_json_text(http, "/v1/batches", brackets_in_a_string), 404, param="input_file_id")
     assert stored() == before
 
@@ -280,8 +328,17 @@ def test_json_body_without_a_length_is_read_only_up_to_the_limit(settings):
     assert endless.tell() == 1001
 
 
-@pytest.mark.parametrize("body", [b'{"k": "\\ud800"}', b'{"\\udc00": 1}', b'["\\u0000"]', b"[" * 65 + b"]" * 65,
-                                  b'{"n": 1e400}', b'{"n": 18446744073709551616}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"k": "\\ud800"}',
+        b'{"\\udc00": 1}',
+        b'["\\u0000"]',
+        b"[" * 65 + b"]" * 65,
+        b'{"n": 1e400}',
+        b'{"n": 18446744073709551616}',
+    ],
+)
 def test_the_json_parser_refuses_what_a_database_cannot_store_whatever_the_database(body):
     """Checked on the parsed JSON, not left to the database: SQLite stores lone surrogates and breaks later."""
     from batchserver.errors import InvalidRequest
@@ -293,8 +350,11 @@ def test_the_json_parser_refuses_what_a_database_cannot_store_whatever_the_datab
 
 def test_form_fields_over_django_limit_are_413_in_openai_shape(http, stored):
     before = stored()
-    response = http.post("/v1/files", content=b"purpose=" + b"x" * (11 * 1024 * 1024),
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = http.post(
+        "/v1/files",
+        content=b"purpose=" + b"x" * (11 * 1024 * 1024),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert_error(response, 413)
     assert stored() == before
 
@@ -303,40 +363,63 @@ def test_form_fields_over_django_limit_are_413_in_openai_shape(http, stored):
 def test_lone_surrogates_in_metadata_are_a_400(http, client, stored, metadata):
     file = upload_batch_file(client, [request_line("a")])
     before = stored()
-    body = json.dumps({"input_file_id": file.id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
-                       "metadata": metadata})  # ensure_ascii: the surrogate travels as a \\u escape, as a client sends it
+    body = json.dumps(
+        {"input_file_id": file.id, "endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": metadata}
+    )  # ensure_ascii: the surrogate travels as a \\u escape, as a client sends it
     assert "surrogate" in assert_error(post_json_text(http, "/v1/batches", body), 400)["message"]
     assert stored() == before
 
 
 def test_surrogate_pairs_are_ordinary_characters(http, client):
     file = upload_batch_file(client, [request_line("a")])
-    body = json.dumps({"input_file_id": file.id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
-                       "metadata": {"emoji": "\U0001F600"}})
+    body = json.dumps(
+        {
+            "input_file_id": file.id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "metadata": {"emoji": "\U0001f600"},
+        }
+    )
     response = post_json_text(http, "/v1/batches", body)
     assert response.status_code == 200, response.text
-    assert response.json()["metadata"] == {"emoji": "\U0001F600"}
+    assert response.json()["metadata"] == {"emoji": "\U0001f600"}
     client.batches.cancel(response.json()["id"])
 
 
-@pytest.mark.parametrize("body", [
-    {"input_file_id": "file-\u0000"},
-    {"input_file_id": "file-x", "endpoint": "/v1/chat/completions", "completion_window": "24h",
-     "metadata": {"k": "v\u0000"}},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"input_file_id": "file-\u0000"},
+        {
+            "input_file_id": "file-x",
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "metadata": {"k": "v\u0000"},
+        },
+    ],
+)
 def test_nul_characters_in_json_strings_are_a_400(http, stored, body):
     before = stored()
     assert "NUL" in assert_error(post_json_text(http, "/v1/batches", json.dumps(body)), 400)["message"]
     assert stored() == before
 
 
-@pytest.mark.parametrize("path,text", [
-    ("/v1/batches", '{"input_file_id": ' + "7" * 5000 + "}"),
-    ("/v1/uploads", '{"bytes": 99999999999999999999, "filename": "x.jsonl", "mime_type": "application/jsonl", '
-                    '"purpose": "batch"}'),
-    ("/v1/uploads", '{"bytes": 3, "filename": "x.jsonl", "mime_type": "application/jsonl", "purpose": "batch", '
-                    '"expires_after": {"anchor": "created_at", "seconds": 1e400}}'),
-])
+@pytest.mark.parametrize(
+    "path,text",
+    [
+        ("/v1/batches", '{"input_file_id": ' + "7" * 5000 + "}"),
+        (
+            "/v1/uploads",
+            '{"bytes": 99999999999999999999, "filename": "x.jsonl", "mime_type": "application/jsonl", '
+            '"purpose": "batch"}',
+        ),
+        (
+            "/v1/uploads",
+            '{"bytes": 3, "filename": "x.jsonl", "mime_type": "application/jsonl", "purpose": "batch", '
+            '"expires_after": {"anchor": "created_at", "seconds": 1e400}}',
+        ),
+    ],
+)
 def test_numbers_out_of_range_are_a_400(http, stored, path, text):
     before = stored()
     error = assert_error(post_json_text(http, path, text), 400)
@@ -347,13 +430,22 @@ def test_numbers_out_of_range_are_a_400(http, stored, path, text):
 def test_json_in_a_form_field_is_read_as_safely_as_a_body(http, stored):
     before = stored()
     for value in ("[" * 100_000 + "]" * 100_000, '{"anchor": "created_at", "seconds": 1e400}'):
-        response = http.post("/v1/files", files={"file": ("a.txt", b"x")},
-                             data={"purpose": "user_data", "expires_after": value})
+        response = http.post(
+            "/v1/files", files={"file": ("a.txt", b"x")}, data={"purpose": "user_data", "expires_after": value}
+        )
         assert_error(response, 400, param="expires_after")
     assert stored() == before
 
 
-@pytest.mark.parametrize("path", ["/v1/files/file-%00", "/v1/files?after=%00", "/v1/files?purpose=batch%00",
-                                  "/v1/batches/batch_%00", "/v1/batches?after=%00"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/files/file-%00",
+        "/v1/files?after=%00",
+        "/v1/files?purpose=batch%00",
+        "/v1/batches/batch_%00",
+        "/v1/batches?after=%00",
+    ],
+)
 def test_nul_characters_in_the_url_are_a_400(http, path):
     assert "NUL" in assert_error(http.get(path), 400)["message"]

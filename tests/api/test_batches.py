@@ -15,15 +15,17 @@ from tests.helpers import request_line, upload_batch_file
 
 def create_batch(client, n: int = 2, **kwargs) -> Batch:
     file = upload_batch_file(client, [request_line(f"req-{i}") for i in range(n)])
-    return client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
-                                 completion_window="24h", **kwargs)
+    return client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h", **kwargs
+    )
 
 
 def test_create_returns_a_complete_validating_batch(client):
     before = int(time.time())
     file = upload_batch_file(client, [request_line("a"), request_line("b")])
-    batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                  metadata={"job": "nightly"})
+    batch = client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"job": "nightly"}
+    )
     assert isinstance(batch, Batch)
     assert batch.id.startswith("batch_")
     assert batch.object == "batch"
@@ -35,13 +37,24 @@ def test_create_returns_a_complete_validating_batch(client):
     assert before <= batch.created_at <= int(time.time())
     assert batch.expires_at == batch.created_at + 24 * 3600
     assert batch.errors is None and batch.output_file_id is None and batch.error_file_id is None
-    for stamp in ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
-                  "cancelled_at"):
+    for stamp in (
+        "in_progress_at",
+        "finalizing_at",
+        "completed_at",
+        "failed_at",
+        "expired_at",
+        "cancelling_at",
+        "cancelled_at",
+    ):
         assert getattr(batch, stamp) is None
     assert batch.request_counts.model_dump() == {"total": 0, "completed": 0, "failed": 0}
-    assert batch.usage.model_dump() == {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
-                                        "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
-                                        "total_tokens": 0}
+    assert batch.usage.model_dump() == {
+        "input_tokens": 0,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 0,
+    }
     # Every field of the SDK's Batch is sent, none unknown to it.
     assert set(batch.model_dump()) == set(Batch.model_fields)
     assert not batch.model_extra
@@ -55,8 +68,9 @@ def test_validation_moves_a_good_file_to_in_progress_with_its_requests(client, d
     assert batch.model == "fake-echo"
     assert batch.in_progress_at >= batch.created_at
     assert batch.request_counts.total == 3
-    rows = list(BatchRequest.objects.filter(batch_id=batch.id).order_by("line").values_list("line", "custom_id",
-                                                                                             "status"))
+    rows = list(
+        BatchRequest.objects.filter(batch_id=batch.id).order_by("line").values_list("line", "custom_id", "status")
+    )
     assert rows == [(1, "req-0", "pending"), (2, "req-1", "pending"), (3, "req-2", "pending")]
 
 

@@ -40,8 +40,11 @@ def test_upload_retrieve_content_list_delete(client):
 
 
 def test_expires_after_sets_expiry(client):
-    created = client.files.create(file=("notes.txt", io.BytesIO(b"hello")), purpose="user_data",
-                                  expires_after={"anchor": "created_at", "seconds": 7200})
+    created = client.files.create(
+        file=("notes.txt", io.BytesIO(b"hello")),
+        purpose="user_data",
+        expires_after={"anchor": "created_at", "seconds": 7200},
+    )
     assert created.expires_at == created.created_at + 7200
     plain = client.files.create(file=("notes.txt", io.BytesIO(b"hello")), purpose="assistants")
     assert plain.expires_at is None
@@ -64,8 +67,9 @@ def test_upload_in_parts_with_the_sdk_helper(client, tmp_path):
     path = tmp_path / "big.jsonl"
     data = jsonl([request_line(f"part-{i}") for i in range(200)])
     path.write_bytes(data)
-    upload = client.uploads.upload_file_chunked(file=path, mime_type="application/jsonl", purpose="batch",
-                                                part_size=1000, md5=hashlib.md5(data).hexdigest())
+    upload = client.uploads.upload_file_chunked(
+        file=path, mime_type="application/jsonl", purpose="batch", part_size=1000, md5=hashlib.md5(data).hexdigest()
+    )
     assert isinstance(upload, Upload)
     assert upload.status == "completed"
     assert upload.file is not None and upload.file.bytes == len(data)
@@ -104,8 +108,10 @@ def test_non_latin1_filename_comes_back_in_an_rfc6266_header(client):
     created = client.files.create(file=("résumé 中文.jsonl", io.BytesIO(b"{}\n")), purpose="batch")
     assert created.filename == "résumé 中文.jsonl"
     response = client.files.with_raw_response.content(created.id)
-    assert response.headers["content-disposition"].lower() == \
-        "attachment; filename*=utf-8''r%c3%a9sum%c3%a9%20%e4%b8%ad%e6%96%87.jsonl"
+    assert (
+        response.headers["content-disposition"].lower()
+        == "attachment; filename*=utf-8''r%c3%a9sum%c3%a9%20%e4%b8%ad%e6%96%87.jsonl"
+    )
     assert response.content == b"{}\n"
 
 
@@ -130,19 +136,23 @@ def test_a_stored_name_with_line_breaks_downloads_with_an_encoded_header(http, c
     assert response.content == b"x"
 
 
-@pytest.mark.parametrize("filename", ["two\r\nlines.jsonl", "tab\there.jsonl", "bell\x07.jsonl",
-                                      "x" * 600 + ".jsonl", ""])
+@pytest.mark.parametrize(
+    "filename", ["two\r\nlines.jsonl", "tab\there.jsonl", "bell\x07.jsonl", "x" * 600 + ".jsonl", ""]
+)
 def test_upload_filenames_that_could_break_headers_or_logs_are_refused(http, filename):
-    response = http.post("/v1/uploads", json={"bytes": 3, "filename": filename, "mime_type": "application/jsonl",
-                                              "purpose": "batch"})
+    response = http.post(
+        "/v1/uploads", json={"bytes": 3, "filename": filename, "mime_type": "application/jsonl", "purpose": "batch"}
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "filename"
 
 
 def test_control_characters_in_a_multipart_filename_are_dropped(http):
-    body = (b"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data\r\n"
-            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"red\x1b[31m.txt\"\r\n"
-            b"Content-Type: text/plain\r\n\r\nx\r\n--b--\r\n")
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="red\x1b[31m.txt"\r\n'
+        b"Content-Type: text/plain\r\n\r\nx\r\n--b--\r\n"
+    )
     response = http.post("/v1/files", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert response.status_code == 200, response.text
     assert response.json()["filename"] == "red[31m.txt"
@@ -151,15 +161,17 @@ def test_control_characters_in_a_multipart_filename_are_dropped(http):
 # ------------------------------------------------------------------------------------ uploads: bounds
 @pytest.mark.parametrize("mime_type", ["x" * 300, "not a mime type", "text/plain\r\nX-Injected: 1", "*/*"])
 def test_upload_mime_type_must_be_a_bounded_mime_type(http, mime_type):
-    response = http.post("/v1/uploads", json={"bytes": 3, "filename": "x.jsonl", "mime_type": mime_type,
-                                              "purpose": "batch"})
+    response = http.post(
+        "/v1/uploads", json={"bytes": 3, "filename": "x.jsonl", "mime_type": mime_type, "purpose": "batch"}
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "mime_type"
 
 
 def test_upload_accepts_mime_types_with_parameters(client):
-    upload = client.uploads.create(bytes=3, filename="x.jsonl", mime_type="application/jsonl; charset=utf-8",
-                                   purpose="batch")
+    upload = client.uploads.create(
+        bytes=3, filename="x.jsonl", mime_type="application/jsonl; charset=utf-8", purpose="batch"
+    )
     assert upload.status == "pending"
 
 
@@ -181,8 +193,9 @@ def test_upload_refuses_parts_past_the_configured_count(client, db_access, setti
     from files_api.models import Upload
 
     settings.BATCHSERVER_MAX_UPLOAD_PARTS = 2
-    upload = Upload.objects.get(pk=client.uploads.create(bytes=3, filename="x.jsonl",
-                                                         mime_type="application/jsonl", purpose="batch").id)
+    upload = Upload.objects.get(
+        pk=client.uploads.create(bytes=3, filename="x.jsonl", mime_type="application/jsonl", purpose="batch").id
+    )
     for data in (b"a", b"b"):
         services.upload_add_part(upload=upload, data=SimpleUploadedFile("part", data))
     with pytest.raises(services.InvalidRequest, match="2 parts"):
@@ -197,8 +210,9 @@ def orphaned_bytes() -> set[str]:
 
     from files_api.models import File
 
-    stored = {f"files/{name}" for name in default_storage.listdir("files")[1]} if default_storage.exists("files") \
-        else set()
+    stored = (
+        {f"files/{name}" for name in default_storage.listdir("files")[1]} if default_storage.exists("files") else set()
+    )
     return stored - set(File.objects.values_list("storage_name", flat=True))
 
 
@@ -251,7 +265,8 @@ def test_a_write_that_breaks_midway_leaves_no_row_and_no_bytes(db_access):
     project, _ = Project.objects.get_or_create(name="alice")
     orphans_before = orphaned_bytes()
     with pytest.raises(OSError, match="connection reset"):
-        services.file_create(project=project, content=DjangoFile(BreaksMidway(b"x" * BreaksMidway.size)),
-                             purpose="user_data")
+        services.file_create(
+            project=project, content=DjangoFile(BreaksMidway(b"x" * BreaksMidway.size)), purpose="user_data"
+        )
     assert not File.objects.filter(filename="broken.txt").exists()
     assert orphaned_bytes() <= orphans_before

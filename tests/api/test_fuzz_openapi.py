@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 # Bounded: a few dozen examples for each operation and mode, the same ones on every run.
-FUZZ_SETTINGS = settings(max_examples=40, derandomize=True, deadline=None, database=None,
-                         suppress_health_check=list(HealthCheck))
+FUZZ_SETTINGS = settings(
+    max_examples=40, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def nested(depth: int) -> list:
@@ -29,11 +30,44 @@ def nested(depth: int) -> list:
 
 
 # Values that travel in a URL or a form as text; those that broke this server first (Hypothesis favours them).
-NASTY_TEXT = ["\x00", "a\x00b", "x\r\ny", "%00", "é中😀", "x" * 70_000, "[" * 2_000, "9" * 30, "1e400", "NaN",
-              "../../etc/passwd", "\t", " " * 3, "-1", "null", "true", "{}", "[]"]
+NASTY_TEXT = [
+    "\x00",
+    "a\x00b",
+    "x\r\ny",
+    "%00",
+    "é中😀",
+    "x" * 70_000,
+    "[" * 2_000,
+    "9" * 30,
+    "1e400",
+    "NaN",
+    "../../etc/passwd",
+    "\t",
+    " " * 3,
+    "-1",
+    "null",
+    "true",
+    "{}",
+    "[]",
+]
 # Values only JSON can carry: a lone surrogate (as a \ud800 escape), nesting, numbers out of range.
-NASTY_JSON = ["\ud800", {"\ud800": "v"}, *NASTY_TEXT[:2], {"\x00": "v"}, nested(200), 10**30, int("9" * 4000),
-              "a\udfffb", *NASTY_TEXT[2:], -(10**30), 1e308, -0.0, [None] * 10_000, True, None]
+NASTY_JSON = [
+    "\ud800",
+    {"\ud800": "v"},
+    *NASTY_TEXT[:2],
+    {"\x00": "v"},
+    nested(200),
+    10**30,
+    int("9" * 4000),
+    "a\udfffb",
+    *NASTY_TEXT[2:],
+    -(10**30),
+    1e308,
+    -0.0,
+    [None] * 10_000,
+    True,
+    None,
+]
 URL_TEXT_MAX = 1_000  # gunicorn answers a request line past 4 KB itself (414), before the application
 
 
@@ -75,8 +109,12 @@ def operations() -> list[str]:
     from drf_spectacular.generators import SchemaGenerator
 
     paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
-    return [f"{method.upper()} {path}" for path, item in paths.items() for method in item
-            if method in {"get", "post", "put", "patch", "delete"}]
+    return [
+        f"{method.upper()} {path}"
+        for path, item in paths.items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete"}
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +137,11 @@ def test_no_input_gets_a_5xx_and_every_4xx_is_an_openai_error(api_schema, server
     def check(case, data):
         json_body = None
         if data.draw(st.integers(0, 3), label="nasty") > 0:  # most cases carry one
-            json_body = inject(case, data.draw(st.sampled_from(NASTY_JSON), label="value"),
-                               data.draw(st.sampled_from(slots(case)), label="slot"))
+            json_body = inject(
+                case,
+                data.draw(st.sampled_from(NASTY_JSON), label="value"),
+                data.draw(st.sampled_from(slots(case)), label="slot"),
+            )
         kwargs = case.as_transport_kwargs(base_url=server, headers={"Authorization": f"Bearer {keys['fuzz']}"})
         if json_body is not None:
             kwargs.pop("json", None)

@@ -35,13 +35,17 @@ def json_schema(node):
 def check(schema: dict, method: str, path: str, response) -> dict:
     """Validate the JSON body of `response` against what the schema says `method path` answers with its status."""
     declared = schema["paths"][path][method]["responses"][str(response.status_code)]["content"]["application/json"]
-    validator = jsonschema.Draft4Validator({"allOf": [json_schema(declared["schema"])],
-                                            "components": json_schema(schema["components"])})
+    validator = jsonschema.Draft4Validator(
+        {"allOf": [json_schema(declared["schema"])], "components": json_schema(schema["components"])}
+    )
     body = response.json()
-    errors = [f"{'/'.join(map(str, error.absolute_path)) or '(body)'}: {error.message}"
-              for error in validator.iter_errors(body)]
-    assert not errors, f"{method.upper()} {path} → {response.status_code} does not match the schema:\n" + \
-        "\n".join(errors)
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path)) or '(body)'}: {error.message}"
+        for error in validator.iter_errors(body)
+    ]
+    assert not errors, f"{method.upper()} {path} → {response.status_code} does not match the schema:\n" + "\n".join(
+        errors
+    )
     return body
 
 
@@ -53,16 +57,28 @@ def as_sdk(sdk_type, *objects: dict) -> None:
 
 def test_batches_validating_failed_listed_and_cancelled(schema, http, client):
     file = upload_batch_file(client, [request_line("a")])
-    created = check(schema, "post", "/v1/batches", http.post("/v1/batches", json={
-        "input_file_id": file.id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
-        "metadata": {"job": "schema"}}))
+    created = check(
+        schema,
+        "post",
+        "/v1/batches",
+        http.post(
+            "/v1/batches",
+            json={
+                "input_file_id": file.id,
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+                "metadata": {"job": "schema"},
+            },
+        ),
+    )
     assert created["status"] == "validating" and created["errors"] is None
     retrieved = check(schema, "get", "/v1/batches/{id}", http.get(f"/v1/batches/{created['id']}"))
     cancelled = check(schema, "post", "/v1/batches/{id}/cancel", http.post(f"/v1/batches/{created['id']}/cancel"))
     assert cancelled["status"] in ("cancelling", "cancelled")
 
-    bad = client.files.create(file=("bad.jsonl", jsonl([b"{not json", request_line("b", model="gpt-7")])),
-                              purpose="batch")
+    bad = client.files.create(
+        file=("bad.jsonl", jsonl([b"{not json", request_line("b", model="gpt-7")])), purpose="batch"
+    )
     failing = client.batches.create(input_file_id=bad.id, endpoint="/v1/chat/completions", completion_window="24h")
     wait_for_status(client, failing.id, {"failed"}, timeout=30)
     failed = check(schema, "get", "/v1/batches/{id}", http.get(f"/v1/batches/{failing.id}"))
@@ -74,10 +90,18 @@ def test_batches_validating_failed_listed_and_cancelled(schema, http, client):
 
 
 def test_files_object_list_and_deleted(schema, http):
-    created = check(schema, "post", "/v1/files", http.post("/v1/files", files={"file": ("a.jsonl", b"{}\n")},
-                                                            data={"purpose": "batch"}))
-    plain = check(schema, "post", "/v1/files", http.post("/v1/files", files={"file": ("a.txt", b"x")},
-                                                          data={"purpose": "user_data"}))
+    created = check(
+        schema,
+        "post",
+        "/v1/files",
+        http.post("/v1/files", files={"file": ("a.jsonl", b"{}\n")}, data={"purpose": "batch"}),
+    )
+    plain = check(
+        schema,
+        "post",
+        "/v1/files",
+        http.post("/v1/files", files={"file": ("a.txt", b"x")}, data={"purpose": "user_data"}),
+    )
     assert created["expires_at"] is not None and plain["expires_at"] is None
     check(schema, "get", "/v1/files/{id}", http.get(f"/v1/files/{created['id']}"))
     page = check(schema, "get", "/v1/files", http.get("/v1/files", params={"limit": 1}))
@@ -93,11 +117,21 @@ def test_uploads_pending_with_parts_completed_and_cancelled(schema, http):
     body = {"bytes": 6, "filename": "parts.jsonl", "mime_type": "application/jsonl", "purpose": "batch"}
     upload = check(schema, "post", "/v1/uploads", http.post("/v1/uploads", json=body))
     assert upload["status"] == "pending" and upload["file"] is None
-    parts = [check(schema, "post", "/v1/uploads/{id}/parts",
-                   http.post(f"/v1/uploads/{upload['id']}/parts", files={"data": ("part", data)}))
-             for data in (b"{}\n", b"{}\n")]
-    completed = check(schema, "post", "/v1/uploads/{id}/complete", http.post(
-        f"/v1/uploads/{upload['id']}/complete", json={"part_ids": [part["id"] for part in parts]}))
+    parts = [
+        check(
+            schema,
+            "post",
+            "/v1/uploads/{id}/parts",
+            http.post(f"/v1/uploads/{upload['id']}/parts", files={"data": ("part", data)}),
+        )
+        for data in (b"{}\n", b"{}\n")
+    ]
+    completed = check(
+        schema,
+        "post",
+        "/v1/uploads/{id}/complete",
+        http.post(f"/v1/uploads/{upload['id']}/complete", json={"part_ids": [part["id"] for part in parts]}),
+    )
     assert completed["status"] == "completed" and completed["file"]["bytes"] == 6
     other = http.post("/v1/uploads", json=body).json()
     cancelled = check(schema, "post", "/v1/uploads/{id}/cancel", http.post(f"/v1/uploads/{other['id']}/cancel"))
@@ -133,9 +167,23 @@ def test_the_objects_sent_are_closed_and_their_enums_complete(schema):
 
     components = schema["components"]["schemas"]
     sent = [name for name in components if not name.endswith("Request")]
-    assert {"Batch", "BatchErrors", "BatchError", "BatchRequestCounts", "BatchUsage", "FileObject", "FileDeleted",
-            "Upload", "UploadPart", "Model", "ListBatchesResponse", "ListFilesResponse", "ListModelsResponse",
-            "ErrorResponse", "Error"} <= set(sent)
+    assert {
+        "Batch",
+        "BatchErrors",
+        "BatchError",
+        "BatchRequestCounts",
+        "BatchUsage",
+        "FileObject",
+        "FileDeleted",
+        "Upload",
+        "UploadPart",
+        "Model",
+        "ListBatchesResponse",
+        "ListFilesResponse",
+        "ListModelsResponse",
+        "ErrorResponse",
+        "Error",
+    } <= set(sent)
     for name in sent:
         assert components[name]["additionalProperties"] is False, name
         assert set(components[name]["required"]) == set(components[name]["properties"]), name
@@ -148,7 +196,13 @@ def test_the_objects_sent_are_closed_and_their_enums_complete(schema):
 
 
 def test_paths_and_the_api_key_scheme(schema):
-    for path in ("/v1/files", "/v1/files/{id}/content", "/v1/uploads/{id}/complete", "/v1/batches",
-                 "/v1/batches/{id}/cancel", "/v1/models"):
+    for path in (
+        "/v1/files",
+        "/v1/files/{id}/content",
+        "/v1/uploads/{id}/complete",
+        "/v1/batches",
+        "/v1/batches/{id}/cancel",
+        "/v1/models",
+    ):
         assert path in schema["paths"], path
     assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"

@@ -56,8 +56,11 @@ def test_too_many_tasks(client):
     from django.conf import settings
 
     limit = settings.BATCHSERVER_MAX_BATCH_REQUESTS
-    lines = [b'{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions","body":{"model":"fake-echo",'
-             b'"messages":[]}}' % i for i in range(limit + 1)]
+    lines = [
+        b'{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions","body":{"model":"fake-echo",'
+        b'"messages":[]}}' % i
+        for i in range(limit + 1)
+    ]
     batch = validate(client, lines)
     assert [(e.code, e.line) for e in batch.errors.data] == [("too_many_tasks", limit + 1)]
 
@@ -65,7 +68,10 @@ def test_too_many_tasks(client):
 def test_every_error_is_reported_with_its_line(client):
     batch = validate(client, [request_line("a"), b"not json", request_line("a"), request_line("c", model="x")])
     assert [(e.code, e.line) for e in batch.errors.data] == [
-        ("invalid_json_line", 2), ("duplicate_custom_id", 3), ("model_not_found", 4)]
+        ("invalid_json_line", 2),
+        ("duplicate_custom_id", 3),
+        ("model_not_found", 4),
+    ]
 
 
 def test_model_that_does_not_serve_the_endpoint(client):
@@ -89,15 +95,16 @@ def test_embeddings_and_completions_files_validate(client):
         client.batches.cancel(batch.id)
 
 
-
 # ------------------------------------------------------------------------------------------------ hostile lines
 HOSTILE = {
     "nested 100,000 deep": b'{"custom_id": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     "a 5,000-digit integer": b'{"custom_id": "big", "n": ' + b"9" * 5000 + b"}",
     "a lone surrogate in custom_id": b'{"custom_id": "\\ud800", "method": "POST"}',
-    "a lone surrogate in the body": json.dumps(request_line("s", body={
-        "model": "fake-echo", "messages": [{"role": "user", "content": "PLACEHOLDER"}]})).encode().replace(
-        b"PLACEHOLDER", b"\\udc00 alone"),
+    "a lone surrogate in the body": json.dumps(
+        request_line("s", body={"model": "fake-echo", "messages": [{"role": "user", "content": "PLACEHOLDER"}]})
+    )
+    .encode()
+    .replace(b"PLACEHOLDER", b"\\udc00 alone"),
     "a NUL in custom_id": b'{"custom_id": "a\\u0000b", "method": "POST"}',
     "invalid UTF-8": b'{"custom_id": "\xff\xfe"}',
 }
@@ -107,8 +114,9 @@ HOSTILE = {
 def test_hostile_lines_get_an_error_with_their_line_number(case):
     from batches_api.validation import InputValidator
 
-    validator = InputValidator(endpoint="/v1/chat/completions", models={"fake-echo": {
-        "endpoints": ["/v1/chat/completions"]}}, max_requests=100)
+    validator = InputValidator(
+        endpoint="/v1/chat/completions", models={"fake-echo": {"endpoints": ["/v1/chat/completions"]}}, max_requests=100
+    )
     good = json.dumps(request_line("good")).encode()
     assert validator.check(1, 0, good) is not None
     assert validator.check(2, len(good) + 1, HOSTILE[case]) is None
@@ -122,8 +130,9 @@ def test_a_line_longer_than_16_mb_is_reported_without_being_held():
     from batches_api.validation import MAX_LINE_BYTES, InputValidator, iter_lines
 
     data = json.dumps(request_line("a")).encode() + b"\n" + b"x" * (MAX_LINE_BYTES + 10) + b"\n"
-    validator = InputValidator(endpoint="/v1/chat/completions", models={"fake-echo": {
-        "endpoints": ["/v1/chat/completions"]}}, max_requests=100)
+    validator = InputValidator(
+        endpoint="/v1/chat/completions", models={"fake-echo": {"endpoints": ["/v1/chat/completions"]}}, max_requests=100
+    )
     for number, offset, raw in iter_lines(io.BytesIO(data)):
         validator.check(number, offset, raw)
     assert [(e["line"], e["code"]) for e in validator.finish().errors] == [(2, "invalid_json_line")]
@@ -132,17 +141,23 @@ def test_a_line_longer_than_16_mb_is_reported_without_being_held():
 def test_errors_stay_bounded_and_summarise_the_rest():
     from batches_api.validation import MAX_ERRORS, MAX_ERRORS_PER_CODE, MAX_MESSAGE_CHARS, InputValidator
 
-    validator = InputValidator(endpoint="/v1/chat/completions", models={"fake-echo": {
-        "endpoints": ["/v1/chat/completions"]}}, max_requests=100_000)
+    validator = InputValidator(
+        endpoint="/v1/chat/completions",
+        models={"fake-echo": {"endpoints": ["/v1/chat/completions"]}},
+        max_requests=100_000,
+    )
     for number in range(1, 5001):
-        validator.check(number, 0, b"not json" if number % 2 else json.dumps(
-            request_line(f"r{number}", model="m" * 5000)).encode())
+        validator.check(
+            number, 0, b"not json" if number % 2 else json.dumps(request_line(f"r{number}", model="m" * 5000)).encode()
+        )
     errors = validator.finish().errors
     assert len(errors) <= MAX_ERRORS + 2
     listed = [e for e in errors if e["line"] is not None]
     assert {e["code"] for e in listed} == {"invalid_json_line", "model_not_found"}
-    assert all(sum(e["code"] == code for e in listed) == MAX_ERRORS_PER_CODE for code in ("invalid_json_line",
-                                                                                           "model_not_found"))
+    assert all(
+        sum(e["code"] == code for e in listed) == MAX_ERRORS_PER_CODE
+        for code in ("invalid_json_line", "model_not_found")
+    )
     assert all(len(e["message"]) <= MAX_MESSAGE_CHARS for e in errors)
     summaries = {e["code"]: e["message"] for e in errors if e["line"] is None}
     assert summaries["invalid_json_line"].startswith("2480 more lines")
@@ -162,19 +177,32 @@ def test_the_validator_accepts_or_reports_every_line_of_any_input(endpoint):
     is either accepted or reported with its own line number."""
     import io
 
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     from batches_api.validation import InputValidator, iter_lines
 
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
-    values = st.recursive(scalars, lambda children: st.lists(children, max_size=4)
-                          | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=20)
-    requests = st.fixed_dictionaries({"custom_id": st.text(max_size=12) | st.integers(), "method": st.just("POST"),
-                                      "url": st.sampled_from([endpoint, "/v1/other"]),
-                                      "body": st.fixed_dictionaries({"model": st.sampled_from(["m", "x"])},
-                                                                    optional={"input": values, "messages": values})})
-    line = (st.binary(max_size=200) | values.map(lambda v: json.dumps(v).encode())
-            | requests.map(lambda v: json.dumps(v).encode())).filter(lambda raw: b"\n" not in raw)
+    values = st.recursive(
+        scalars,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        max_leaves=20,
+    )
+    requests = st.fixed_dictionaries(
+        {
+            "custom_id": st.text(max_size=12) | st.integers(),
+            "method": st.just("POST"),
+            "url": st.sampled_from([endpoint, "/v1/other"]),
+            "body": st.fixed_dictionaries(
+                {"model": st.sampled_from(["m", "x"])}, optional={"input": values, "messages": values}
+            ),
+        }
+    )
+    line = (
+        st.binary(max_size=200)
+        | values.map(lambda v: json.dumps(v).encode())
+        | requests.map(lambda v: json.dumps(v).encode())
+    ).filter(lambda raw: b"\n" not in raw)
 
     @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(line, max_size=12))
@@ -186,8 +214,9 @@ def test_the_validator_accepts_or_reports_every_line_of_any_input(endpoint):
                 accepted.add(number)
         result = validator.finish()
         reported = {e["line"] for e in result.errors if e["line"] is not None}
-        expected = {n for n, raw in enumerate(lines, start=1)
-                    if (raw.removeprefix(b"\xef\xbb\xbf") if n == 1 else raw).strip()}  # a BOM opens a file
+        expected = {
+            n for n, raw in enumerate(lines, start=1) if (raw.removeprefix(b"\xef\xbb\xbf") if n == 1 else raw).strip()
+        }  # a BOM opens a file
         assert accepted.isdisjoint(reported)
         assert accepted | reported == expected or (result.omitted or any(e["line"] is None for e in result.errors))
 

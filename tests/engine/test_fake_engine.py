@@ -44,13 +44,18 @@ def test_factory_picks_fake_engine():
 
 def test_ensure_loaded_is_idempotent(host):
     assert host.loaded_models == [MODEL]
-    assert host.ensure_loaded(ModelSpec(name=MODEL, path="unused", engine="fake", engine_args={"max_model_len": 64})) is False
+    assert (
+        host.ensure_loaded(ModelSpec(name=MODEL, path="unused", engine="fake", engine_args={"max_model_len": 64}))
+        is False
+    )
     assert host.child_pids() == []  # in-process engine: nothing to watch
     assert host.watchdog_pid(MODEL) is None
 
 
 def test_chat_shape_and_usage(host):
-    r = run(host, CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "What is two plus two"}], "max_tokens": 5})
+    r = run(
+        host, CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "What is two plus two"}], "max_tokens": 5}
+    )
     assert r.status_code == 200 and r.ok and not r.aborted
     body = r.body
     assert body["object"] == "chat.completion"
@@ -112,7 +117,12 @@ def test_embeddings_shape(host):
     "endpoint,body,status,param",
     [
         (CHAT, {"model": MODEL}, 400, "body.messages"),
-        (CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": "lots"}, 400, "body.max_tokens"),
+        (
+            CHAT,
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": "lots"},
+            400,
+            "body.max_tokens",
+        ),
         (CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "word " * 65}]}, 400, "input_tokens"),
         (CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}, 400, "stream"),
         (CHAT, {"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),

@@ -23,10 +23,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from inference.engines.base import EngineResponse, ModelSpec  # noqa: E402
-from inference.engines.host import EngineHost  # noqa: E402
-from inference.engines.vllm import engine_environment  # noqa: E402
-from inference.model_setup import prepare_minilm, prepare_smollm2  # noqa: E402
+from inference.engines.base import EngineResponse, ModelSpec
+from inference.engines.host import EngineHost
+from inference.engines.vllm import engine_environment
+from inference.model_setup import prepare_minilm, prepare_smollm2
 
 pytestmark = pytest.mark.engine
 
@@ -58,7 +58,10 @@ def embed_spec() -> ModelSpec:
 @pytest.fixture(scope="module")
 def engine_env():
     """The engine environment (1 GiB KV cache, caches under the data dir) for this module."""
-    env = {**engine_environment(CACHE_DIR, kv_cache_gib=1), "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+    env = {
+        **engine_environment(CACHE_DIR, kv_cache_gib=1),
+        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env
@@ -137,7 +140,12 @@ def test_greedy_chat(host):
 
 
 def test_completions(host):
-    r = call(host, CHAT_MODEL, COMPLETIONS, {"model": CHAT_MODEL, "prompt": ["The capital of France is", "1, 2, 3,"], "max_tokens": 8, "temperature": 0})
+    r = call(
+        host,
+        CHAT_MODEL,
+        COMPLETIONS,
+        {"model": CHAT_MODEL, "prompt": ["The capital of France is", "1, 2, 3,"], "max_tokens": 8, "temperature": 0},
+    )
     assert r.status_code == 200, r.body
     assert r.body["object"] == "text_completion" and r.body["id"].startswith("cmpl-")
     assert [c["index"] for c in r.body["choices"]] == [0, 1]
@@ -187,7 +195,12 @@ def test_response_format_json_schema(host):
 
 
 def test_stop(host):
-    r = call(host, CHAT_MODEL, COMPLETIONS, {"model": CHAT_MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 20, "temperature": 0, "stop": ["7"]})
+    r = call(
+        host,
+        CHAT_MODEL,
+        COMPLETIONS,
+        {"model": CHAT_MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 20, "temperature": 0, "stop": ["7"]},
+    )
     assert r.status_code == 200, r.body
     choice = r.body["choices"][0]
     assert choice["finish_reason"] == "stop" and choice["stop_reason"] == "7"
@@ -195,7 +208,12 @@ def test_stop(host):
 
 
 def test_responses_endpoint(host):
-    r = call(host, CHAT_MODEL, RESPONSES, {"model": CHAT_MODEL, "input": "What is 2+2?", "temperature": 0, "max_output_tokens": 30})
+    r = call(
+        host,
+        CHAT_MODEL,
+        RESPONSES,
+        {"model": CHAT_MODEL, "input": "What is 2+2?", "temperature": 0, "max_output_tokens": 30},
+    )
     assert r.status_code == 200, r.body
     assert r.body["object"] == "response" and r.body["status"] == "completed"
     text = r.body["output"][-1]["content"][0]["text"]
@@ -226,7 +244,10 @@ def test_bad_requests(host, endpoint, body, status, param):
 
 
 def test_concurrent_requests(host):
-    futures = [host.submit(CHAT_MODEL, f"conc-{i}", CHAT, ask(f"Count to {i}.", max_tokens=16, temperature=0)) for i in range(24)]
+    futures = [
+        host.submit(CHAT_MODEL, f"conc-{i}", CHAT, ask(f"Count to {i}.", max_tokens=16, temperature=0))
+        for i in range(24)
+    ]
     results = [f.result(timeout=120) for f in futures]
     assert all(r.status_code == 200 for r in results)
     assert {r.body["id"] for r in results} == {f"chatcmpl-conc-{i}" for i in range(24)}
@@ -235,8 +256,11 @@ def test_concurrent_requests(host):
 def test_abort_in_flight(host):
     long = ask("Write a very long story about a dragon.", max_tokens=1900, ignore_eos=True)
     chat_future = host.submit(CHAT_MODEL, "long-chat", CHAT, long)
-    completion_future = host.submit(CHAT_MODEL, 
-        "long-cmpl", COMPLETIONS, {"model": CHAT_MODEL, "prompt": ["Once", "Twice"], "max_tokens": 1900, "ignore_eos": True}
+    completion_future = host.submit(
+        CHAT_MODEL,
+        "long-cmpl",
+        COMPLETIONS,
+        {"model": CHAT_MODEL, "prompt": ["Once", "Twice"], "max_tokens": 1900, "ignore_eos": True},
     )
     time.sleep(2.0)
     assert not chat_future.done() and not completion_future.done()
@@ -257,7 +281,7 @@ def test_abort_in_flight(host):
 
 
 def cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
@@ -274,8 +298,14 @@ def test_embeddings(host):
 
 
 def test_embedding_errors(host):
-    assert_error(call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL, "input": "word " * 300}), 400, "input_tokens")
-    assert_error(call(host, EMBED_MODEL, CHAT, {"model": EMBED_MODEL, "messages": [{"role": "user", "content": "x"}]}), 400, "url")
+    assert_error(
+        call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL, "input": "word " * 300}), 400, "input_tokens"
+    )
+    assert_error(
+        call(host, EMBED_MODEL, CHAT, {"model": EMBED_MODEL, "messages": [{"role": "user", "content": "x"}]}),
+        400,
+        "url",
+    )
     assert_error(call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL}), 400)
 
 

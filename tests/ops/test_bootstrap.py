@@ -24,16 +24,20 @@ def deployment(tmp_path) -> Iterator[dict[str, str]]:
     server, db = base.rsplit("/", 1)
     name = f"{db}_bootstrap"
     env = {key: value for key, value in os.environ.items() if key not in ("BATCHSERVER_API_KEY", "DJANGO_SECRET_KEY")}
-    env.update(DATABASE_URL=fresh_database(name, f"{server}/postgres"), BATCHSERVER_DATA_DIR=str(tmp_path),
-               PYTHONUNBUFFERED="1")
+    env.update(
+        DATABASE_URL=fresh_database(name, f"{server}/postgres"),
+        BATCHSERVER_DATA_DIR=str(tmp_path),
+        PYTHONUNBUFFERED="1",
+    )
     yield env
     with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def bootstrap(env: dict[str, str], **extra: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", "bootstrap"], cwd=ROOT, env={**env, **extra},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "bootstrap"], cwd=ROOT, env={**env, **extra}, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout + result.stderr
 
@@ -41,9 +45,13 @@ def bootstrap(env: dict[str, str], **extra: str) -> str:
 def keys(env: dict[str, str]) -> list[tuple[str, str, bool]]:
     """(key name, project name, active) of every key, oldest first."""
     with psycopg.connect(env["DATABASE_URL"]) as conn:
-        return [tuple(row) for row in conn.execute(
-            "SELECT k.name, p.name, k.revoked_at IS NULL FROM batchserver_apikey k "
-            "JOIN batchserver_project p ON p.id = k.project_id ORDER BY k.id")]
+        return [
+            tuple(row)
+            for row in conn.execute(
+                "SELECT k.name, p.name, k.revoked_at IS NULL FROM batchserver_apikey k "
+                "JOIN batchserver_project p ON p.id = k.project_id ORDER BY k.id"
+            )
+        ]
 
 
 def revoke_all(env: dict[str, str]) -> None:

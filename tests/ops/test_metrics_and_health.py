@@ -24,8 +24,9 @@ def value(samples, **labels) -> float:
 
 
 def test_metrics_count_http_requests_across_gunicorn_workers(server, client):
-    before = value(scrape(server).get("batchserver_http_requests", []), endpoint="/v1/files", method="GET",
-                   status="200")
+    before = value(
+        scrape(server).get("batchserver_http_requests", []), endpoint="/v1/files", method="GET", status="200"
+    )
     for _ in range(12):
         client.files.list()
     after = value(scrape(server)["batchserver_http_requests"], endpoint="/v1/files", method="GET", status="200")
@@ -44,9 +45,14 @@ def test_metrics_describe_batches_and_workers(server, client):
     # Nobody serves fake-echo in this module: the batch waits, and /metrics says why.
     assert value(families["batchserver_batches_without_worker"], model="fake-echo") >= 1
     assert value(families["batchserver_batch_queue_wait_seconds"]) > 0  # histogram samples exist
-    for name in ("batchserver_requests", "batchserver_tokens", "batchserver_workers",
-                 "batchserver_batch_run_seconds", "batchserver_engine_load_seconds",
-                 "batchserver_worker_output_tokens_per_second"):
+    for name in (
+        "batchserver_requests",
+        "batchserver_tokens",
+        "batchserver_workers",
+        "batchserver_batch_run_seconds",
+        "batchserver_engine_load_seconds",
+        "batchserver_worker_output_tokens_per_second",
+    ):
         assert name in families
     client.batches.cancel(batch.id)
 
@@ -106,14 +112,21 @@ def test_health_probes_keep_database_errors_in_the_log(stack_env, tmp_path):
     from tests.stack import ARTIFACTS, Proc, free_port, wait_for
 
     dead_port = free_port()  # nothing listens there
-    env = {**stack_env, "DATABASE_URL": f"postgres://secret_user@127.0.0.1:{dead_port}/secret_db",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
+    env = {
+        **stack_env,
+        "DATABASE_URL": f"postgres://secret_user@127.0.0.1:{dead_port}/secret_db",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+    }
     port = free_port()
     old_log = ARTIFACTS / "server-db-down.log"
     offset = old_log.stat().st_size if old_log.exists() else 0
-    proc = Proc("server-db-down", [sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind",
-                                   f"127.0.0.1:{port}", "--workers", "1"], env)
+    proc = Proc(
+        "server-db-down",
+        [sys.executable, "-m", "gunicorn", "batchserver.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        env,
+    )
     try:
+
         def answer(path: str):
             try:
                 return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
@@ -123,8 +136,9 @@ def test_health_probes_keep_database_errors_in_the_log(stack_env, tmp_path):
 
         health = wait_for(lambda: answer("/healthz"), 60, message="the server without a database")
         ready = answer("/readyz")
-        api = httpx.get(f"http://127.0.0.1:{port}/v1/batches", headers={"Authorization": "Bearer sk-bs-whatever"},
-                        timeout=5)
+        api = httpx.get(
+            f"http://127.0.0.1:{port}/v1/batches", headers={"Authorization": "Bearer sk-bs-whatever"}, timeout=5
+        )
     finally:
         proc.stop()
     assert health.status_code == 503 and ready.status_code == 503

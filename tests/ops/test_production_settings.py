@@ -20,12 +20,17 @@ names = ["SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "
 print(json.dumps({name: getattr(settings, name) for name in names}))
 """
 
-PRODUCTION = {"DJANGO_ALLOWED_HOSTS": "batch.example.com, admin.example.com",
-              "DJANGO_CSRF_TRUSTED_ORIGINS": "https://batch.example.com",
-              "DJANGO_SESSION_COOKIE_SECURE": "true", "DJANGO_CSRF_COOKIE_SECURE": "yes",
-              "DJANGO_SECURE_HSTS_SECONDS": "31536000", "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
-              "DJANGO_SECURE_HSTS_PRELOAD": "on", "DJANGO_SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO",
-              "DJANGO_SECURE_SSL_REDIRECT": "true"}
+PRODUCTION = {
+    "DJANGO_ALLOWED_HOSTS": "batch.example.com, admin.example.com",
+    "DJANGO_CSRF_TRUSTED_ORIGINS": "https://batch.example.com",
+    "DJANGO_SESSION_COOKIE_SECURE": "true",
+    "DJANGO_CSRF_COOKIE_SECURE": "yes",
+    "DJANGO_SECURE_HSTS_SECONDS": "31536000",
+    "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+    "DJANGO_SECURE_HSTS_PRELOAD": "on",
+    "DJANGO_SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO",
+    "DJANGO_SECURE_SSL_REDIRECT": "true",
+}
 
 
 def settings_with(tmp_path, **env: str) -> dict:
@@ -34,30 +39,45 @@ def settings_with(tmp_path, **env: str) -> dict:
 
 def test_defaults_serve_plain_http_on_localhost(tmp_path):
     assert settings_with(tmp_path) == {
-        "SESSION_COOKIE_SECURE": False, "CSRF_COOKIE_SECURE": False, "SECURE_HSTS_SECONDS": 0,
-        "SECURE_HSTS_INCLUDE_SUBDOMAINS": False, "SECURE_HSTS_PRELOAD": False, "SECURE_PROXY_SSL_HEADER": None,
-        "SECURE_SSL_REDIRECT": False, "ALLOWED_HOSTS": ["*"], "CSRF_TRUSTED_ORIGINS": []}
+        "SESSION_COOKIE_SECURE": False,
+        "CSRF_COOKIE_SECURE": False,
+        "SECURE_HSTS_SECONDS": 0,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": False,
+        "SECURE_HSTS_PRELOAD": False,
+        "SECURE_PROXY_SSL_HEADER": None,
+        "SECURE_SSL_REDIRECT": False,
+        "ALLOWED_HOSTS": ["*"],
+        "CSRF_TRUSTED_ORIGINS": [],
+    }
 
 
 def test_production_values_from_the_environment(tmp_path):
     assert settings_with(tmp_path, **PRODUCTION) == {
-        "SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True, "SECURE_HSTS_SECONDS": 31536000,
-        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True, "SECURE_HSTS_PRELOAD": True,
-        "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"], "SECURE_SSL_REDIRECT": True,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_HSTS_SECONDS": 31536000,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+        "SECURE_HSTS_PRELOAD": True,
+        "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
+        "SECURE_SSL_REDIRECT": True,
         "ALLOWED_HOSTS": ["batch.example.com", "admin.example.com"],
-        "CSRF_TRUSTED_ORIGINS": ["https://batch.example.com"]}
+        "CSRF_TRUSTED_ORIGINS": ["https://batch.example.com"],
+    }
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("DJANGO_SESSION_COOKIE_SECURE", "maybe", "is not a boolean: use one of 1/0, true/false"),
-    ("DJANGO_CSRF_COOKIE_SECURE", "secure", "is not a boolean"),
-    ("DJANGO_SECURE_HSTS_SECONDS", "1y", "is not an integer"),
-    ("DJANGO_SECURE_HSTS_SECONDS", "-1", "is negative: use 0 (no HSTS)"),
-    ("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", "2", "is not a boolean"),
-    ("DJANGO_SECURE_HSTS_PRELOAD", "preload", "is not a boolean"),
-    ("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto", "use e.g. HTTP_X_FORWARDED_PROTO"),
-    ("DJANGO_SECURE_SSL_REDIRECT", "always", "is not a boolean"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("DJANGO_SESSION_COOKIE_SECURE", "maybe", "is not a boolean: use one of 1/0, true/false"),
+        ("DJANGO_CSRF_COOKIE_SECURE", "secure", "is not a boolean"),
+        ("DJANGO_SECURE_HSTS_SECONDS", "1y", "is not an integer"),
+        ("DJANGO_SECURE_HSTS_SECONDS", "-1", "is negative: use 0 (no HSTS)"),
+        ("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", "2", "is not a boolean"),
+        ("DJANGO_SECURE_HSTS_PRELOAD", "preload", "is not a boolean"),
+        ("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto", "use e.g. HTTP_X_FORWARDED_PROTO"),
+        ("DJANGO_SECURE_SSL_REDIRECT", "always", "is not a boolean"),
+    ],
+)
 def test_a_bad_value_stops_the_process_and_says_what_to_write(tmp_path, name, value, message):
     error = finished(settings_process(SHOW, tmp_path, **{name: value}), ok=False)
     assert "ImproperlyConfigured" in error and f"{name}={value!r}" in error and message in error
@@ -118,8 +138,11 @@ print(json.dumps({
 
 
 def test_empty_metrics_allow_means_no_network_only_the_token(tmp_path):
-    result = json.loads(finished(settings_process(METRICS, tmp_path, BATCHSERVER_METRICS_ALLOW="",
-                                                  BATCHSERVER_METRICS_TOKEN="scrape-me")))
+    result = json.loads(
+        finished(
+            settings_process(METRICS, tmp_path, BATCHSERVER_METRICS_ALLOW="", BATCHSERVER_METRICS_TOKEN="scrape-me")
+        )
+    )
     assert result == {"networks": [], "loopback": 403, "ipv6_loopback": 403, "token": 200}
 
 

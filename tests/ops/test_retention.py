@@ -16,8 +16,11 @@ def test_expired_files_are_deleted_but_not_inputs_of_running_batches(client, db_
     from files_api.models import File, Upload
     from files_api.tasks import delete_expired_files
 
-    old = client.files.create(file=("old.txt", io.BytesIO(b"bye")), purpose="user_data",
-                              expires_after={"anchor": "created_at", "seconds": 3600})
+    old = client.files.create(
+        file=("old.txt", io.BytesIO(b"bye")),
+        purpose="user_data",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
     keep = client.files.create(file=("keep.txt", io.BytesIO(b"hi")), purpose="user_data")
     needed = upload_batch_file(client, [request_line("r")])
     batch = client.batches.create(input_file_id=needed.id, endpoint="/v1/chat/completions", completion_window="24h")
@@ -43,9 +46,12 @@ def test_expired_files_are_deleted_but_not_inputs_of_running_batches(client, db_
 def test_batch_output_files_expire_as_asked(client, db_access):
     from files_api.models import File
 
-    batch = client.batches.create(input_file_id=upload_batch_file(client, [request_line("x")]).id,
-                                  endpoint="/v1/chat/completions", completion_window="24h",
-                                  output_expires_after={"anchor": "created_at", "seconds": 7200})
+    batch = client.batches.create(
+        input_file_id=upload_batch_file(client, [request_line("x")]).id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 7200},
+    )
     wait_for_status(client, batch.id, {"in_progress"}, timeout=30)
     client.batches.cancel(batch.id)
     batch = wait_for_status(client, batch.id, {"cancelled"}, timeout=30)

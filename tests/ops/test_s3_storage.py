@@ -37,17 +37,25 @@ class S3Server:
     def __init__(self, name: str) -> None:
         port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
-        self.proc = Proc(name, [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                         {**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing",
-                                   aws_secret_access_key="testing", region_name="us-east-1")
+        self.proc = Proc(
+            name,
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            {**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
 
         def up() -> bool:
             assert self.proc.alive(), self.proc.tail()
             try:
                 self.client.create_bucket(Bucket=BUCKET)
                 return True
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:
                 return False
 
         wait_for(up, 60, interval=0.2, message=f"the S3 server {name}")
@@ -55,8 +63,11 @@ class S3Server:
     def storage_env(self) -> dict[str, str]:
         options = {"bucket_name": BUCKET, "endpoint_url": self.endpoint, "addressing_style": "path", **CREDENTIALS}
         # One attempt: an S3 that does not answer fails the request at once instead of after botocore's retries.
-        return {"BATCHSERVER_FILE_STORAGE": "storages.backends.s3.S3Storage",
-                "BATCHSERVER_FILE_STORAGE_OPTIONS": json.dumps(options), "AWS_MAX_ATTEMPTS": "1"}
+        return {
+            "BATCHSERVER_FILE_STORAGE": "storages.backends.s3.S3Storage",
+            "BATCHSERVER_FILE_STORAGE_OPTIONS": json.dumps(options),
+            "AWS_MAX_ATTEMPTS": "1",
+        }
 
     def keys(self, prefix: str = "") -> set[str]:
         listed = self.client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
@@ -107,8 +118,14 @@ def filenames(stack: Stack) -> set[str]:
 
 
 def manage_shell(stack: Stack, code: str) -> str:
-    done = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=stack.env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -134,8 +151,9 @@ def test_uploads_in_parts_are_joined_into_the_bucket_and_the_parts_removed(s3, s
     data = jsonl([request_line(f"part-{i}") for i in range(300)])
     path = tmp_path / "parts.jsonl"
     path.write_bytes(data)
-    upload = s3_client.uploads.upload_file_chunked(file=path, mime_type="application/jsonl", purpose="batch",
-                                                   part_size=4096, md5=hashlib.md5(data).hexdigest())
+    upload = s3_client.uploads.upload_file_chunked(
+        file=path, mime_type="application/jsonl", purpose="batch", part_size=4096, md5=hashlib.md5(data).hexdigest()
+    )
     assert upload.status == "completed"
     assert s3.read(storage_names(s3_stack)[upload.file.id]) == data
     assert not s3.keys(f"uploads/{upload.id}/")
@@ -143,8 +161,9 @@ def test_uploads_in_parts_are_joined_into_the_bucket_and_the_parts_removed(s3, s
 
 def test_a_batch_writes_its_output_file_to_the_bucket(s3, s3_stack, s3_client):
     batch_input = upload_batch_file(s3_client, [request_line(f"r{i}") for i in range(3)])
-    batch = s3_client.batches.create(input_file_id=batch_input.id, endpoint="/v1/chat/completions",
-                                     completion_window="24h")
+    batch = s3_client.batches.create(
+        input_file_id=batch_input.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     batch = wait_for_status(s3_client, batch.id, {"completed", "failed"}, timeout=120)
     assert batch.status == "completed", batch.errors
     output = s3_client.files.content(batch.output_file_id).read()
@@ -153,21 +172,27 @@ def test_a_batch_writes_its_output_file_to_the_bucket(s3, s3_stack, s3_client):
 
 
 def test_retention_deletes_expired_bytes_from_the_bucket_but_keeps_unfinished_inputs(s3, s3_stack, s3_client):
-    old = s3_client.files.create(file=("old.txt", io.BytesIO(b"bye")), purpose="user_data",
-                                 expires_after={"anchor": "created_at", "seconds": 3600})
+    old = s3_client.files.create(
+        file=("old.txt", io.BytesIO(b"bye")),
+        purpose="user_data",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
     # No worker of this stack serves fake-echo-b: its batch stays in progress.
     needed = upload_batch_file(s3_client, [request_line("r", model="fake-echo-b")])
-    batch = s3_client.batches.create(input_file_id=needed.id, endpoint="/v1/chat/completions",
-                                     completion_window="24h")
+    batch = s3_client.batches.create(input_file_id=needed.id, endpoint="/v1/chat/completions", completion_window="24h")
     wait_for_status(s3_client, batch.id, {"in_progress"}, timeout=60)
     names = storage_names(s3_stack)
 
-    result = manage_shell(s3_stack, (
-        "import json; from datetime import timedelta; from django.utils import timezone; "
-        "from files_api.models import File; from files_api.tasks import delete_expired_files; "
-        f"File.objects.filter(pk__in=['{old.id}', '{needed.id}'])"
-        ".update(expires_at=timezone.now() - timedelta(seconds=1)); "
-        "print(json.dumps(delete_expired_files()))"))
+    result = manage_shell(
+        s3_stack,
+        (
+            "import json; from datetime import timedelta; from django.utils import timezone; "
+            "from files_api.models import File; from files_api.tasks import delete_expired_files; "
+            f"File.objects.filter(pk__in=['{old.id}', '{needed.id}'])"
+            ".update(expires_at=timezone.now() - timedelta(seconds=1)); "
+            "print(json.dumps(delete_expired_files()))"
+        ),
+    )
 
     assert json.loads(result.strip().splitlines()[-1])["deleted_files"] >= 1
     assert names[old.id] not in s3.keys()
@@ -180,8 +205,10 @@ def test_an_s3_outage_is_a_clean_server_error_and_leaves_no_row(s3_stack, tmp_pa
     """S3 stops answering: uploads and downloads fail with OpenAI's server_error envelope, no File row points to
     bytes that were never written, and /readyz names the storage without its address or bucket."""
     outage = S3Server("moto-s3-outage")
-    web, url = start_web("s3-outage-server", {**s3_stack.env, **outage.storage_env(),
-                                              "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")})
+    web, url = start_web(
+        "s3-outage-server",
+        {**s3_stack.env, **outage.storage_env(), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")},
+    )
     client = OpenAI(base_url=f"{url}/v1", api_key=s3_stack.api_key, max_retries=0, timeout=60)
     try:
         kept = client.files.create(file=("before.txt", io.BytesIO(b"stored")), purpose="user_data")
@@ -189,8 +216,9 @@ def test_an_s3_outage_is_a_clean_server_error_and_leaves_no_row(s3_stack, tmp_pa
 
         with pytest.raises(openai.InternalServerError) as raised:
             client.files.create(file=("during.txt", io.BytesIO(b"x" * 100_000)), purpose="user_data")
-        downloaded = httpx.get(f"{url}/v1/files/{kept.id}/content",
-                               headers={"Authorization": f"Bearer {s3_stack.api_key}"})
+        downloaded = httpx.get(
+            f"{url}/v1/files/{kept.id}/content", headers={"Authorization": f"Bearer {s3_stack.api_key}"}
+        )
         ready = httpx.get(f"{url}/readyz")
     finally:
         web.stop()
@@ -205,12 +233,20 @@ def test_an_s3_outage_is_a_clean_server_error_and_leaves_no_row(s3_stack, tmp_pa
 
 def test_a_missing_bucket_refuses_uploads_without_a_row(s3_stack, s3, tmp_path):
     options = json.loads(s3.storage_env()["BATCHSERVER_FILE_STORAGE_OPTIONS"])
-    env = {**s3_stack.env, **s3.storage_env(), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
-           "BATCHSERVER_FILE_STORAGE_OPTIONS": json.dumps({**options, "bucket_name": "no-such-bucket"})}
+    env = {
+        **s3_stack.env,
+        **s3.storage_env(),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        "BATCHSERVER_FILE_STORAGE_OPTIONS": json.dumps({**options, "bucket_name": "no-such-bucket"}),
+    }
     web, url = start_web("s3-missing-bucket-server", env)
     try:
-        response = httpx.post(f"{url}/v1/files", headers={"Authorization": f"Bearer {s3_stack.api_key}"},
-                              files={"file": ("lost.txt", b"abc")}, data={"purpose": "user_data"})
+        response = httpx.post(
+            f"{url}/v1/files",
+            headers={"Authorization": f"Bearer {s3_stack.api_key}"},
+            files={"file": ("lost.txt", b"abc")},
+            data={"purpose": "user_data"},
+        )
     finally:
         web.stop()
     assert response.status_code == 500

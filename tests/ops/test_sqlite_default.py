@@ -28,8 +28,11 @@ print(sorted(Project.objects.values_list("name", flat=True)))
 
 
 def test_bulk_result_writes_work_on_sqlite_and_are_conditional(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "batchserver.settings",
-           "BATCHSERVER_DATA_DIR": str(tmp_path)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "batchserver.settings",
+        "BATCHSERVER_DATA_DIR": str(tmp_path),
+    }
     result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "['a3', 'b2']"

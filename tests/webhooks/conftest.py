@@ -35,7 +35,7 @@ def make_endpoint(client):
     for sdk, endpoint_id in created:
         try:
             sdk.webhooks.delete(endpoint_id)
-        except Exception:  # noqa: BLE001 - deleted by the test itself
+        except Exception:
             pass
 
 

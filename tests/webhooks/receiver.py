@@ -37,8 +37,14 @@ class Answer:
 
 
 class Receiver:
-    def __init__(self, answers: list[int | Answer] = (), path: str = "/hooks/batchserver", *,
-                 tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        answers: list[int | Answer] = (),
+        path: str = "/hooks/batchserver",
+        *,
+        tls: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         """`tls`: serve HTTPS with this context, at https://`host`:port (the server listens on 127.0.0.1)."""
         self.received: list[Received] = []
         self.answers = [a if isinstance(a, Answer) else Answer(status=a) for a in answers]
@@ -47,7 +53,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 at = time.time()
                 with receiver.lock:
@@ -60,8 +66,9 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(answer.body)
                 with receiver.arrived:
-                    receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, at,
-                                                      answer.status))
+                    receiver.received.append(
+                        Received({k.lower(): v for k, v in self.headers.items()}, body, at, answer.status)
+                    )
                     receiver.arrived.notify_all()
 
             def log_message(self, *args) -> None:
@@ -90,8 +97,10 @@ class Receiver:
                     return matching[:count]
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"timed out after {timeout} s waiting for {count} webhook(s); got "
-                                         f"{len(matching)} matching of {len(self.received)}")
+                    raise AssertionError(
+                        f"timed out after {timeout} s waiting for {count} webhook(s); got "
+                        f"{len(matching)} matching of {len(self.received)}"
+                    )
                 self.arrived.wait(left)
 
     def for_batch(self, batch_id: str, count: int = 1, timeout: float = 60) -> list[Received]:

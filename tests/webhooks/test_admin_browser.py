@@ -34,15 +34,26 @@ def log(client, keys, django_db_blocker):
         from webhooks.models import WebhookDelivery, WebhookEndpoint
 
         deliveries = WebhookDelivery.objects.filter(endpoint_id=endpoint.id)
-        wait_for(lambda: deliveries.filter(status__in=["succeeded", "failed"]).count() == 2, 30,
-                 message="both deliveries recorded")
+        wait_for(
+            lambda: deliveries.filter(status__in=["succeeded", "failed"]).count() == 2,
+            30,
+            message="both deliveries recorded",
+        )
         failed = deliveries.get(status="failed")
         succeeded = deliveries.get(status="succeeded")
         WebhookEndpoint.objects.filter(pk=broken.id).update(
-            disabled_at=timezone.now(), failing_since=timezone.now() - timedelta(days=3),
-            disabled_reason="Every delivery failed for 3 days (the last: could not connect).")
-    yield {"receiver": receiver, "endpoint": endpoint, "broken": broken, "failed": failed.id,
-           "succeeded": succeeded.id, "batch": batch.id}
+            disabled_at=timezone.now(),
+            failing_since=timezone.now() - timedelta(days=3),
+            disabled_reason="Every delivery failed for 3 days (the last: could not connect).",
+        )
+    yield {
+        "receiver": receiver,
+        "endpoint": endpoint,
+        "broken": broken,
+        "failed": failed.id,
+        "succeeded": succeeded.id,
+        "batch": batch.id,
+    }
     for created in (endpoint, broken):
         client.webhooks.delete(created.id)
     receiver.close()
@@ -89,8 +100,10 @@ def test_redeliver_sends_the_same_webhook_id_again(log, page):
     def shows_succeeded():
         page.goto("/admin/webhooks/webhookdelivery/")
         redelivered = row(page, log["failed"])
-        return (redelivered.locator(".bs-delivery-succeeded").count() == 1
-                and redelivered.locator("td.field-attempts").inner_text().strip() == "2")
+        return (
+            redelivered.locator(".bs-delivery-succeeded").count() == 1
+            and redelivered.locator("td.field-attempts").inner_text().strip() == "2"
+        )
 
     wait_for(shows_succeeded, 20, 0.5, "the log to show the redelivery")
     row(page, log["failed"]).locator(".field-webhook_id a").click()

@@ -32,8 +32,13 @@ def fake_worker(stack_env, task_cluster):
 
 def assert_is_openai_event(client, received, secret: str, *, event_type: str, batch_id: str, created_at: int):
     event = client.webhooks.unwrap(received.body, received.headers, secret=secret)
-    assert received.event == {"id": event.id, "object": "event", "type": event_type, "created_at": created_at,
-                              "data": {"id": batch_id}}
+    assert received.event == {
+        "id": event.id,
+        "object": "event",
+        "type": event_type,
+        "created_at": created_at,
+        "data": {"id": batch_id},
+    }
     assert event.id.startswith("evt_") and received.webhook_id.startswith("wh_")
     assert received.headers["content-type"] == "application/json"
     assert received.headers["webhook-signature"].startswith("v1,")
@@ -48,14 +53,20 @@ def test_completed_batch_is_delivered_and_verifies_with_the_sdk(client, fake_wor
 
     batch = wait_for_status(client, create_batch(client).id, {"completed"}, timeout=60)
     received = receiver.for_batch(batch.id)[0]
-    event = assert_is_openai_event(client, received, endpoint.signing_secret, event_type="batch.completed",
-                                   batch_id=batch.id, created_at=batch.completed_at)
+    event = assert_is_openai_event(
+        client,
+        received,
+        endpoint.signing_secret,
+        event_type="batch.completed",
+        batch_id=batch.id,
+        created_at=batch.completed_at,
+    )
     assert isinstance(event, BatchCompletedWebhookEvent)
 
     # Any byte changed, in the body or in a signed header, and the SDK refuses it.
     body = received.body
     for position in (0, len(body) // 2, len(body) - 1):
-        tampered = body[:position] + bytes([body[position] ^ 0x01]) + body[position + 1:]
+        tampered = body[:position] + bytes([body[position] ^ 0x01]) + body[position + 1 :]
         with pytest.raises(InvalidWebhookSignatureError):
             client.webhooks.unwrap(tampered, received.headers, secret=endpoint.signing_secret)
     for header in ("webhook-id", "webhook-timestamp"):
@@ -71,8 +82,14 @@ def test_validation_failure_delivers_batch_failed(client, make_endpoint, receive
     endpoint = make_endpoint(receiver.url, ["batch.failed"])
     bad = create_batch(client, custom=b'{"custom_id": "a", "method": "POST"\n')
     batch = wait_for_status(client, bad.id, {"failed"}, timeout=60)
-    event = assert_is_openai_event(client, receiver.for_batch(batch.id)[0], endpoint.signing_secret,
-                                   event_type="batch.failed", batch_id=batch.id, created_at=batch.failed_at)
+    event = assert_is_openai_event(
+        client,
+        receiver.for_batch(batch.id)[0],
+        endpoint.signing_secret,
+        event_type="batch.failed",
+        batch_id=batch.id,
+        created_at=batch.failed_at,
+    )
     assert isinstance(event, BatchFailedWebhookEvent)
 
 
@@ -86,8 +103,14 @@ def test_cancel_delivers_batch_cancelled_only_to_subscribers(client, make_endpoi
         batch = create_batch(client, model=UNSERVED)
         client.batches.cancel(batch.id)
         batch = wait_for_status(client, batch.id, {"cancelled"}, timeout=60)
-        event = assert_is_openai_event(client, receiver.for_batch(batch.id)[0], endpoint.signing_secret,
-                                       event_type="batch.cancelled", batch_id=batch.id, created_at=batch.cancelled_at)
+        event = assert_is_openai_event(
+            client,
+            receiver.for_batch(batch.id)[0],
+            endpoint.signing_secret,
+            event_type="batch.cancelled",
+            batch_id=batch.id,
+            created_at=batch.cancelled_at,
+        )
         assert isinstance(event, BatchCancelledWebhookEvent)
         assert [r for r in deaf.received if r.event["data"]["id"] == batch.id] == []
     finally:
@@ -103,8 +126,14 @@ def test_expiry_delivers_batch_expired(client, make_endpoint, receiver, task_clu
     created_at = Batch.objects.get(pk=batch.id).created_at
     Batch.objects.filter(pk=batch.id).update(expires_at=created_at - timedelta(seconds=1), job_enqueued_at=None)
     batch = wait_for_status(client, batch.id, {"expired"}, timeout=30)
-    event = assert_is_openai_event(client, receiver.for_batch(batch.id)[0], endpoint.signing_secret,
-                                   event_type="batch.expired", batch_id=batch.id, created_at=batch.expired_at)
+    event = assert_is_openai_event(
+        client,
+        receiver.for_batch(batch.id)[0],
+        endpoint.signing_secret,
+        event_type="batch.expired",
+        batch_id=batch.id,
+        created_at=batch.expired_at,
+    )
     assert isinstance(event, BatchExpiredWebhookEvent)
 
 
@@ -128,7 +157,9 @@ def test_every_subscribed_endpoint_gets_its_own_delivery(client, make_endpoint, 
         rows = WebhookDelivery.objects.filter(event__batch_id=batch.id)
         wait_for(lambda: not rows.exclude(status="succeeded").exists(), 10, message="both deliveries recorded")
         assert {(row.endpoint_id, row.status, row.attempts, row.last_status_code) for row in rows} == {
-            (first.id, "succeeded", 1, 200), (second.id, "succeeded", 1, 200)}
+            (first.id, "succeeded", 1, 200),
+            (second.id, "succeeded", 1, 200),
+        }
     finally:
         other.close()
 
@@ -179,8 +210,11 @@ def test_metrics_count_deliveries(server, client, make_endpoint, receiver, task_
     client.batches.cancel(batch.id)
     receiver.for_batch(batch.id)
     text = httpx.get(f"{server}/metrics").text
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith("batchserver_webhook")}
+    values = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("batchserver_webhook")
+    }
     assert values['batchserver_webhook_deliveries{status="succeeded"}'] >= 1
     assert values['batchserver_webhook_endpoints{state="enabled"}'] >= 1
     assert 'batchserver_webhook_deliveries{status="failed"}' in values

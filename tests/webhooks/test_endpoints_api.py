@@ -30,8 +30,9 @@ def test_create_returns_the_secret_once_and_retrieve_only_its_hint(client, make_
     fetched = client.webhooks.retrieve(endpoint.id)
     assert isinstance(fetched, WebhookEndpoint)
     assert "signing_secret" not in fetched.model_dump()
-    assert fetched.model_dump() == {key: value for key, value in endpoint.model_dump().items()
-                                    if key != "signing_secret"}
+    assert fetched.model_dump() == {
+        key: value for key, value in endpoint.model_dump().items() if key != "signing_secret"
+    }
 
 
 def test_list_pages_newest_first(client, make_endpoint, receiver, http):
@@ -47,8 +48,9 @@ def test_list_pages_newest_first(client, make_endpoint, receiver, http):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "after"
 
 
-def test_update_changes_what_is_given_and_updated_at_only_when_something_changes(client, make_endpoint, receiver,
-                                                                                  db_access):
+def test_update_changes_what_is_given_and_updated_at_only_when_something_changes(
+    client, make_endpoint, receiver, db_access
+):
     from webhooks.models import WebhookEndpoint as Row
 
     endpoint = make_endpoint(receiver.url, ["batch.completed"], name="before")
@@ -81,8 +83,13 @@ def test_test_sends_a_signed_sample_and_returns_the_receivers_status_code(client
     receiver.answer(418)
     result = client.webhooks.test(endpoint.id, event_type="batch.expired")
     assert isinstance(result, WebhookEndpointTestResult)
-    assert result.model_dump() == {"event_type": "batch.expired", "object": "webhook_endpoint.test",
-                                   "status_code": 418, "success": True, "webhook_endpoint_id": endpoint.id}
+    assert result.model_dump() == {
+        "event_type": "batch.expired",
+        "object": "webhook_endpoint.test",
+        "status_code": 418,
+        "success": True,
+        "webhook_endpoint_id": endpoint.id,
+    }
     sample = receiver.wait()[0]
     event = client.webhooks.unwrap(sample.body, sample.headers, secret=endpoint.signing_secret)
     assert event.type == "batch.expired" and event.object == "event" and event.data.id.startswith("batch_")
@@ -101,11 +108,13 @@ def test_test_of_a_receiver_that_is_down_says_so(client, make_endpoint, receiver
 
 def test_another_projects_key_gets_404(client, other_client, make_endpoint, receiver):
     endpoint = make_endpoint(receiver.url)
-    calls = [lambda: other_client.webhooks.retrieve(endpoint.id),
-             lambda: other_client.webhooks.update(endpoint.id, name="mine now"),
-             lambda: other_client.webhooks.rotate_secret(endpoint.id),
-             lambda: other_client.webhooks.test(endpoint.id, event_type="batch.completed"),
-             lambda: other_client.webhooks.delete(endpoint.id)]
+    calls = [
+        lambda: other_client.webhooks.retrieve(endpoint.id),
+        lambda: other_client.webhooks.update(endpoint.id, name="mine now"),
+        lambda: other_client.webhooks.rotate_secret(endpoint.id),
+        lambda: other_client.webhooks.test(endpoint.id, event_type="batch.completed"),
+        lambda: other_client.webhooks.delete(endpoint.id),
+    ]
     for call in calls:
         with pytest.raises(openai.NotFoundError) as caught:
             call()
@@ -115,19 +124,25 @@ def test_another_projects_key_gets_404(client, other_client, make_endpoint, rece
     assert receiver.received == []
 
 
-@pytest.mark.parametrize("body, param, says", [
-    ({"url": "https://example.com/h", "name": "x", "event_types": ["response.completed"]}, "event_types",
-     "batch.completed, batch.failed, batch.expired, batch.cancelled"),
-    ({"url": "https://example.com/h", "name": "x", "event_types": []}, "event_types", "at least one"),
-    ({"url": "https://example.com/h", "name": "x", "event_types": "batch.completed"}, "event_types", "list"),
-    ({"name": "x", "event_types": ["batch.completed"]}, "url", "required"),
-    ({"url": "ftp://example.com/h", "name": "x", "event_types": ["batch.completed"]}, "url", "HTTPS"),
-    ({"url": "https://", "name": "x", "event_types": ["batch.completed"]}, "url", "HTTPS"),
-    ({"url": "https://example.com:99999/", "name": "x", "event_types": ["batch.completed"]}, "url", "valid URL"),
-    ({"url": "https://example.com/h", "event_types": ["batch.completed"]}, "name", "required"),
-    ({"url": "https://example.com/h", "name": "x" * 300, "event_types": ["batch.completed"]}, "name", "256"),
-    ({"url": ["https://example.com/h"], "name": "x", "event_types": ["batch.completed"]}, "url", "string"),
-])
+@pytest.mark.parametrize(
+    "body, param, says",
+    [
+        (
+            {"url": "https://example.com/h", "name": "x", "event_types": ["response.completed"]},
+            "event_types",
+            "batch.completed, batch.failed, batch.expired, batch.cancelled",
+        ),
+        ({"url": "https://example.com/h", "name": "x", "event_types": []}, "event_types", "at least one"),
+        ({"url": "https://example.com/h", "name": "x", "event_types": "batch.completed"}, "event_types", "list"),
+        ({"name": "x", "event_types": ["batch.completed"]}, "url", "required"),
+        ({"url": "ftp://example.com/h", "name": "x", "event_types": ["batch.completed"]}, "url", "HTTPS"),
+        ({"url": "https://", "name": "x", "event_types": ["batch.completed"]}, "url", "HTTPS"),
+        ({"url": "https://example.com:99999/", "name": "x", "event_types": ["batch.completed"]}, "url", "valid URL"),
+        ({"url": "https://example.com/h", "event_types": ["batch.completed"]}, "name", "required"),
+        ({"url": "https://example.com/h", "name": "x" * 300, "event_types": ["batch.completed"]}, "name", "256"),
+        ({"url": ["https://example.com/h"], "name": "x", "event_types": ["batch.completed"]}, "url", "string"),
+    ],
+)
 def test_bad_create_bodies_are_400s_that_say_what_to_send(http, body, param, says):
     response = http.post("/v1/webhook_endpoints", json=body)
     assert response.status_code == 400, response.text
@@ -142,8 +157,11 @@ def test_bad_bodies_of_the_other_actions(http, make_endpoint, receiver):
         (f"/v1/webhook_endpoints/{endpoint.id}/test", {}, "event_type"),
         (f"/v1/webhook_endpoints/{endpoint.id}", {"event_types": ["batch.done"]}, "event_types"),
         (f"/v1/webhook_endpoints/{endpoint.id}", {"name": None}, "name"),
-        (f"/v1/webhook_endpoints/{endpoint.id}/rotate_secret", {"keep_old_secret_active_for_24_hours": "maybe"},
-         "keep_old_secret_active_for_24_hours"),
+        (
+            f"/v1/webhook_endpoints/{endpoint.id}/rotate_secret",
+            {"keep_old_secret_active_for_24_hours": "maybe"},
+            "keep_old_secret_active_for_24_hours",
+        ),
     ]:
         response = http.post(path, json=body)
         assert response.status_code == 400, (path, response.text)
@@ -164,9 +182,12 @@ def test_endpoints_are_in_the_openapi_schema(server):
     assert "post" in paths["/v1/webhook_endpoints/{id}/test"]
     assert "get" in paths["/v1/webhook_event_types"]
     components = schema["components"]["schemas"]
-    sdk_fields = {"WebhookEndpoint": WebhookEndpoint, "WebhookEndpointWithSecret": WebhookEndpointWithSecret,
-                  "DeletedWebhookEndpoint": DeletedWebhookEndpoint,
-                  "WebhookEndpointTestResult": WebhookEndpointTestResult}
+    sdk_fields = {
+        "WebhookEndpoint": WebhookEndpoint,
+        "WebhookEndpointWithSecret": WebhookEndpointWithSecret,
+        "DeletedWebhookEndpoint": DeletedWebhookEndpoint,
+        "WebhookEndpointTestResult": WebhookEndpointTestResult,
+    }
     for name, model in sdk_fields.items():
         assert set(components[name]["properties"]) == set(model.model_fields), name
 
@@ -181,10 +202,15 @@ def strict_server(stack_env):
 
 def test_private_and_plain_http_urls_are_refused_without_the_setting(strict_server, keys, receiver):
     sdk = openai.OpenAI(base_url=f"{strict_server}/v1", api_key=keys["alice"], max_retries=0)
-    for url, says in [(receiver.url, "not an HTTPS URL"), ("https://127.0.0.1/h", "not a public address"),
-                      ("https://10.1.2.3/h", "not a public address"), ("https://[::1]:8443/h", "not a public address"),
-                      ("https://169.254.169.254/latest", "not a public address"),
-                      ("https://[::ffff:127.0.0.1]/h", "not a public address"), ("https://localhost/h", "this server")]:
+    for url, says in [
+        (receiver.url, "not an HTTPS URL"),
+        ("https://127.0.0.1/h", "not a public address"),
+        ("https://10.1.2.3/h", "not a public address"),
+        ("https://[::1]:8443/h", "not a public address"),
+        ("https://169.254.169.254/latest", "not a public address"),
+        ("https://[::ffff:127.0.0.1]/h", "not a public address"),
+        ("https://localhost/h", "this server"),
+    ]:
         with pytest.raises(openai.BadRequestError) as caught:
             sdk.webhooks.create(url=url, name="sneaky", event_types=["batch.completed"])
         assert caught.value.body["param"] == "url" and says in caught.value.body["message"], url

@@ -14,9 +14,14 @@ from tests.webhooks.receiver import Receiver
 
 @pytest.fixture(scope="module")
 def fast_retries():
-    with Stack("webhook_retries", extra_env={"BATCHSERVER_WEBHOOK_RETRY_SECONDS": "1,2",
-                                             "BATCHSERVER_SWEEP_SECONDS": "0.5",
-                                             "BATCHSERVER_WEBHOOK_ALLOW_PRIVATE": "true"}) as stack:
+    with Stack(
+        "webhook_retries",
+        extra_env={
+            "BATCHSERVER_WEBHOOK_RETRY_SECONDS": "1,2",
+            "BATCHSERVER_SWEEP_SECONDS": "0.5",
+            "BATCHSERVER_WEBHOOK_ALLOW_PRIVATE": "true",
+        },
+    ) as stack:
         stack.start_server()
         yield stack
 
@@ -41,8 +46,11 @@ def test_a_receiver_failing_twice_gets_three_attempts_with_one_webhook_id(fast_r
     assert 1 <= second.at - first.at < 5 and 2 <= third.at - second.at < 6
 
     with psycopg.connect(fast_retries.env["DATABASE_URL"]) as conn:
+
         def recorded():
-            return conn.execute("SELECT status, attempts, last_status_code FROM webhooks_webhookdelivery "
-                                "WHERE id = %s", [first.webhook_id]).fetchone() == ("succeeded", 3, 200)
+            return conn.execute(
+                "SELECT status, attempts, last_status_code FROM webhooks_webhookdelivery WHERE id = %s",
+                [first.webhook_id],
+            ).fetchone() == ("succeeded", 3, 200)
 
         wait_for(recorded, 10, message="the delivery recorded as succeeded after 3 attempts")

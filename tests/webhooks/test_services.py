@@ -36,8 +36,9 @@ def project(db_access):
 def endpoint(project, receiver):
     from webhooks import services
 
-    endpoint, secret = services.endpoint_create(project=project, url=receiver.url, name="svc",
-                                                event_types=["batch.completed", "batch.cancelled"])
+    endpoint, secret = services.endpoint_create(
+        project=project, url=receiver.url, name="svc", event_types=["batch.completed", "batch.cancelled"]
+    )
     endpoint.plain_secret = secret
     return endpoint
 
@@ -49,8 +50,9 @@ def due_delivery(endpoint, *, batch_id: str = "batch_0123", **fields):
 
     now = timezone.now()
     event = services._event_create(event_type="batch.completed", batch_id=batch_id, created_at=now)
-    return WebhookDelivery.objects.create(endpoint=endpoint, event=event, **{"next_attempt_at": now,
-                                                                             "enqueued_at": now, **fields})
+    return WebhookDelivery.objects.create(
+        endpoint=endpoint, event=event, **{"next_attempt_at": now, "enqueued_at": now, **fields}
+    )
 
 
 def send(delivery):
@@ -185,8 +187,12 @@ def test_signing_secrets_are_encrypted_at_rest(endpoint, settings, stack_env):
 
     secret = endpoint.plain_secret
     row = WebhookEndpoint.objects.get(pk=endpoint.pk)
-    dump = subprocess.run(["pg_dump", "--data-only", "--table=webhooks_webhookendpoint",
-                           stack_env["DATABASE_URL"]], capture_output=True, text=True, check=True).stdout
+    dump = subprocess.run(
+        ["pg_dump", "--data-only", "--table=webhooks_webhookendpoint", stack_env["DATABASE_URL"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert endpoint.id in dump and row.secret in dump
     assert secret not in dump and secret[6:] not in dump and secret[6:26] not in dump
     assert services.signing_secrets(row, timezone.now()) == [secret]
@@ -229,12 +235,14 @@ def test_private_addresses_and_plain_http_are_refused_when_sending_without_the_s
 
     settings.BATCHSERVER_WEBHOOK_ALLOW_PRIVATE = False
     port = receiver.url.split(":")[2].split("/")[0]
-    for url, says in [(receiver.url, "not an HTTPS URL"),
-                      (f"https://127.0.0.1:{port}/", "127.0.0.1 is not a public address"),
-                      (f"https://127.1:{port}/", "'127.1' resolves to 127.0.0.1, not a public address"),
-                      (f"https://[::ffff:127.0.0.1]:{port}/", "not a public address"),
-                      (f"https://no-such-host.invalid:{port}/", "does not resolve"),
-                      (f"https://user:pw@example.com:{port}/", "cannot hold credentials")]:
+    for url, says in [
+        (receiver.url, "not an HTTPS URL"),
+        (f"https://127.0.0.1:{port}/", "127.0.0.1 is not a public address"),
+        (f"https://127.1:{port}/", "'127.1' resolves to 127.0.0.1, not a public address"),
+        (f"https://[::ffff:127.0.0.1]:{port}/", "not a public address"),
+        (f"https://no-such-host.invalid:{port}/", "does not resolve"),
+        (f"https://user:pw@example.com:{port}/", "cannot hold credentials"),
+    ]:
         outcome = transport.post(url, b"{}", {}, timeout=2)
         assert outcome.status_code is None and outcome.error.startswith("refused: ") and says in outcome.error, url
     assert receiver.received == []
@@ -254,13 +262,18 @@ def certificate_for(name: str):
     from cryptography.x509.oid import NameOID
 
     def issue(subject: str, key, issuer_name, issuer_key, *, ca: bool):
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(hours=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
         if not ca:
             builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
         return builder.sign(issuer_key, hashes.SHA256())
@@ -271,8 +284,12 @@ def certificate_for(name: str):
     leaf = issue(name, leaf_key, ca_name, ca_key, ca=False)
     folder = Path(tempfile.mkdtemp())
     (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (folder / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + leaf_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (folder / "leaf.pem").write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM)
+        + leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return folder / "ca.pem", folder / "leaf.pem"
 
 

@@ -22,8 +22,11 @@ RESUME_SECONDS = 30  # the work of a lost process runs again within this (plus a
 def serving_pid(name: str) -> int:
     from batches_api.models import Worker
 
-    return wait_for(lambda: Worker.objects.alive().filter(name=name).values_list("pid", flat=True).first(), 30,
-                    message=f"the serving loop of worker {name}")
+    return wait_for(
+        lambda: Worker.objects.alive().filter(name=name).values_list("pid", flat=True).first(),
+        30,
+        message=f"the serving loop of worker {name}",
+    )
 
 
 def assert_each_once(lines, output, errors):
@@ -50,17 +53,24 @@ def test_a_killed_engine_host_is_replaced_and_its_requests_run_again(client, sta
     try:
         lines = [chat(f"h{i}", max_tokens=1 if i % 3 else 2500) for i in range(60)]  # 2500 tokens: about 5 s
         batch = run_batch(client, lines)
-        wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10, 60,
-                 message="some results")
+        wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10, 60, message="some results")
         victim = serving_pid("healer")
         held = set(BatchRequest.objects.filter(batch_id=batch.id, status="running").values_list("id", flat=True))
         assert held, "requests should be in flight when the engine's process dies"
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
         # Its requests run again on the replacement: claimed by a live worker other than the dead one.
-        wait_for(lambda: BatchRequest.objects.filter(pk__in=held).exclude(worker__pid=victim).filter(
-            status__in=["running", "responded"]).exists(), RESUME_SECONDS, interval=0.2,
-            message="the dead process's requests to run again")
+        wait_for(
+            lambda: (
+                BatchRequest.objects.filter(pk__in=held)
+                .exclude(worker__pid=victim)
+                .filter(status__in=["running", "responded"])
+                .exists()
+            ),
+            RESUME_SECONDS,
+            interval=0.2,
+            message="the dead process's requests to run again",
+        )
         resumed = time.monotonic() - killed
         batch = wait_for_status(client, batch.id, {"completed"}, timeout=120)
     finally:
@@ -72,8 +82,7 @@ def test_a_killed_engine_host_is_replaced_and_its_requests_run_again(client, sta
     print(f"requests running again {resumed:.1f} s after the kill")
 
 
-def test_a_request_that_kills_its_engine_ends_with_an_error_line_and_spares_the_others(client, stack_env,
-                                                                                         task_cluster):
+def test_a_request_that_kills_its_engine_ends_with_an_error_line_and_spares_the_others(client, stack_env, task_cluster):
     worker = start_worker(stack_env, "crashy", ["fake-crashy"])
     try:
         lines = [chat(f"ok{i}", max_tokens=4) for i in range(6)]
@@ -97,8 +106,9 @@ def test_a_killed_idle_task_worker_does_not_jam_validation(client, task_cluster)
     assert idle, "the task cluster should have an idle worker"
     idle[0].kill()  # an idle django-q2 worker holds the cluster's task queue lock while it waits
     started = time.monotonic()
-    batch = wait_for_status(client, run_batch(client, [chat("after-kill")]).id, {"in_progress", "completed"},
-                            timeout=RESUME_SECONDS)
+    batch = wait_for_status(
+        client, run_batch(client, [chat("after-kill")]).id, {"in_progress", "completed"}, timeout=RESUME_SECONDS
+    )
     print(f"validated {time.monotonic() - started:.1f} s after the kill")
     assert batch.request_counts.total == 1
     client.batches.cancel(batch.id)
@@ -110,8 +120,12 @@ def test_a_validation_killed_half_way_runs_again(client, task_cluster, db_access
     lines = [json.dumps(chat(f"v{i}", content="x " * 50)).encode() for i in range(30_000)]
     file = upload_batch_file(client, lines)
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
-    wait_for(lambda: Batch.objects.filter(pk=batch.id, job_owner__isnull=False).exists(), 30,
-             interval=0.05, message="the validation to start")
+    wait_for(
+        lambda: Batch.objects.filter(pk=batch.id, job_owner__isnull=False).exists(),
+        30,
+        interval=0.05,
+        message="the validation to start",
+    )
     running = [p for p in task_workers(task_cluster) if "validate_batch" in " ".join(p.cmdline())]
     assert running, "a task worker should be validating"
     running[0].kill()

@@ -57,8 +57,12 @@ def validating_batch(project, lines: int = 3):
 
     data = b"".join(json.dumps(request_json(f"v{i}")).encode() + b"\n" for i in range(lines))
     now = timezone.now()
-    return Batch.objects.create(project=project, endpoint="/v1/chat/completions", input_file=write_file(project, data),
-                                expires_at=now + timedelta(hours=24))
+    return Batch.objects.create(
+        project=project,
+        endpoint="/v1/chat/completions",
+        input_file=write_file(project, data),
+        expires_at=now + timedelta(hours=24),
+    )
 
 
 def dead_worker(**fields):
@@ -73,11 +77,17 @@ def live_worker():
     return Worker.objects.create(name="here", hostname="somewhere", pid=1)
 
 
-def claimed(request) -> "object":
+def claimed(request) -> object:
     from batches_api.services import ClaimedRequest
 
-    return ClaimedRequest(id=request.pk, batch_id=request.batch_id, custom_id=request.custom_id,
-                          offset=request.offset, length=request.length, attempts=request.attempts)
+    return ClaimedRequest(
+        id=request.pk,
+        batch_id=request.batch_id,
+        custom_id=request.custom_id,
+        offset=request.offset,
+        length=request.length,
+        attempts=request.attempts,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -101,7 +111,9 @@ def test_a_lost_validation_cannot_touch_the_rows_of_the_one_that_took_over(proje
 
     batch = validating_batch(project)
     # An attempt whose process hangs: it holds the claim, but its heartbeat stopped long ago.
-    Batch.objects.filter(pk=batch.pk).update(job_owner="job_hung", job_heartbeat_at=timezone.now() - timedelta(minutes=5))
+    Batch.objects.filter(pk=batch.pk).update(
+        job_owner="job_hung", job_heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
     services.batch_validate(batch_id=batch.id)
     batch.refresh_from_db()
     assert batch.status == "in_progress" and batch.total_requests == 3
@@ -120,8 +132,9 @@ def test_the_sweep_retries_a_validation_whose_job_went_silent_and_fails_it_after
 
     batch = validating_batch(project)
     long_ago = timezone.now() - timedelta(minutes=5)
-    Batch.objects.filter(pk=batch.pk).update(job_owner="job_dead", job_heartbeat_at=long_ago, job_enqueued_at=long_ago,
-                                             validation_attempts=1)
+    Batch.objects.filter(pk=batch.pk).update(
+        job_owner="job_dead", job_heartbeat_at=long_ago, job_enqueued_at=long_ago, validation_attempts=1
+    )
     assert services.sweep().validations >= 1
     batch.refresh_from_db()
     assert batch.job_enqueued_at > long_ago  # enqueued again (whoever runs it claims it once)
@@ -130,8 +143,9 @@ def test_the_sweep_retries_a_validation_whose_job_went_silent_and_fails_it_after
     services.sweep()
     assert Batch.objects.get(pk=batch.pk).job_enqueued_at == enqueued
     # Three attempts that died: the batch fails with a message saying where to look, instead of looping.
-    Batch.objects.filter(pk=batch.pk).update(job_heartbeat_at=long_ago, job_enqueued_at=long_ago,
-                                             validation_attempts=services.MAX_VALIDATION_ATTEMPTS)
+    Batch.objects.filter(pk=batch.pk).update(
+        job_heartbeat_at=long_ago, job_enqueued_at=long_ago, validation_attempts=services.MAX_VALIDATION_ATTEMPTS
+    )
     services.sweep()
     batch.refresh_from_db()
     assert batch.status == "failed" and batch.failed_at is not None
@@ -141,7 +155,6 @@ def test_the_sweep_retries_a_validation_whose_job_went_silent_and_fails_it_after
 # ------------------------------------------------------------------------------------------------ finalizing
 def test_a_finished_batch_nobody_asked_to_finalize_is_finalized_by_the_sweep(project):
     from batches_api import services
-    from batches_api.models import Batch
 
     # Its worker committed the last results and died before asking for finalizing.
     batch = make_batch(project, total=3, completed=3, with_requests=True)
@@ -159,13 +172,15 @@ def test_a_finalize_that_died_half_way_is_retried_once_its_job_is_silent(project
     from batches_api import services
     from batches_api.models import Batch
 
-    batch = make_batch(project, status="finalizing", total=2, completed=2, with_requests=True,
-                       finalizing_at=timezone.now())
+    batch = make_batch(
+        project, status="finalizing", total=2, completed=2, with_requests=True, finalizing_at=timezone.now()
+    )
     for request in batch.requests.all():
         request.result_line = json.dumps({"custom_id": request.custom_id})
         request.save()
-    Batch.objects.filter(pk=batch.pk).update(job_owner="job_dead", job_heartbeat_at=timezone.now(),
-                                             job_enqueued_at=timezone.now())
+    Batch.objects.filter(pk=batch.pk).update(
+        job_owner="job_dead", job_heartbeat_at=timezone.now(), job_enqueued_at=timezone.now()
+    )
     assert services.batch_finalize(batch_id=batch.id).status == "finalizing"  # its job still looks alive
     long_ago = timezone.now() - timedelta(minutes=5)
     Batch.objects.filter(pk=batch.pk).update(job_heartbeat_at=long_ago, job_enqueued_at=long_ago)
@@ -183,8 +198,10 @@ def test_not_run_never_overwrites_a_result_that_a_late_worker_committed_first(pr
     first, second = batch.requests.order_by("line")
     BatchRequest.objects.filter(pk__in=[first.pk, second.pk]).update(status="running", worker=worker, attempts=1)
     first.refresh_from_db()
-    written = services.requests_record(worker_id=worker.pk, outcomes=[services.Outcome(
-        request=claimed(first), status_code=200, body={"ok": True}, output_tokens=5)])
+    written = services.requests_record(
+        worker_id=worker.pk,
+        outcomes=[services.Outcome(request=claimed(first), status_code=200, body={"ok": True}, output_tokens=5)],
+    )
     assert written == {first.pk}
     worker.stopped_at = timezone.now()
     worker.save()
@@ -207,8 +224,9 @@ def test_a_result_that_comes_after_not_run_is_dropped(project):
     worker.last_heartbeat_at = timezone.now() - timedelta(minutes=5)  # looks dead to everyone else
     worker.save()
     assert services.requests_not_run(batch_id=batch.id, not_run=services.CANCELLED) == 1
-    late = services.requests_record(worker_id=worker.pk, outcomes=[services.Outcome(
-        request=claimed(request), status_code=200, body={"ok": True})])
+    late = services.requests_record(
+        worker_id=worker.pk, outcomes=[services.Outcome(request=claimed(request), status_code=200, body={"ok": True})]
+    )
     assert late == set()
     request.refresh_from_db()
     assert (request.status, request.error_code) == ("errored", "batch_cancelled")
@@ -226,15 +244,17 @@ def test_requests_that_were_in_flight_when_engines_died_are_quarantined_then_end
     batch = make_batch(project, total=20, with_requests=True, model=model)
     rows = list(batch.requests.order_by("line"))
     # Two engine deaths with these 17 in flight: they are suspects now.
-    BatchRequest.objects.filter(pk__in=[r.pk for r in rows[3:]]).update(status="running", worker=gone,
-                                                                       attempts=services.SUSPECT_AFTER)
+    BatchRequest.objects.filter(pk__in=[r.pk for r in rows[3:]]).update(
+        status="running", worker=gone, attempts=services.SUSPECT_AFTER
+    )
     worker = live_worker()
     normal = services.requests_claim(worker_id=worker.pk, model=model, limit=100)
     assert {r.id for r in normal} == {r.pk for r in rows[:3]}  # a normal claim never takes a suspect
     level = services.quarantine_level(model)
     assert level == services.SUSPECT_AFTER
-    group = services.requests_claim(worker_id=worker.pk, model=model, limit=services.QUARANTINE_GROUPS[level],
-                                    tries=level)
+    group = services.requests_claim(
+        worker_id=worker.pk, model=model, limit=services.QUARANTINE_GROUPS[level], tries=level
+    )
     assert len(group) == services.QUARANTINE_GROUPS[level] < 17
     # The group's engine dies too: one more level down, they run alone.
     worker.stopped_at = timezone.now()

@@ -26,11 +26,16 @@ def test_a_worker_preloads_its_models_and_says_when_it_is_ready(server, stack_en
         loading = wait_for(lambda: Worker.objects.alive().filter(name="preloader").first(), 30)
         checks = httpx.get(f"{server}/readyz").json()["checks"]
         assert checks["model:fake-slow-load"] == "a worker is loading it"  # it takes 4 s to load
-        ready = wait_for(lambda: Worker.objects.filter(pk=loading.pk, ready_at__isnull=False).first(), 30,
-                         message="the worker to be ready")
+        ready = wait_for(
+            lambda: Worker.objects.filter(pk=loading.pk, ready_at__isnull=False).first(),
+            30,
+            message="the worker to be ready",
+        )
         assert sorted(ready.loaded_models) == ["fake-echo", "fake-slow-load"]
         assert sorted(EngineLoad.objects.filter(worker=ready).values_list("model", flat=True)) == [
-            "fake-echo", "fake-slow-load"]
+            "fake-echo",
+            "fake-slow-load",
+        ]
         assert httpx.get(f"{server}/readyz").json()["checks"]["model:fake-slow-load"] == "ok"
     finally:
         worker.stop()
@@ -46,8 +51,11 @@ def test_two_models_are_served_at_the_same_time_without_a_load_between(client, s
         b = run_batch(client, lines_for("fake-echo-b", 30, 1500, "b"))
 
         def both_running():
-            running = set(BatchRequest.objects.filter(batch_id__in=[a.id, b.id], status="running")
-                          .values_list("batch_id", flat=True).distinct())
+            running = set(
+                BatchRequest.objects.filter(batch_id__in=[a.id, b.id], status="running")
+                .values_list("batch_id", flat=True)
+                .distinct()
+            )
             return running == {a.id, b.id}
 
         wait_for(both_running, 30, interval=0.1, message="requests of both models in flight at once")
@@ -59,14 +67,16 @@ def test_two_models_are_served_at_the_same_time_without_a_load_between(client, s
         worker.stop()
 
 
-def test_the_least_recently_used_model_makes_room_only_once_its_requests_are_done(client, stack_env, task_cluster,
-                                                                               db_access):
+def test_the_least_recently_used_model_makes_room_only_once_its_requests_are_done(
+    client, stack_env, task_cluster, db_access
+):
     from batches_api.models import Worker
     from inference.models import EngineLoad
 
     # Room for one 1 GB model: serving the other means unloading the first.
-    worker = start_worker(stack_env, "one-at-a-time", ["fake-echo", "fake-echo-b"],
-                          {"BATCHSERVER_WORKER_MEMORY_GB": "1.5"})
+    worker = start_worker(
+        stack_env, "one-at-a-time", ["fake-echo", "fake-echo-b"], {"BATCHSERVER_WORKER_MEMORY_GB": "1.5"}
+    )
     try:
         a_lines = lines_for("fake-echo", 20, 1000, "a")  # about 2 s a request
         a = run_batch(client, a_lines)
@@ -84,5 +94,6 @@ def test_the_least_recently_used_model_makes_room_only_once_its_requests_are_don
         assert errors == []
         assert [line["custom_id"] for line in output] == [line["custom_id"] for line in lines]
     # a's requests were never cut short to make room: every one ran to its length
-    assert all(line["response"]["body"]["usage"]["completion_tokens"] == 1000
-               for line in results(client, outcomes[a.id])[0])
+    assert all(
+        line["response"]["body"]["usage"]["completion_tokens"] == 1000 for line in results(client, outcomes[a.id])[0]
+    )

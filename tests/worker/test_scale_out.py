@@ -13,9 +13,13 @@ from tests.helpers import parse_jsonl, request_line, upload_batch_file
 
 
 def lines_for(model: str, n: int, max_tokens: int) -> list[dict]:
-    return [request_line(f"{model}-{i}", body={"model": model, "max_tokens": max_tokens,
-                                               "messages": [{"role": "user", "content": f"hi {i}"}]})
-            for i in range(n)]
+    return [
+        request_line(
+            f"{model}-{i}",
+            body={"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": f"hi {i}"}]},
+        )
+        for i in range(n)
+    ]
 
 
 def submit(client, lines):
@@ -32,8 +36,17 @@ def test_two_workers_share_one_batch_and_one_dies_midway(client, stack_env, task
     try:
         lines = lines_for("fake-echo", 300, max_tokens=150)  # ~0.3 s each at 16 in flight per worker
         batch = submit(client, lines)
-        wait_for(lambda: BatchRequest.objects.filter(batch_id=batch.id, status="responded")
-                 .values("worker__name").distinct().count() == 2, 60, message="both workers to finish some")
+        wait_for(
+            lambda: (
+                BatchRequest.objects.filter(batch_id=batch.id, status="responded")
+                .values("worker__name")
+                .distinct()
+                .count()
+                == 2
+            ),
+            60,
+            message="both workers to finish some",
+        )
         first.crash()
         batch = wait_for_status(client, batch.id, {"completed"}, timeout=120)
     finally:
@@ -41,8 +54,9 @@ def test_two_workers_share_one_batch_and_one_dies_midway(client, stack_env, task
     output = parse_jsonl(client.files.content(batch.output_file_id).read())
     assert [line["custom_id"] for line in output] == [line["custom_id"] for line in lines]  # each exactly once
     assert batch.error_file_id is None
-    done_by = dict(BatchRequest.objects.filter(batch_id=batch.id).values_list("worker__name")
-                   .annotate(n=Count("pk")).order_by())
+    done_by = dict(
+        BatchRequest.objects.filter(batch_id=batch.id).values_list("worker__name").annotate(n=Count("pk")).order_by()
+    )
     assert set(done_by) == {"share-1", "share-2"}, done_by
     assert sum(done_by.values()) == 300
 
@@ -53,8 +67,9 @@ def test_worker_only_takes_batches_of_its_models(client, server, stack_env, task
     only_a = start_worker(stack_env, "only-a", ["fake-echo"])
     try:
         batch_b = submit(client, lines_for("fake-echo-b", 5, max_tokens=2))
-        batch_a = wait_for_status(client, submit(client, lines_for("fake-echo", 5, max_tokens=2)).id,
-                                  {"completed"}, timeout=60)
+        batch_a = wait_for_status(
+            client, submit(client, lines_for("fake-echo", 5, max_tokens=2)).id, {"completed"}, timeout=60
+        )
         assert batch_a.request_counts.completed == 5
         # The A worker is idle and alive, yet the B batch waits untouched, and /metrics says why.
         assert client.batches.retrieve(batch_b.id).status == "in_progress"

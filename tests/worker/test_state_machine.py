@@ -4,11 +4,9 @@ The real engine runs the same paths in test_vllm_worker.py."""
 
 from __future__ import annotations
 
-import signal
 import time
 from datetime import timedelta
 
-import psutil
 import pytest
 
 from tests.conftest import start_worker, wait_for, wait_for_status
@@ -18,8 +16,14 @@ FAKE = "fake-echo"
 
 
 def chat(custom_id: str, max_tokens: int = 4, content: str | None = None) -> dict:
-    return request_line(custom_id, body={"model": FAKE, "max_tokens": max_tokens,
-                                         "messages": [{"role": "user", "content": content or f"say {custom_id}"}]})
+    return request_line(
+        custom_id,
+        body={
+            "model": FAKE,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": content or f"say {custom_id}"}],
+        },
+    )
 
 
 def run_batch(client, lines, endpoint="/v1/chat/completions"):
@@ -77,11 +81,15 @@ def test_rejected_request_is_its_own_400_line(client, fake_worker):
 
 
 def test_progress_is_visible_while_running_and_cancel_keeps_finished_work(client, fake_worker):
-    lines = [chat(f"fast-{i}", max_tokens=1) for i in range(5)] + [chat(f"slow-{i}", max_tokens=4000)
-                                                                   for i in range(10)]
+    lines = [chat(f"fast-{i}", max_tokens=1) for i in range(5)] + [
+        chat(f"slow-{i}", max_tokens=4000) for i in range(10)
+    ]
     batch = run_batch(client, lines)
-    running = wait_for(lambda: (b := client.batches.retrieve(batch.id)).request_counts.completed >= 5 and b,
-                       30, message="the fast requests to finish")
+    running = wait_for(
+        lambda: (b := client.batches.retrieve(batch.id)).request_counts.completed >= 5 and b,
+        30,
+        message="the fast requests to finish",
+    )
     assert running.status == "in_progress"
     started = time.monotonic()
     client.batches.cancel(batch.id)
@@ -97,12 +105,12 @@ def test_progress_is_visible_while_running_and_cancel_keeps_finished_work(client
 def test_expiry_keeps_completed_work_and_reports_the_rest(client, fake_worker, db_access):
     from batches_api.models import Batch
 
-    lines = [chat(f"fast-{i}", max_tokens=1) for i in range(3)] + [chat(f"slow-{i}", max_tokens=4000)
-                                                                   for i in range(4)]
+    lines = [chat(f"fast-{i}", max_tokens=1) for i in range(3)] + [chat(f"slow-{i}", max_tokens=4000) for i in range(4)]
     batch = run_batch(client, lines)
     wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 3, 30)
-    Batch.objects.filter(pk=batch.id).update(expires_at=Batch.objects.get(pk=batch.id).created_at
-                                             - timedelta(seconds=1))
+    Batch.objects.filter(pk=batch.id).update(
+        expires_at=Batch.objects.get(pk=batch.id).created_at - timedelta(seconds=1)
+    )
     batch = wait_for_status(client, batch.id, {"expired"}, timeout=15)
     assert batch.expired_at is not None
     output, errors = results(client, batch)
@@ -117,8 +125,9 @@ def test_small_batch_is_not_starved_by_a_big_one(client, fake_worker):
     wait_for_status(client, big.id, {"in_progress"}, timeout=30)
     time.sleep(1)
     started = time.monotonic()
-    small = wait_for_status(client, run_batch(client, [chat(f"small-{i}") for i in range(3)]).id, {"completed"},
-                            timeout=60)
+    small = wait_for_status(
+        client, run_batch(client, [chat(f"small-{i}") for i in range(3)]).id, {"completed"}, timeout=60
+    )
     took = time.monotonic() - started
     assert client.batches.retrieve(big.id).status == "in_progress"  # the big one is still running
     assert took < 10, f"a 3-request batch waited {took:.1f} s behind a big one"

@@ -23,8 +23,10 @@ EMBED_MODEL = "all-MiniLM-L6-v2"
 
 
 def chat(custom_id: str, content: str, **body) -> dict:
-    return request_line(custom_id, body={"model": CHAT_MODEL, "messages": [{"role": "user", "content": content}],
-                                         "temperature": 0, **body})
+    return request_line(
+        custom_id,
+        body={"model": CHAT_MODEL, "messages": [{"role": "user", "content": content}], "temperature": 0, **body},
+    )
 
 
 def run(client, lines, endpoint="/v1/chat/completions", statuses=("completed",), timeout=240):
@@ -59,10 +61,11 @@ def vllm_worker(stack_env, task_cluster):
 
 
 def test_chat_batch_answers_and_usage_adds_up(client, vllm_worker):
-    lines = [chat("two-plus-two", "What is 2+2?", max_tokens=32),
-             chat("capital", "What is the capital of France?", max_tokens=24),
-             chat("seeded", "Write a word.", max_tokens=8, temperature=0.8, seed=7, n=2, logprobs=True,
-                  top_logprobs=2)]
+    lines = [
+        chat("two-plus-two", "What is 2+2?", max_tokens=32),
+        chat("capital", "What is the capital of France?", max_tokens=24),
+        chat("seeded", "Write a word.", max_tokens=8, temperature=0.8, seed=7, n=2, logprobs=True, top_logprobs=2),
+    ]
     batch = run(client, lines)
     output, errors = outputs(client, batch)
     assert errors == []
@@ -79,8 +82,12 @@ def test_chat_batch_answers_and_usage_adds_up(client, vllm_worker):
 
 
 def test_too_long_request_gets_its_own_400_line(client, vllm_worker):
-    lines = [chat("fine", "Say hi.", max_tokens=8), chat("too-long", "hello " * 3000, max_tokens=8),
-             chat("bad-type", "Say hi.", max_tokens="lots"), chat("also-fine", "Say bye.", max_tokens=8)]
+    lines = [
+        chat("fine", "Say hi.", max_tokens=8),
+        chat("too-long", "hello " * 3000, max_tokens=8),
+        chat("bad-type", "Say hi.", max_tokens="lots"),
+        chat("also-fine", "Say bye.", max_tokens=8),
+    ]
     batch = run(client, lines)
     output, errors = outputs(client, batch)
     assert errors == []
@@ -96,9 +103,15 @@ def test_json_schema_response_format_and_stop(client, vllm_worker):
     import json
 
     schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
-    lines = [chat("json", "What is 2+2? Answer in JSON.", max_tokens=40,
-                  response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}),
-             chat("stop", "Count from 1 to 10 separated by commas.", max_tokens=40, stop=["5"])]
+    lines = [
+        chat(
+            "json",
+            "What is 2+2? Answer in JSON.",
+            max_tokens=40,
+            response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+        ),
+        chat("stop", "Count from 1 to 10 separated by commas.", max_tokens=40, stop=["5"]),
+    ]
     output, _ = outputs(client, run(client, lines))
     by_id = {line["custom_id"]: ChatCompletion.model_validate(line["response"]["body"]) for line in output}
     assert isinstance(json.loads(by_id["json"].choices[0].message.content)["answer"], int)
@@ -109,9 +122,14 @@ def test_completions_batch_on_a_warm_engine(client, vllm_worker, db_access):
     from batches_api.models import Worker
     from inference.models import EngineLoad
 
-    lines = [request_line(f"c{i}", url="/v1/completions",
-                          body={"model": CHAT_MODEL, "prompt": f"Once upon a time {i}", "max_tokens": 12,
-                                "temperature": 0}) for i in range(4)]
+    lines = [
+        request_line(
+            f"c{i}",
+            url="/v1/completions",
+            body={"model": CHAT_MODEL, "prompt": f"Once upon a time {i}", "max_tokens": 12, "temperature": 0},
+        )
+        for i in range(4)
+    ]
     batch = run(client, lines, endpoint="/v1/completions")
     output, _ = outputs(client, batch)
     for line in output:
@@ -119,16 +137,20 @@ def test_completions_batch_on_a_warm_engine(client, vllm_worker, db_access):
         assert completion.choices[0].text and completion.usage.completion_tokens > 0
     worker = Worker.objects.get(pid__in=[p.pid for p in vllm_worker.tree()], stopped_at__isnull=True)
     # Three batches so far on this worker: each model loaded once, at start (both are preloaded), never again.
-    assert sorted(EngineLoad.objects.filter(worker=worker).values_list("model", flat=True)) == [CHAT_MODEL,
-                                                                                                 EMBED_MODEL]
+    assert sorted(EngineLoad.objects.filter(worker=worker).values_list("model", flat=True)) == [CHAT_MODEL, EMBED_MODEL]
 
 
 def test_responses_batch(client, vllm_worker):
     from openai.types.responses import Response
 
-    lines = [request_line(f"resp-{i}", url="/v1/responses",
-                          body={"model": CHAT_MODEL, "input": "What is 2+2?", "max_output_tokens": 24,
-                                "temperature": 0}) for i in range(2)]
+    lines = [
+        request_line(
+            f"resp-{i}",
+            url="/v1/responses",
+            body={"model": CHAT_MODEL, "input": "What is 2+2?", "max_output_tokens": 24, "temperature": 0},
+        )
+        for i in range(2)
+    ]
     batch = run(client, lines, endpoint="/v1/responses")
     output, errors = outputs(client, batch)
     assert errors == []
@@ -139,11 +161,11 @@ def test_responses_batch(client, vllm_worker):
 
 def test_cancel_during_a_real_run(client, vllm_worker):
     lines = [chat(f"short-{i}", "Say yes.", max_tokens=2) for i in range(4)] + [
-        chat(f"long-{i}", "Tell a very long story.", max_tokens=1500, ignore_eos=True) for i in range(6)]
+        chat(f"long-{i}", "Tell a very long story.", max_tokens=1500, ignore_eos=True) for i in range(6)
+    ]
     file = upload_batch_file(client, lines)
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
-    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 120,
-             message="the short requests")
+    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 120, message="the short requests")
     started = time.monotonic()
     client.batches.cancel(batch.id)
     batch = wait_for_status(client, batch.id, {"cancelled"}, timeout=30)
@@ -158,12 +180,14 @@ def test_expiry_during_a_real_run(client, vllm_worker, db_access):
     from batches_api.models import Batch
 
     lines = [chat(f"short-{i}", "Say yes.", max_tokens=2) for i in range(3)] + [
-        chat(f"long-{i}", "Tell a very long story.", max_tokens=1500, ignore_eos=True) for i in range(3)]
+        chat(f"long-{i}", "Tell a very long story.", max_tokens=1500, ignore_eos=True) for i in range(3)
+    ]
     file = upload_batch_file(client, lines)
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
     wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 3, 120)
-    Batch.objects.filter(pk=batch.id).update(expires_at=Batch.objects.get(pk=batch.id).created_at
-                                             - timedelta(seconds=1))
+    Batch.objects.filter(pk=batch.id).update(
+        expires_at=Batch.objects.get(pk=batch.id).created_at - timedelta(seconds=1)
+    )
     batch = wait_for_status(client, batch.id, {"expired"}, timeout=30)
     output, errors = outputs(client, batch)
     assert {line["custom_id"] for line in output} >= {f"short-{i}" for i in range(3)}
@@ -172,10 +196,15 @@ def test_expiry_during_a_real_run(client, vllm_worker, db_access):
 
 
 def test_embeddings_batch(client, vllm_worker):
-    sentences = {"cat": "A cat sits on the mat.", "cat2": "There is a cat sitting on a mat.",
-                 "market": "The stock market fell sharply today."}
-    lines = [request_line(key, url="/v1/embeddings", body={"model": EMBED_MODEL, "input": text})
-             for key, text in sentences.items()]
+    sentences = {
+        "cat": "A cat sits on the mat.",
+        "cat2": "There is a cat sitting on a mat.",
+        "market": "The stock market fell sharply today.",
+    }
+    lines = [
+        request_line(key, url="/v1/embeddings", body={"model": EMBED_MODEL, "input": text})
+        for key, text in sentences.items()
+    ]
     batch = run(client, lines, endpoint="/v1/embeddings")
     output, _ = outputs(client, batch)
     vectors = {}
@@ -186,7 +215,7 @@ def test_embeddings_batch(client, vllm_worker):
     assert all(len(v) == 384 for v in vectors.values())
 
     def cosine(a, b):
-        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+        return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
     assert cosine(vectors["cat"], vectors["cat2"]) > cosine(vectors["cat"], vectors["market"]) + 0.2
     assert batch.usage.input_tokens > 0 and batch.usage.output_tokens == 0
@@ -204,12 +233,10 @@ def test_kill_9_mid_batch_then_a_new_worker_finishes_it(client, stack_env, task_
     from batches_api.models import BatchRequest
 
     first = start_worker(stack_env, "vllm-crash", [CHAT_MODEL])
-    lines = [chat(f"k{i}", f"Count to {i}.", max_tokens=24 if i % 3 else 200, ignore_eos=True)
-             for i in range(24)]
+    lines = [chat(f"k{i}", f"Count to {i}.", max_tokens=24 if i % 3 else 200, ignore_eos=True) for i in range(24)]
     file = upload_batch_file(client, lines)
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
-    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 180,
-             message="some results")
+    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 180, message="some results")
     wait_for(lambda: BatchRequest.objects.filter(batch_id=batch.id, status="running").exists(), 30)
     orphans = first.crash()  # SIGKILL of the worker's own processes; vLLM's engine core is left orphaned
     assert orphans, "the engine processes should have outlived the killed worker"
@@ -236,8 +263,7 @@ def test_a_killed_engine_host_heals_within_30_s_plus_a_load(client, stack_env, t
     try:
         lines = [chat(f"m{i}", f"Count to {i}.", max_tokens=8 + (i * 37) % 120, ignore_eos=True) for i in range(40)]
         file = upload_batch_file(client, lines)
-        batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
-                                      completion_window="24h")
+        batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
         wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 240, message="some results")
         victim = Worker.objects.alive().get(name="vllm-heal")
         engine = psutil.Process(victim.pid).children(recursive=True)
@@ -245,8 +271,16 @@ def test_a_killed_engine_host_heals_within_30_s_plus_a_load(client, stack_env, t
         assert engine and held
         psutil.Process(victim.pid).kill()
         killed = time.monotonic()
-        wait_for(lambda: BatchRequest.objects.filter(pk__in=held, status__in=["running", "responded"]).exclude(
-            worker=victim).exists(), 180, interval=0.2, message="the requests to run again")
+        wait_for(
+            lambda: (
+                BatchRequest.objects.filter(pk__in=held, status__in=["running", "responded"])
+                .exclude(worker=victim)
+                .exists()
+            ),
+            180,
+            interval=0.2,
+            message="the requests to run again",
+        )
         resumed = time.monotonic() - killed
         load = EngineLoad.objects.filter(worker__name="vllm-heal").exclude(worker=victim).latest("started_at").seconds
         print(f"requests running again {resumed:.1f} s after the kill, of which {load:.1f} s loading the model")

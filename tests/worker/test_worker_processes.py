@@ -19,8 +19,11 @@ def test_killed_worker_loses_nothing_and_runs_nothing_twice(client, stack_env, t
     first = start_worker(stack_env, "crashy", [FAKE])
     lines = [chat(f"c{i}", max_tokens=1 if i % 2 else 3000) for i in range(60)]  # 3000 tokens: about 6 s
     batch = run_batch(client, lines)
-    wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10, 60,
-             message="some results to be written")
+    wait_for(
+        lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10,
+        60,
+        message="some results to be written",
+    )
     first.crash()  # SIGKILL, no goodbye
     assert BatchRequest.objects.filter(batch_id=batch.id, status="running").exists()
     second = start_worker(stack_env, "crashy", [FAKE])
@@ -59,8 +62,9 @@ def test_runtasks_stops_within_10_s_and_leaves_nothing(stack_env):
     assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_a_killed_supervisor_takes_its_cluster_with_it_and_gives_back_the_work(client, stack_env, task_cluster,
-                                                                               db_access):
+def test_a_killed_supervisor_takes_its_cluster_with_it_and_gives_back_the_work(
+    client, stack_env, task_cluster, db_access
+):
     from batches_api.models import BatchRequest
 
     worker = start_worker(stack_env, "orphaned", [FAKE])
@@ -69,8 +73,12 @@ def test_a_killed_supervisor_takes_its_cluster_with_it_and_gives_back_the_work(c
     tree = worker.tree()
     psutil.Process(worker.pid).kill()  # the supervisor only, as `kill -9 <runworker>` does
     started = time.monotonic()
-    wait_for(lambda: not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], 10,
-             interval=0.2, message="the cluster of the killed supervisor to stop by itself")
+    wait_for(
+        lambda: not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
+        10,
+        interval=0.2,
+        message="the cluster of the killed supervisor to stop by itself",
+    )
     print(f"cluster gone {time.monotonic() - started:.1f} s after its supervisor")
     assert BatchRequest.objects.filter(batch_id=batch.id, status="pending").count() == 4  # given back
     client.batches.cancel(batch.id)

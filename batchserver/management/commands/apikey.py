@@ -26,31 +26,39 @@ class Command(BaseCommand):
         create.add_argument("--name", required=True, type=_name, help="What the key is for, e.g. web-app.")
         # The owner is always named: a key sees every file and batch of its project.
         owner = create.add_mutually_exclusive_group(required=True)
-        owner.add_argument("--project", metavar="NAME", type=_name,
-                           help="An existing project: the key sees its files and batches.")
-        owner.add_argument("--new-project", metavar="NAME", type=_name,
-                           help="A project created with the key (it owns nothing yet).")
+        owner.add_argument(
+            "--project", metavar="NAME", type=_name, help="An existing project: the key sees its files and batches."
+        )
+        owner.add_argument(
+            "--new-project", metavar="NAME", type=_name, help="A project created with the key (it owns nothing yet)."
+        )
         sub.add_parser("list", help="List keys (prefix, name, project, created, last used, revoked).")
         revoke = sub.add_parser("revoke", help="Revoke a key by its id or its prefix.")
         revoke.add_argument("key", help="The key's id or the prefix shown by `apikey list`.")
 
     def handle(self, *args, action: str, **options):
         if action == "create":
-            key, raw = self.create(name=options["name"], project=options["project"],
-                                   new_project=options["new_project"])
-            self.stderr.write(f"Created key '{key.name}' for project '{key.project.name}'. "
-                              "It is shown only now; keep it somewhere safe:")
+            key, raw = self.create(name=options["name"], project=options["project"], new_project=options["new_project"])
+            self.stderr.write(
+                f"Created key '{key.name}' for project '{key.project.name}'. "
+                "It is shown only now; keep it somewhere safe:"
+            )
             self.stdout.write(raw)
         elif action == "list":
             for key in ApiKey.objects.select_related("project"):
                 state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
                 used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
-                self.stdout.write(f"{key.pk}\t{key.prefix}…\t{key.name}\t{key.project.name}\t"
-                                  f"created {key.created_at:%Y-%m-%d %H:%M}\tlast used {used}\t{state}")
+                self.stdout.write(
+                    f"{key.pk}\t{key.prefix}…\t{key.name}\t{key.project.name}\t"
+                    f"created {key.created_at:%Y-%m-%d %H:%M}\tlast used {used}\t{state}"
+                )
         elif action == "revoke":
             ref = options["key"]
-            matches = list(ApiKey.objects.filter(pk=int(ref)) if ref.isdigit() else
-                           ApiKey.objects.filter(prefix__startswith=ref.rstrip("…")))
+            matches = list(
+                ApiKey.objects.filter(pk=int(ref))
+                if ref.isdigit()
+                else ApiKey.objects.filter(prefix__startswith=ref.rstrip("…"))
+            )
             if len(matches) != 1:
                 raise CommandError(f"{len(matches)} keys match '{ref}'; give the id from `apikey list`.")
             key = api_key_revoke(key=matches[0])
@@ -60,11 +68,15 @@ class Command(BaseCommand):
         if project is not None:
             existing = Project.objects.filter(name=project).first()
             if existing is None:
-                raise CommandError(f"No project named '{project}'. To create it with the key, use "
-                                   f"--new-project {shlex.quote(project)} instead of --project.")
+                raise CommandError(
+                    f"No project named '{project}'. To create it with the key, use "
+                    f"--new-project {shlex.quote(project)} instead of --project."
+                )
             return api_key_create(name=name, project=existing)
         try:
             return api_key_create(name=name, new_project=new_project)
         except ProjectExists:
-            raise CommandError(f"A project named '{new_project}' exists already. To add the key to it, use "
-                               f"--project {shlex.quote(new_project)}; or choose another name for --new-project.")
+            raise CommandError(
+                f"A project named '{new_project}' exists already. To add the key to it, use "
+                f"--project {shlex.quote(new_project)}; or choose another name for --new-project."
+            )

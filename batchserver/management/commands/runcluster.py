@@ -10,7 +10,7 @@ import signal
 import threading
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from batchserver.supervisor import STOP_SECONDS, stop_process_group, watch_parent
 
@@ -23,7 +23,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         from django_q.cluster import Cluster
 
-        settings.SECRET_KEY  # django-q2 signs tasks with it
+        if not settings.SECRET_KEY:  # django-q2 signs tasks with it
+            raise CommandError("SECRET_KEY is empty: set DJANGO_SECRET_KEY (the same on every machine).")
         cluster = Cluster()
 
         def stop_without_supervisor() -> None:
@@ -33,8 +34,9 @@ class Command(BaseCommand):
             deadline = threading.Timer(STOP_SECONDS, lambda: os.killpg(0, signal.SIGKILL))
             deadline.daemon = True
             deadline.start()
-            stop_process_group(os.getpgid(0), main_pid=os.getpid(),
-                               signal_workers=settings.CLUSTER_STOP_SIGNALS_WORKERS, wait=False)
+            stop_process_group(
+                os.getpgid(0), main_pid=os.getpid(), signal_workers=settings.CLUSTER_STOP_SIGNALS_WORKERS, wait=False
+            )
 
         watch_parent(stop_without_supervisor)
         cluster.start()

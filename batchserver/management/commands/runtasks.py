@@ -33,7 +33,9 @@ class Sweeper:
         for name, report in sweeps.run_all().items():
             figures = asdict(report) if is_dataclass(report) else {"done": report}
             if any(figures.values()):
-                logger.info("sweep %s: %s", name, ", ".join(f"{key} {value}" for key, value in figures.items() if value))
+                logger.info(
+                    "sweep %s: %s", name, ", ".join(f"{key} {value}" for key, value in figures.items() if value)
+                )
         return None
 
 
@@ -43,6 +45,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         env = {**os.environ, "Q_CLUSTER_NAME": settings.TASKS_CLUSTER}
         self.stdout.write(f"Task cluster '{settings.TASKS_CLUSTER}' with {settings.Q_CLUSTER['workers']} workers.")
-        supervisor = Supervisor(name="tasks", env=env, workers=settings.Q_CLUSTER["workers"], signal_workers=False,
-                                tick=Sweeper())
+        supervisor = Supervisor(
+            name="tasks", env=env, workers=settings.Q_CLUSTER["workers"], signal_workers=False, tick=Sweeper()
+        )
         raise SystemExit(supervisor.run())

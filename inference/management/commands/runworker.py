@@ -74,8 +74,9 @@ class LoopWatch:
             self.cluster_pid, self.last_seen = cluster.pid, now
         try:
             end_orphans(self.hostname)
-            reported = Worker.objects.alive().filter(name=self.name, hostname=self.hostname,
-                                                     pid__in=cluster.pids()).exists()
+            reported = (
+                Worker.objects.alive().filter(name=self.name, hostname=self.hostname, pid__in=cluster.pids()).exists()
+            )
         except DatabaseError:
             self.database_back = None
             raise
@@ -93,11 +94,17 @@ class Command(BaseCommand):
     help = "Run an inference worker: a supervised django-q2 cluster with one process that keeps an engine loaded."
 
     def add_arguments(self, parser):
-        parser.add_argument("--name", default=settings.BATCHSERVER_WORKER_NAME,
-                            help="Worker name (default: BATCHSERVER_WORKER_NAME, else the host name). "
-                                 "Give each worker on one machine its own, e.g. gpu0, gpu1.")
-        parser.add_argument("--models", default=",".join(settings.BATCHSERVER_WORKER_MODELS),
-                            help="Comma-separated served model names (default: BATCHSERVER_WORKER_MODELS).")
+        parser.add_argument(
+            "--name",
+            default=settings.BATCHSERVER_WORKER_NAME,
+            help="Worker name (default: BATCHSERVER_WORKER_NAME, else the host name). "
+            "Give each worker on one machine its own, e.g. gpu0, gpu1.",
+        )
+        parser.add_argument(
+            "--models",
+            default=",".join(settings.BATCHSERVER_WORKER_MODELS),
+            help="Comma-separated served model names (default: BATCHSERVER_WORKER_MODELS).",
+        )
 
     def handle(self, *args, name: str, models: str, **options):
         unknown = [m for m in models.split(",") if m not in settings.BATCHSERVER_MODELS]
@@ -116,9 +123,19 @@ class Command(BaseCommand):
             get_broker(queue).purge_queue()  # serving tasks of a cluster that is gone
             async_task("inference.tasks.serve", cluster=queue, task_name=f"serve {name}")
 
-        env = {**os.environ, "Q_CLUSTER_NAME": queue, "BATCHSERVER_WORKER_NAME": name,
-               "BATCHSERVER_WORKER_MODELS": models}
+        env = {
+            **os.environ,
+            "Q_CLUSTER_NAME": queue,
+            "BATCHSERVER_WORKER_NAME": name,
+            "BATCHSERVER_WORKER_MODELS": models,
+        }
         self.stdout.write(f"Worker '{name}' serving {models} (django-q2 cluster {queue}).")
-        supervisor = Supervisor(name=f"worker {name}", env=env, workers=1, signal_workers=True,
-                                tick=LoopWatch(name=name, hostname=hostname), on_start=seed)
+        supervisor = Supervisor(
+            name=f"worker {name}",
+            env=env,
+            workers=1,
+            signal_workers=True,
+            tick=LoopWatch(name=name, hostname=hostname),
+            on_start=seed,
+        )
         raise SystemExit(supervisor.run())
