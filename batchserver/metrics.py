@@ -59,6 +59,7 @@ class DatabaseCollector:
         tokens = CounterMetricFamily(
             "batchserver_tokens", "Tokens of finished requests, by model and kind.", labels=["model", "kind"]
         )
+        per_model: dict[str, list[int]] = {}  # model -> [completed, failed, input tokens, output tokens]
         for row in (
             Batch.objects.values("status", "model")
             .annotate(
@@ -72,21 +73,14 @@ class DatabaseCollector:
         ):
             model = row["model"] or ""
             batches.add_metric([row["status"], model], row["n"])
-        for row in (
-            Batch.objects.values("model")
-            .annotate(
-                ok=Sum("completed_requests"),
-                failed=Sum("failed_requests"),
-                tin=Sum("input_tokens"),
-                tout=Sum("output_tokens"),
-            )
-            .order_by()
-        ):
-            model = row["model"] or ""
-            requests.add_metric([model, "completed"], row["ok"] or 0)
-            requests.add_metric([model, "failed"], row["failed"] or 0)
-            tokens.add_metric([model, "input"], row["tin"] or 0)
-            tokens.add_metric([model, "output"], row["tout"] or 0)
+            sums = per_model.setdefault(model, [0, 0, 0, 0])
+            for i, key in enumerate(("ok", "failed", "tin", "tout")):
+                sums[i] += row[key] or 0
+        for model, (ok, failed, tin, tout) in per_model.items():
+            requests.add_metric([model, "completed"], ok)
+            requests.add_metric([model, "failed"], failed)
+            tokens.add_metric([model, "input"], tin)
+            tokens.add_metric([model, "output"], tout)
         yield batches
         yield requests
         yield tokens

@@ -231,10 +231,20 @@ def upload_get(*, project: Project, upload_id: str) -> Upload:
     return upload
 
 
-def _check_pending(upload: Upload) -> None:
-    if upload.status == Upload.Status.PENDING and upload.expires_at <= timezone.now():
-        Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING).update(status=Upload.Status.EXPIRED)
-        upload.status = Upload.Status.EXPIRED
+def upload_expire(*, upload: Upload) -> bool:
+    """Mark a pending Upload past its expiry expired (a conditional update) and delete its parts."""
+    if upload.status != Upload.Status.PENDING or upload.expires_at > timezone.now():
+        return False
+    expired = Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING).update(status=Upload.Status.EXPIRED)
+    upload.status = Upload.Status.EXPIRED
+    if expired:
+        delete_upload_parts(upload)
+    return bool(expired)
+
+
+def _require_pending(upload: Upload) -> None:
+    """Refuse a request on an Upload that is not pending (one past its expiry is expired first)."""
+    upload_expire(upload=upload)
     if upload.status != Upload.Status.PENDING:
         raise Conflict(
             f"Upload '{upload.id}' is {upload.status}; only a pending Upload takes this request. Start a new Upload."
@@ -260,7 +270,7 @@ def _check_part_fits(upload: Upload, size: int) -> None:
 
 
 def upload_add_part(*, upload: Upload, data: DjangoFile) -> UploadPart:
-    _check_pending(upload)
+    _require_pending(upload)
     if data.size > settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES:
         raise TooLarge(f"A part may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES)}.", param="data")
     _check_part_fits(upload, data.size)  # early, before the bytes are written
@@ -270,7 +280,7 @@ def upload_add_part(*, upload: Upload, data: DjangoFile) -> UploadPart:
         with transaction.atomic():
             # Again under the Upload's lock: parts may arrive in parallel, and a cancel may have come meanwhile.
             locked = Upload.objects.select_for_update().get(pk=upload.pk)
-            _check_pending(locked)
+            _require_pending(locked)
             _check_part_fits(locked, data.size)
             part.storage_name = stored
             part.save(force_insert=True)
@@ -281,7 +291,7 @@ def upload_add_part(*, upload: Upload, data: DjangoFile) -> UploadPart:
 
 def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = None) -> Upload:
     """Join the parts, in the order given, into a File; check the byte count (and md5 when given)."""
-    _check_pending(upload)
+    _require_pending(upload)
     parts = {p.id: p for p in upload.parts.filter(pk__in=part_ids)}
     missing = [pid for pid in part_ids if pid not in parts]
     if missing:
@@ -311,7 +321,7 @@ def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = No
             # written makes this raise, which undoes the File row and deletes its bytes.
             pending = Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING, expires_at__gt=timezone.now())
             if not pending.update(status=Upload.Status.COMPLETED, file=file):
-                _check_pending(Upload.objects.get(pk=upload.pk))
+                _require_pending(Upload.objects.get(pk=upload.pk))
                 raise Conflict(
                     f"Upload '{upload.id}' changed while it was being completed. Retrieve it to see its status."
                 )
@@ -334,7 +344,7 @@ def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = No
 
 
 def upload_cancel(*, upload: Upload) -> Upload:
-    _check_pending(upload)
+    _require_pending(upload)
     Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING).update(status=Upload.Status.CANCELLED)
     delete_upload_parts(upload)
     return upload_get(project=upload.project, upload_id=upload.id)

@@ -34,11 +34,10 @@ def delete_expired_files() -> dict:
                 deleted += 1
             except Conflict:  # a batch started using it meanwhile: next time
                 kept += 1
-    expired_uploads = 0
-    for upload in Upload.objects.filter(status=Upload.Status.PENDING, expires_at__lte=now):
-        Upload.objects.filter(pk=upload.pk, status=Upload.Status.PENDING).update(status=Upload.Status.EXPIRED)
-        services.delete_upload_parts(upload)
-        expired_uploads += 1
+    expired_uploads = sum(
+        services.upload_expire(upload=upload)
+        for upload in Upload.objects.filter(status=Upload.Status.PENDING, expires_at__lte=now)
+    )
     if deleted or expired_uploads:
         logger.info("retention: deleted %s expired files, expired %s uploads", deleted, expired_uploads)
     return {"deleted_files": deleted, "kept_files": kept, "expired_uploads": expired_uploads}

@@ -50,7 +50,7 @@ class EngineResponse:
         return 200 <= self.status_code < 300
 
 
-def error_body(
+def engine_error_body(
     message: str,
     *,
     type: str = "BadRequestError",
@@ -71,7 +71,7 @@ def error_response(
 ) -> EngineResponse:
     return EngineResponse(
         status_code=status_code,
-        body=error_body(message, type=type, code=status_code, param=param),
+        body=engine_error_body(message, type=type, code=status_code, param=param),
         aborted=aborted,
     )
 
