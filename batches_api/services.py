@@ -286,30 +286,45 @@ def batch_validate(*, batch_id: str) -> Batch | None:
 
 def _validate(job: Job) -> None:
     batch = Batch.objects.get(pk=job.batch_id)
-    V = Batch.Status.VALIDATING
     file = File.objects.filter(pk=batch.input_file_id).first()
     if file is None:
-        _fail_validation(
-            job,
-            [
-                {
-                    "code": "invalid_request",
-                    "param": "input_file_id",
-                    "line": None,
-                    "message": f"The input file '{batch.input_file_id}' was deleted before the batch "
-                    "started. Upload it again and create a new batch.",
-                }
-            ],
+        message = (
+            f"The input file '{batch.input_file_id}' was deleted before the batch started. Upload it again "
+            "and create a new batch."
         )
+        _fail_validation(job, [{"code": "invalid_request", "param": "input_file_id", "line": None, "message": message}])
         return
     with transaction.atomic():
-        job.guard(V)
+        job.guard(Batch.Status.VALIDATING)
         BatchRequest.objects.filter(batch_id=job.batch_id).delete()  # rows of an earlier attempt that died
     validator = InputValidator(
         endpoint=batch.endpoint,
         models=settings.BATCHSERVER_MODELS,
         max_requests=settings.BATCHSERVER_MAX_BATCH_REQUESTS,
     )
+    last_rows = _record_lines(job, file, validator)
+    result = validator.finish()
+    if result.error_count:
+        _fail_validation(job, result.errors)
+        return
+    with transaction.atomic():
+        job.guard(Batch.Status.VALIDATING)
+        BatchRequest.objects.bulk_create(last_rows)
+        _transition(
+            job.batch_id,
+            from_statuses=[Batch.Status.VALIDATING],
+            to=Batch.Status.IN_PROGRESS,
+            job=job.owner,
+            detail=f"{result.total} requests for {result.model}",
+            model=result.model,
+            total_requests=result.total,
+        )
+
+
+def _record_lines(job: Job, file: File, validator: InputValidator) -> list[BatchRequest]:
+    """Check every line of the file, writing a request row per valid line in chunks (while the job holds the
+    batch); returns the rows of the last chunk, which the caller writes with the transition. Once a line has an
+    error no row is written: the batch will fail, and reading on reports every error."""
     pending: list[BatchRequest] = []
     with file_open(file) as fh:
         for number, offset, raw in iter_lines(fh):
@@ -317,7 +332,7 @@ def _validate(job: Job) -> None:
                 raise JobLost(job.batch_id)
             parsed = validator.check(number, offset, raw)
             if validator.result.error_count:
-                pending.clear()  # the batch will fail: stop writing rows, keep reading to report every error
+                pending.clear()
                 continue
             if parsed is not None:
                 pending.append(
@@ -331,25 +346,10 @@ def _validate(job: Job) -> None:
                 )
             if len(pending) >= INSERT_CHUNK:
                 with transaction.atomic():
-                    job.guard(V)
+                    job.guard(Batch.Status.VALIDATING)
                     BatchRequest.objects.bulk_create(pending)
                 pending.clear()
-    result = validator.finish()
-    if result.error_count:
-        _fail_validation(job, result.errors)
-        return
-    with transaction.atomic():
-        job.guard(V)
-        BatchRequest.objects.bulk_create(pending)
-        _transition(
-            job.batch_id,
-            from_statuses=[V],
-            to=Batch.Status.IN_PROGRESS,
-            job=job.owner,
-            detail=f"{result.total} requests for {result.model}",
-            model=result.model,
-            total_requests=result.total,
-        )
+    return pending
 
 
 def _fail_validation(job: Job, errors: list[dict]) -> None:
@@ -607,40 +607,7 @@ def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
     in one transaction. A request the worker no longer holds (handed to another worker meanwhile) is left
     alone: theirs counts, never both. Returns the ids written."""
     now = timezone.now()
-    rows = []
-    for outcome in outcomes:
-        request = outcome.request
-        if outcome.status_code is not None:
-            rows.append(
-                (
-                    request.id,
-                    BatchRequest.Status.RESPONDED,
-                    now,
-                    outcome.status_code,
-                    None,
-                    output_line(custom_id=request.custom_id, status_code=outcome.status_code, body=outcome.body or {}),
-                    outcome.input_tokens,
-                    outcome.cached_tokens,
-                    outcome.output_tokens,
-                    outcome.reasoning_tokens,
-                )
-            )
-        else:
-            not_run = outcome.not_run or engine_failed("unknown error")
-            rows.append(
-                (
-                    request.id,
-                    BatchRequest.Status.ERRORED,
-                    now,
-                    None,
-                    not_run.code,
-                    error_line(custom_id=request.custom_id, code=not_run.code, message=not_run.message),
-                    0,
-                    0,
-                    0,
-                    0,
-                )
-            )
+    rows = [_recorded_row(outcome, now) for outcome in outcomes]
     with transaction.atomic():
         written = set(
             update_rows(
@@ -657,6 +624,28 @@ def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
             requests_done=F("requests_done") + len(written), output_tokens=F("output_tokens") + output_tokens
         )
     return written
+
+
+def _recorded_row(outcome: Outcome, now: datetime) -> tuple:
+    """The values of RECORDED_FIELDS for one outcome (after the request's id): its output or error line."""
+    request = outcome.request
+    if outcome.status_code is not None:
+        line = output_line(custom_id=request.custom_id, status_code=outcome.status_code, body=outcome.body or {})
+        return (
+            request.id,
+            BatchRequest.Status.RESPONDED,
+            now,
+            outcome.status_code,
+            None,
+            line,
+            outcome.input_tokens,
+            outcome.cached_tokens,
+            outcome.output_tokens,
+            outcome.reasoning_tokens,
+        )
+    not_run = outcome.not_run or engine_failed("unknown error")
+    line = error_line(custom_id=request.custom_id, code=not_run.code, message=not_run.message)
+    return (request.id, BatchRequest.Status.ERRORED, now, None, not_run.code, line, 0, 0, 0, 0)
 
 
 def _add_to_counts(outcomes: list[Outcome]) -> None:
@@ -857,39 +846,12 @@ def sweep() -> SweepReport:
     """Enqueue what nobody is doing, each batch on its own (one failing batch never stalls the others):
     validations whose job was lost, batches whose requests have all ended (their worker died before asking),
     cancelled and expired batches; and end requests that keep killing their worker."""
-    report = SweepReport()
-    report.poisoned = requests_end_poisoned()
-    now = timezone.now()
+    report = SweepReport(poisoned=requests_end_poisoned())
     quiet = _job_free() & _not_just_enqueued()
-    for batch_id, attempts in Batch.objects.filter(quiet, status=Batch.Status.VALIDATING).values_list(
-        "id", "validation_attempts"
-    )[:1000]:
-        try:
-            if attempts >= MAX_VALIDATION_ATTEMPTS:
-                report.failed += _transition(
-                    batch_id,
-                    from_statuses=[Batch.Status.VALIDATING],
-                    to=Batch.Status.FAILED,
-                    detail="validation lost",
-                    errors=[
-                        {
-                            "code": "validation_failed",
-                            "line": None,
-                            "param": None,
-                            "message": f"Validation of the input file did not finish in {attempts} attempts (the "
-                            "server's task log has the cause). Check the file, then create the batch "
-                            "again.",
-                        }
-                    ],
-                )
-            else:
-                with transaction.atomic():
-                    if Batch.objects.filter(quiet, pk=batch_id).update(job_enqueued_at=now):
-                        enqueue("batches_api.tasks.validate_batch", batch_id)
-                        report.validations += 1
-        except Exception:
-            report.errors += 1
-            logger.exception("sweep: could not handle batch %s", batch_id, extra={"batch_id": batch_id})
+    now = timezone.now()
+    lost = Batch.objects.filter(quiet, status=Batch.Status.VALIDATING).values_list("id", "validation_attempts")
+    for batch_id, attempts in lost[:SWEPT]:
+        _each(report, batch_id, _retry_validation, attempts, quiet)
     finishing = (
         Q(status__in=[Batch.Status.CANCELLING, Batch.Status.FINALIZING])
         | Q(status=Batch.Status.IN_PROGRESS, expires_at__lte=now)
@@ -898,13 +860,45 @@ def sweep() -> SweepReport:
             status=Batch.Status.IN_PROGRESS,
         )
     )
-    for batch_id in Batch.objects.filter(quiet, finishing).values_list("id", flat=True)[:1000]:
-        try:
-            report.finalizations += batch_enqueue_finalize(batch_id)
-        except Exception:
-            report.errors += 1
-            logger.exception("sweep: could not handle batch %s", batch_id, extra={"batch_id": batch_id})
+    for batch_id in Batch.objects.filter(quiet, finishing).values_list("id", flat=True)[:SWEPT]:
+        _each(report, batch_id, _finalize_forgotten)
     return report
+
+
+SWEPT = 1000  # batches of each kind handled per sweep (the next sweep takes the rest)
+
+
+def _each(report: SweepReport, batch_id: str, handle, *args) -> None:
+    """Handle one batch of the sweep: a failure is logged with its id, and the sweep goes on with the others."""
+    try:
+        handle(report, batch_id, *args)
+    except Exception:
+        report.errors += 1
+        logger.exception("sweep: could not handle batch %s", batch_id, extra={"batch_id": batch_id})
+
+
+def _retry_validation(report: SweepReport, batch_id: str, attempts: int, quiet: Q) -> None:
+    if attempts >= MAX_VALIDATION_ATTEMPTS:
+        message = (
+            f"Validation of the input file did not finish in {attempts} attempts (the server's task log has "
+            "the cause). Check the file, then create the batch again."
+        )
+        report.failed += _transition(
+            batch_id,
+            from_statuses=[Batch.Status.VALIDATING],
+            to=Batch.Status.FAILED,
+            detail="validation lost",
+            errors=[{"code": "validation_failed", "line": None, "param": None, "message": message}],
+        )
+        return
+    with transaction.atomic():
+        if Batch.objects.filter(quiet, pk=batch_id).update(job_enqueued_at=timezone.now()):
+            enqueue("batches_api.tasks.validate_batch", batch_id)
+            report.validations += 1
+
+
+def _finalize_forgotten(report: SweepReport, batch_id: str) -> None:
+    report.finalizations += batch_enqueue_finalize(batch_id)
 
 
 # ------------------------------------------------------------------------------------------------ retry

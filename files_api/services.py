@@ -302,19 +302,8 @@ def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = No
             f"The parts add up to {total} bytes, but the Upload was created for {upload.bytes} bytes.",
             param="part_ids",
         )
-    digest = hashlib.md5(usedforsecurity=False)
     with tempfile.TemporaryFile() as joined:
-        for pid in part_ids:
-            with default_storage.open(parts[pid].storage_name, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    digest.update(chunk)
-                    joined.write(chunk)
-        if md5 and md5.lower() != digest.hexdigest():
-            raise InvalidRequest(f"The md5 of the joined parts is {digest.hexdigest()}, not '{md5}'.", param="md5")
-        if upload.purpose == File.Purpose.BATCH:
-            joined.seek(0)
-            check_utf8(iter(lambda: joined.read(CHUNK), b""), filename=upload.filename, param="part_ids")
-        joined.seek(0)
+        _join_parts(upload, [parts[pid] for pid in part_ids], joined, md5)
 
         def mark_completed(file: File) -> None:
             # Only a still pending Upload completes: one cancelled, expired or completed while the bytes were
@@ -341,6 +330,23 @@ def upload_complete(*, upload: Upload, part_ids: list[str], md5: str | None = No
         )
     delete_upload_parts(upload)
     return upload_get(project=upload.project, upload_id=upload.id)
+
+
+def _join_parts(upload: Upload, parts: list[UploadPart], joined, md5: str | None) -> None:
+    """Copy the parts, in order, into `joined` (left at its start); check the md5 when given, and that a batch
+    input is UTF-8 text."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for part in parts:
+        with default_storage.open(part.storage_name, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+                joined.write(chunk)
+    if md5 and md5.lower() != digest.hexdigest():
+        raise InvalidRequest(f"The md5 of the joined parts is {digest.hexdigest()}, not '{md5}'.", param="md5")
+    if upload.purpose == File.Purpose.BATCH:
+        joined.seek(0)
+        check_utf8(iter(lambda: joined.read(CHUNK), b""), filename=upload.filename, param="part_ids")
+    joined.seek(0)
 
 
 def upload_cancel(*, upload: Upload) -> Upload:
