@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 from common import CHAT_MODEL, ROOT, submit
 
-from tests.stack import Stack
+from tests.stack import Stack, restart_postgresql
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 TOPICS = ["the sea", "a small robot", "prime numbers", "an old library", "the moon", "a bakery", "winter", "chess"]
@@ -145,13 +145,7 @@ class Chaos:
         self.workers[name] = self.stack.start_worker(name, [CHAT_MODEL])
 
     def restart_postgresql(self) -> None:
-        version = sorted(Path("/etc/postgresql").iterdir())[0].name
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        restart_postgresql()
         self.log.append(f"{time.strftime('%H:%M:%S')} restarted PostgreSQL")
 
 

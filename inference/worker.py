@@ -441,15 +441,7 @@ class ServingLoop:
                 clean.append(request.id)
             elif isinstance(result, EngineResponse):
                 outcomes.append(
-                    Outcome(
-                        request=request,
-                        status_code=result.status_code,
-                        body=result.body,
-                        input_tokens=result.input_tokens,
-                        cached_tokens=result.cached_tokens,
-                        output_tokens=result.output_tokens,
-                        reasoning_tokens=result.reasoning_tokens,
-                    )
+                    Outcome(request=request, status_code=result.status_code, body=result.body, **result.usage())
                 )
             elif self.stop_requested.is_set():
                 clean.append(request.id)  # the engine was shut down under it: not the request's fault

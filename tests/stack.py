@@ -240,3 +240,15 @@ class Stack:
         for proc in reversed(self.procs):
             if proc.alive():
                 proc.stop()
+
+
+def restart_postgresql() -> None:
+    """Restart the machine's PostgreSQL server (every connection to it drops), as a test or a benchmark does to
+    prove that the stack reconnects by itself."""
+    version = sorted(Path("/etc/postgresql").iterdir())[0].name
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )

@@ -49,6 +49,15 @@ class EngineResponse:
     def ok(self) -> bool:
         return 200 <= self.status_code < 300
 
+    def usage(self) -> dict[str, int]:
+        """Its token counts, by name."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
+
 
 def engine_error_body(
     message: str,

@@ -3,24 +3,13 @@ themselves, and the batch completes with every request exactly once."""
 
 from __future__ import annotations
 
-import subprocess
 import time
-from pathlib import Path
 
 from openai import OpenAI
 
 from tests.conftest import start_worker, wait_for, wait_for_status
+from tests.stack import restart_postgresql
 from tests.worker.test_state_machine import FAKE, chat, results, run_batch
-
-
-def restart_postgresql() -> None:
-    version = sorted(Path("/etc/postgresql").iterdir())[0].name
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 def test_a_postgresql_restart_mid_batch_loses_and_repeats_nothing(server, keys, stack_env, task_cluster, db_access):
