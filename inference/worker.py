@@ -254,9 +254,13 @@ class ServingLoop:
                 ended = self.done.get_nowait()
             except queue.Empty:
                 break
-        for model in [m for m, state in self.state.items() if state.inflight]:
-            if self.host.engine_dead(model):
-                self._engine_died(model)
+        self._bury_dead_engines()
+
+    def _bury_dead_engines(self) -> None:
+        """Every loaded model whose engine died, whether or not it has requests in flight (the last of them may
+        have failed with the engine already): a dead engine is never fed."""
+        for model in [m for m in self.state if self.host.engine_dead(m)]:
+            self._engine_died(model)
 
     def _engine_died(self, model: str) -> None:
         """A model's engine processes died (killed, out of memory): everything in flight failed with them. The
@@ -285,6 +289,7 @@ class ServingLoop:
         """Feed every loaded model that has work, the model whose oldest batch waits longest first; load a model
         that has work when it fits the budget, unloading idle models (least recently used first) to make room.
         When nothing can be unloaded, the models with newer work stop taking more until they drain."""
+        self._bury_dead_engines()
         with_work = services.models_with_work(self.models)
         for state in self.state.values():
             state.draining = False

@@ -19,6 +19,9 @@ Tokens are whitespace-separated words. engine_args (all optional):
 * ``crash_on`` (str): a request whose body contains this text kills the process hosting the
   engine with SIGKILL once it has run for a moment (simulates a request that makes the engine
   run out of memory or segfault);
+* ``die_on`` (str): a request whose body contains this text kills the engine itself once it has
+  run for a moment: every request in flight and every later one fails, and is_dead() says so
+  (simulates vLLM's engine core process dying under the worker);
 * ``endpoints`` (list[str]): restrict the endpoints served.
 """
 
@@ -109,6 +112,8 @@ class FakeEngine(Engine):
         self.embedding_dim = int(args.get("embedding_dim", 384))
         self.raise_on = args.get("raise_on")
         self.crash_on = args.get("crash_on")
+        self.die_on = args.get("die_on")
+        self.dead = False
         max_num_seqs = args.get("max_num_seqs")
         self._slots = asyncio.Semaphore(int(max_num_seqs)) if max_num_seqs else None
         served = args.get("endpoints")
@@ -376,9 +381,14 @@ class FakeEngine(Engine):
 
     # ---- Engine API ----
 
+    def is_dead(self) -> bool:
+        return self.dead
+
     async def process(self, request_id: str, endpoint: str, body: dict) -> EngineResponse:
         if self._closed:
             raise RuntimeError("engine is shut down")
+        if self.dead:
+            raise RuntimeError("the engine is dead")
         if endpoint not in self.endpoints:
             return unsupported_endpoint(endpoint, self.endpoints, self.spec.name)
         if not isinstance(body, dict):
@@ -389,6 +399,12 @@ class FakeEngine(Engine):
         if self.crash_on and self.crash_on in json.dumps(body):
             await asyncio.sleep(0.2)  # long enough for the requests fed with it to be in flight too
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.die_on and self.die_on in json.dumps(body):
+            await asyncio.sleep(0.2)
+            self.dead = True
+            for event in self._abort_events.values():
+                event.set()  # the others in flight end now, and fail below
+            raise RuntimeError(f"fake engine died (die_on={self.die_on!r})")
         if request_id in self._abort_events:
             raise ValueError(f"request id {request_id!r} is already in flight")
         self._abort_events[request_id] = asyncio.Event()
@@ -407,6 +423,8 @@ class FakeEngine(Engine):
                     self._slots.release()
         finally:
             event = self._abort_events.pop(request_id, None)
+        if self.dead:  # like a dead vLLM engine: whatever was in flight fails with it
+            raise RuntimeError("the engine died while this request was in flight")
         if event is not None and event.is_set():
             response.aborted = True
         self.processed += 1

@@ -101,6 +101,32 @@ def test_a_request_that_kills_its_engine_ends_with_an_error_line_and_spares_the_
     assert_each_once(lines, output, errors)
 
 
+def test_a_request_that_kills_the_engine_not_its_process_spares_the_requests_in_flight_with_it(
+    client, stack_env, task_cluster, db_access
+):
+    """vLLM's engine core can die under a live worker process: every request in flight fails with it, and so would
+    every request fed to it after. Those failures are the engine's, not the requests': they run again on a new
+    engine, and only the request that kills it every time ends with an error line."""
+    from inference.models import EngineLoad
+
+    worker = start_worker(stack_env, "dying", ["fake-dying"])
+    try:
+        lines = [chat(f"ok{i}", max_tokens=5 + 7 * (i % 6)) for i in range(30)]  # 0.05-0.4 s each, in flight
+        lines.insert(11, chat("poison", content="please KILL-THE-ENGINE now"))
+        for line in lines:
+            line["body"]["model"] = "fake-dying"
+        batch = wait_for_status(client, run_batch(client, lines).id, {"completed"}, timeout=180)
+    finally:
+        worker.stop()
+    output, errors = results(client, batch)
+    assert [line["custom_id"] for line in errors] == ["poison"]
+    assert errors[0]["error"]["code"] == "server_error"
+    assert sorted(line["custom_id"] for line in output) == sorted(f"ok{i}" for i in range(30))
+    assert batch.request_counts.model_dump() == {"total": 31, "completed": 30, "failed": 1}
+    assert_each_once(lines, output, errors)
+    assert EngineLoad.objects.filter(model="fake-dying").count() >= 2  # the dead engine was replaced
+
+
 def test_a_killed_idle_task_worker_does_not_jam_validation(client, task_cluster):
     idle = [p for p in task_workers(task_cluster) if "idle" in " ".join(p.cmdline())]
     assert idle, "the task cluster should have an idle worker"
