@@ -57,3 +57,40 @@ def run_batch(client, lines, poll: float = 0.1):
     batch = submit(client, lines)
     batch = wait_done(client, batch.id, poll=poll)
     return batch, time.monotonic() - started
+
+
+def raw_engine(mode: str, lines: list[dict], model: str, models_file: Path | None = None) -> dict:
+    """vLLM's offline API on the same request lines, in a process of its own (bench/raw_engine.py): `chat` or
+    `embed`. Returns its RESULT: load_seconds, run_seconds, and output_tokens or inputs."""
+    import subprocess
+    import tempfile
+
+    spec = json.loads((models_file or ROOT / "tests" / "models.json").read_text())[model]
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as tmp:
+        tmp.write(to_jsonl(lines))
+        tmp.flush()
+        raw = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "raw_engine.py"),
+                mode,
+                tmp.name,
+                str(ROOT / "var" / "models" / spec["path"]),
+                json.dumps(spec["engine_args"]),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return json.loads(next(line for line in raw.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def server_seconds(database_url: str, batch_id: str) -> float:
+    """A batch's time on the server's own clock: created_at -> completed_at (validation, finalizing included)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        (seconds,) = conn.execute(
+            "SELECT EXTRACT(EPOCH FROM completed_at - created_at) FROM batches_api_batch WHERE id = %s", [batch_id]
+        ).fetchone()
+    return float(seconds)
