@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from batchserver.ids import new_id
-from batchserver.models import Project
+from batchserver.models import Priority, Project
 from files_api.models import File
 
 
@@ -128,6 +128,7 @@ class Batch(models.Model):
     )
     errors = models.JSONField(null=True, blank=True)  # validation errors: [{code, message, param, line}]
     metadata = models.JSONField(null=True, blank=True)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     output_expires_after = models.PositiveIntegerField(null=True, blank=True)  # seconds after creation
 
     created_at = models.DateTimeField(default=timezone.now)

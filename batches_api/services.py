@@ -25,13 +25,14 @@ from django.db.models import Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from batches_api import scheduling
 from batches_api.models import Batch, BatchRequest, Worker, gone_worker, succeeded_q
 from batches_api.signals import batch_status_changed
 from batches_api.validation import InputValidator, iter_lines
 from batchserver.db import update_rows
 from batchserver.errors import Conflict, InvalidRequest, NotFound
 from batchserver.ids import new_id
-from batchserver.models import Project
+from batchserver.models import Priority, Project
 from files_api.models import File
 from files_api.services import file_create_from_local, file_delete, file_get, file_open
 
@@ -52,6 +53,7 @@ MAX_VALIDATION_ATTEMPTS = 3
 SUSPECT_AFTER = 2
 QUARANTINE_GROUPS = {2: 16, 3: 1}  # tries so far -> requests run together
 MAX_ATTEMPTS = 4
+CLAIM_PASSES = 3  # shares left by batches with fewer requests than their share go to the others
 
 
 def log_transition(batch_id: str, status: str, detail: str = "") -> None:
@@ -131,6 +133,7 @@ def batch_create(
             completion_window=completion_window,
             input_file=file,
             metadata=metadata,
+            priority=batch_priority(project, metadata),
             output_expires_after=output_expires_after,
             created_at=now,
             job_enqueued_at=now,
@@ -138,6 +141,20 @@ def batch_create(
         )
         enqueue("batches_api.tasks.validate_batch", batch.id)
     return batch
+
+
+def batch_priority(project: Project, metadata: dict[str, str] | None) -> str:
+    """The project's priority, or metadata["priority"] when the project lets its batches choose."""
+    asked = (metadata or {}).get("priority")
+    if asked is None or not project.batch_priority_allowed:
+        return project.priority
+    if asked not in Priority.values:
+        raise InvalidRequest(
+            f"Invalid metadata['priority'] {asked!r}: use one of {', '.join(Priority.values)} (or leave it out for "
+            f"the project's priority, {project.priority}).",
+            param="metadata",
+        )
+    return asked
 
 
 def batch_get(*, project: Project, batch_id: str) -> Batch:
@@ -465,6 +482,7 @@ class ClaimedRequest:
     offset: int
     length: int
     attempts: int  # including this claim
+    engine_priority: int = 0  # for engines that schedule by priority (lower runs earlier): batches_api.scheduling
 
 
 @dataclass(frozen=True)
@@ -534,28 +552,43 @@ def quarantine_level(model: str) -> int | None:
 
 
 def requests_claim(*, worker_id: int, model: str, limit: int, tries: int | None = None) -> list[ClaimedRequest]:
-    """Claim up to `limit` requests of the model's runnable batches for a worker, shared fairly among the
-    batches so that a small batch queued behind a big one starts at once. `tries`: claim requests of that
-    quarantine level instead (the worker runs them as a group of their own)."""
-    claimable = _claimable(tries)
-    batch_ids = list(
-        runnable_batches([model])
-        .filter(Exists(BatchRequest.objects.filter(claimable, batch=OuterRef("pk"))))
-        .values_list("id", flat=True)[:32]
-    )
-    if not batch_ids or limit <= 0:
+    """Claim up to `limit` requests of the model's runnable batches for a worker, shared by priority, by project
+    weight and among each project's batches (batches_api.scheduling). A batch that has fewer requests than its
+    share leaves the rest to the others, in a further pass. `tries`: claim requests of that quarantine level
+    instead, oldest batch first (the worker runs them as a group of their own)."""
+    if limit <= 0:
         return []
-    share = max(1, limit // len(batch_ids))
-    claimed: list[ClaimedRequest] = []
-    for batch_id in batch_ids:
-        take = min(share, limit - len(claimed))
-        if take <= 0:
+    claimable = _claimable(tries)
+    runnable = runnable_batches([model])
+    if tries is not None:
+        batch_ids = runnable.filter(Exists(BatchRequest.objects.filter(claimable, batch=OuterRef("pk"))))
+        claimed: list[ClaimedRequest] = []
+        for batch_id in batch_ids.values_list("id", flat=True)[:limit]:
+            claimed.extend(_claim_from(batch_id, claimable, limit - len(claimed), worker_id))
+            if len(claimed) >= limit:
+                break
+        return claimed
+    waiting = scheduling.candidates(runnable, claimable)
+    running = scheduling.running_slots(runnable)
+    claimed = []
+    for _ in range(CLAIM_PASSES):
+        exhausted = set()
+        for group in scheduling.by_class(waiting):
+            for share in scheduling.share_out(group, running, limit - len(claimed)):
+                got = _claim_from(share.batch_id, claimable, share.take, worker_id, share.engine_priority)
+                claimed.extend(got)
+                running[share.unit] = running.get(share.unit, 0) + len(got)
+                if len(got) < share.take:
+                    exhausted.add(share.batch_id)
+        waiting = [candidate for candidate in waiting if candidate.batch_id not in exhausted]
+        if not exhausted or not waiting or len(claimed) >= limit:
             break
-        claimed.extend(_claim_from(batch_id, claimable, take, worker_id))
     return claimed
 
 
-def _claim_from(batch_id: str, claimable: Q, take: int, worker_id: int) -> list[ClaimedRequest]:
+def _claim_from(
+    batch_id: str, claimable: Q, take: int, worker_id: int, engine_priority: int = 0
+) -> list[ClaimedRequest]:
     """One statement: UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …, the
     subquery built by the ORM from the one definition of a claimable request. Workers that claim at once skip
     each other's rows and never block."""
@@ -577,7 +610,7 @@ def _claim_from(batch_id: str, claimable: Q, take: int, worker_id: int) -> list[
                 [BatchRequest.Status.RUNNING, worker_id, timezone.now(), *params],
             )
             rows = cursor.fetchall()
-    return [ClaimedRequest(*row[:6]) for row in sorted(rows, key=lambda row: row[6])]
+    return [ClaimedRequest(*row[:6], engine_priority) for row in sorted(rows, key=lambda row: row[6])]
 
 
 def requests_release(*, worker_id: int, request_ids: Iterable[int], failed: bool = False) -> int:

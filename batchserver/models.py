@@ -17,11 +17,34 @@ def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+class Priority(models.TextChoices):
+    """How early a batch's requests are fed to the engines: `high` first, `low` only on capacity nobody else
+    wants (until it has waited BATCHSERVER_PRIORITY_AGING_SECONDS, then as `normal`)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class Project(models.Model):
     """The owner of files and batches. Every API key belongs to one project."""
 
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Sharing the engines: projects with waiting work get engine slots in proportion to their weights.
+    weight = models.PositiveIntegerField(
+        default=1, help_text="Share of the engines against other projects with waiting work (default 1)."
+    )
+    priority = models.CharField(
+        max_length=8,
+        choices=Priority.choices,
+        default=Priority.NORMAL,
+        help_text="The priority of the project's batches.",
+    )
+    batch_priority_allowed = models.BooleanField(
+        default=False,
+        help_text='Whether a batch may set its own priority with metadata["priority"] (high, normal or low).',
+    )
 
     class Meta:
         ordering = ["name"]

@@ -331,6 +331,8 @@ BATCHSERVER_WORKER_PRELOAD = (
 # The memory a worker's engines may use together on a CPU, in GB (default: half of the machine's); on a GPU the
 # models' gpu_memory_utilization shares decide (see inference/budget.py).
 BATCHSERVER_WORKER_MEMORY_GB = env_float("BATCHSERVER_WORKER_MEMORY_GB", 0) or None
+# A `low` batch in progress for longer than this is fed as `normal` (batches_api.scheduling).
+BATCHSERVER_PRIORITY_AGING_SECONDS = env_float("BATCHSERVER_PRIORITY_AGING_SECONDS", 600.0)
 
 # ---------------------------------------------------------------------------------------------------------
 # django-q2. The "batchserver" cluster runs short jobs (validation, finalizing, retention); `manage.py

@@ -398,7 +398,7 @@ class ServingLoop:
             except Exception as exc:
                 self.done.put((item, exc))
                 continue
-            items.append((item, item.engine_request_id, batch.endpoint, body))
+            items.append((item, item.engine_request_id, batch.endpoint, body, request.engine_priority))
         if items:
             self.host.submit_many(model, items, lambda item, result: self.done.put((item, result)))
 

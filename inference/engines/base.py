@@ -137,10 +137,11 @@ class Engine(ABC):
         """Load the model (slow: seconds to minutes) and return a ready engine."""
 
     @abstractmethod
-    async def process(self, request_id: str, endpoint: str, body: dict) -> EngineResponse:
+    async def process(self, request_id: str, endpoint: str, body: dict, priority: int = 0) -> EngineResponse:
         """Run one request. Never raises for a bad request: bad input gives a 4xx
         EngineResponse with an OpenAI error body; an unsupported endpoint a 400 naming the
-        endpoints served. Raises only when the engine itself failed (e.g. it died)."""
+        endpoints served. Raises only when the engine itself failed (e.g. it died).
+        `priority`: lower runs earlier, for an engine that schedules by priority (others ignore it)."""
 
     @abstractmethod
     async def abort(self, request_ids: list[str]) -> None:

@@ -384,7 +384,7 @@ class FakeEngine(Engine):
     def is_dead(self) -> bool:
         return self.dead
 
-    async def process(self, request_id: str, endpoint: str, body: dict) -> EngineResponse:
+    async def process(self, request_id: str, endpoint: str, body: dict, priority: int = 0) -> EngineResponse:
         if self._closed:
             raise RuntimeError("engine is shut down")
         if self.dead:

@@ -205,9 +205,9 @@ class EngineSlot:
             raise RuntimeError(f"{self.spec.name} is not loaded")
         return asyncio.run_coroutine_threadsafe(engine.process(request_id, endpoint, body), self.loop)
 
-    def submit_many(self, items: list[tuple[Any, str, str, dict]], deliver: Deliver) -> None:
-        """Hand many requests to the engine at once, (key, request_id, endpoint, body) each: one wake-up of the
-        engine's loop for all of them, no Future per request. `deliver(key, response or exception)` is called on
+    def submit_many(self, items: list[tuple[Any, str, str, dict, int]], deliver: Deliver) -> None:
+        """Hand many requests to the engine at once, (key, request_id, endpoint, body, priority) each: one wake-up
+        of the engine's loop for all of them, no Future per request. `deliver(key, response or exception)` is called on
         the engine's loop thread as each one ends."""
         engine = self.engine
         if engine is None:
@@ -220,8 +220,8 @@ class EngineSlot:
                 deliver(key, task.exception() or task.result())
 
         def start() -> None:
-            for key, request_id, endpoint, body in items:
-                task = self.loop.create_task(engine.process(request_id, endpoint, body))
+            for key, request_id, endpoint, body, priority in items:
+                task = self.loop.create_task(engine.process(request_id, endpoint, body, priority))
                 task.add_done_callback(lambda done, key=key: ended(done, key))
 
         self.loop.call_soon_threadsafe(start)
@@ -406,7 +406,7 @@ class EngineHost:
         """Hand one request to a loaded model's engine; returns at once with a Future."""
         return self._slot(model).submit(request_id, endpoint, body)
 
-    def submit_many(self, model: str, items: list[tuple[Any, str, str, dict]], deliver: Deliver) -> None:
+    def submit_many(self, model: str, items: list[tuple[Any, str, str, dict, int]], deliver: Deliver) -> None:
         """Hand many requests to a loaded model's engine at once (see EngineSlot.submit_many)."""
         self._slot(model).submit_many(items, deliver)
 

@@ -320,6 +320,8 @@ class VLLMEngine(Engine):
         self.supported_tasks = tuple(supported_tasks)
         self.vllm_config = vllm_config
         self.max_model_len = vllm_config.model_config.max_model_len
+        # With scheduling_policy "priority" the worker's priorities order the engine's waiting requests.
+        self.schedules_by_priority = vllm_config.scheduler_config.policy == "priority"
         self._routes = self._build_routes()
         self.endpoints = frozenset(self._routes)
         self._inflight: dict[str, asyncio.Task] = {}
@@ -468,12 +470,12 @@ class VLLMEngine(Engine):
 
     # ---- requests ----
 
-    async def process(self, request_id: str, endpoint: str, body: dict) -> EngineResponse:
+    async def process(self, request_id: str, endpoint: str, body: dict, priority: int = 0) -> EngineResponse:
         if self._closed:
             raise RuntimeError("engine is shut down")
         if request_id in self._inflight:
             raise ValueError(f"request id {request_id!r} is already in flight")
-        inner = asyncio.ensure_future(self._handle(request_id, endpoint, body))
+        inner = asyncio.ensure_future(self._handle(request_id, endpoint, body, priority))
         self._inflight[request_id] = inner
         self._inflight_endpoint[request_id] = endpoint
         try:
@@ -495,7 +497,7 @@ class VLLMEngine(Engine):
             response.aborted = True
         return response
 
-    async def _handle(self, request_id: str, endpoint: str, body: dict) -> EngineResponse:
+    async def _handle(self, request_id: str, endpoint: str, body: dict, priority: int) -> EngineResponse:
         import pydantic
 
         route = self._routes.get(endpoint)
@@ -521,6 +523,8 @@ class VLLMEngine(Engine):
             return EngineResponse(status_code=400, body=_validation_error_body(exc))
         except Exception as exc:  # e.g. a VLLMValidationError from a model validator
             return self._error_from_exception(exc)
+        if self.schedules_by_priority and hasattr(request, "priority"):
+            request.priority = priority  # the worker's (batches_api.scheduling) over the line's own
 
         try:
             result = await route.call(request)
