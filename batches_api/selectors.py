@@ -15,6 +15,7 @@ from files_api.usage import SHOWN, FileUse
 
 CHART_WINDOW = timedelta(hours=1)
 CHART_BUCKET = timedelta(minutes=1)
+SHARE_WINDOW = timedelta(minutes=10)
 
 
 def batches_by_status() -> list[dict]:
@@ -58,14 +59,9 @@ class Throughput:
         return sum(value for _, value in self.buckets[-5:]) / min(5, len(self.buckets) or 1)
 
 
-def output_throughput(now: datetime | None = None) -> Throughput:
-    """Output tokens/s per minute over the last hour, from the requests' finished_at and output_tokens.
-
-    finished_at has no index of its own: the query reaches the requests through their batches (the ones still
-    running, or that finished within the hour), then the (batch, status, line) index."""
-    now = now or timezone.now()
-    end = now.replace(second=0, microsecond=0) + CHART_BUCKET
-    since = end - CHART_WINDOW
+def answered_since(since: datetime):
+    """Requests the engines answered since then. finished_at has no index of its own: they are reached through
+    their batches (the ones still running, or that ended since), then the (batch, status, line) index."""
     recent = Batch.objects.filter(
         Q(status__in=Batch.ACTIVE_STATUSES)
         | Q(completed_at__gte=since)
@@ -73,8 +69,16 @@ def output_throughput(now: datetime | None = None) -> Throughput:
         | Q(expired_at__gte=since)
         | Q(finalizing_at__gte=since)
     ).values("id")
+    return BatchRequest.objects.filter(batch__in=recent, status=BatchRequest.Status.RESPONDED, finished_at__gte=since)
+
+
+def output_throughput(now: datetime | None = None) -> Throughput:
+    """Output tokens/s per minute over the last hour, from the requests' finished_at and output_tokens."""
+    now = now or timezone.now()
+    end = now.replace(second=0, microsecond=0) + CHART_BUCKET
+    since = end - CHART_WINDOW
     rows = (
-        BatchRequest.objects.filter(batch__in=recent, status=BatchRequest.Status.RESPONDED, finished_at__gte=since)
+        answered_since(since)
         .order_by()
         .annotate(minute=TruncMinute("finished_at"))
         .values("minute")
@@ -88,6 +92,51 @@ def output_throughput(now: datetime | None = None) -> Throughput:
         buckets.append((start, per_minute.get(start, 0) / seconds))
         start += CHART_BUCKET
     return Throughput(since=since, buckets=buckets, total_tokens=sum(per_minute.values()))
+
+
+@dataclass
+class EngineShare:
+    """A project's part of one model's engines (batches_api.scheduling decides it)."""
+
+    model: str
+    project: str
+    weight: int
+    waiting: int  # requests pending in its in-progress batches
+    running: int  # requests in flight on any worker
+    answered: int  # requests the engines answered for it over SHARE_WINDOW
+    share: float  # its part of the model's answered requests over SHARE_WINDOW (0-1)
+
+
+def engine_shares(now: datetime | None = None) -> list[EngineShare]:
+    """Per model, each project with work waiting or running, or answered over the last SHARE_WINDOW."""
+    since = (now or timezone.now()) - SHARE_WINDOW
+    S = BatchRequest.Status
+    figures: dict[tuple[str, str], dict] = {}
+    fields = ("batch__model", "batch__project__name", "batch__project__weight")
+    for model, project, weight, waiting, running in (
+        BatchRequest.objects.filter(status__in=[S.PENDING, S.RUNNING], batch__status=Batch.Status.IN_PROGRESS)
+        .order_by()
+        .values_list(*fields)
+        .annotate(waiting=Count("id", filter=Q(status=S.PENDING)), running=Count("id", filter=Q(status=S.RUNNING)))
+    ):
+        figures[(model, project)] = {"weight": weight, "waiting": waiting, "running": running, "answered": 0}
+    for model, project, weight, answered in (
+        answered_since(since).order_by().values_list(*fields).annotate(n=Count("id"))
+    ):
+        row = figures.setdefault((model, project), {"weight": weight, "waiting": 0, "running": 0})
+        row["answered"] = answered
+    per_model: dict[str, int] = {}
+    for (model, _), row in figures.items():
+        per_model[model] = per_model.get(model, 0) + row["answered"]
+    return [
+        EngineShare(
+            model=model or "",
+            project=project,
+            share=row["answered"] / per_model[model] if per_model[model] else 0.0,
+            **row,
+        )
+        for (model, project), row in sorted(figures.items(), key=lambda item: (item[0][0] or "", item[0][1]))
+    ]
 
 
 def oldest_waiting_batch() -> Batch | None:
@@ -110,6 +159,7 @@ def overview() -> dict:
     return {
         "by_status": batches_by_status(),
         "pending_per_model": requests_pending_per_model(),
+        "engine_shares": engine_shares(),
         "throughput": output_throughput(),
         "oldest_waiting": oldest_waiting_batch(),
         "workers_alive": counts["alive"],

@@ -100,10 +100,22 @@ def _count(queryset, field: str):
 
 
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at", "active_keys", "batch_count", "file_count")
+    list_display = ("name", "created_at", "weight", "priority", "active_keys", "batch_count", "file_count")
+    list_filter = ("priority",)
     search_fields = ("name",)
     ordering = ("name",)
-    fields = ("name", "created_at")
+    fieldsets = (
+        (None, {"fields": ("name", "created_at")}),
+        (
+            "Sharing the engines",
+            {
+                "fields": ("weight", "priority", "batch_priority_allowed"),
+                "description": "Projects with waiting work share each model's engines in proportion to their "
+                "weights; high batches are fed first, low ones only on capacity nobody else wants (until "
+                "they have waited BATCHSERVER_PRIORITY_AGING_SECONDS).",
+            },
+        ),
+    )
     readonly_fields = ("created_at",)
 
     def get_queryset(self, request):

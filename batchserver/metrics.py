@@ -47,6 +47,33 @@ def _histogram(name: str, doc: str, queryset, duration, buckets) -> HistogramMet
     return HistogramMetricFamily(name, doc, buckets=values, sum_value=total_sum)
 
 
+def _project_families():
+    """How each model's engines are shared between projects (the console's "Sharing the engines")."""
+    from batches_api.selectors import SHARE_WINDOW, engine_shares
+
+    labels = ["model", "project"]
+    waiting = GaugeMetricFamily("batchserver_project_waiting_requests", "Requests pending, per project.", labels=labels)
+    running = GaugeMetricFamily(
+        "batchserver_project_running_requests", "Requests in flight, per project.", labels=labels
+    )
+    window = f"{SHARE_WINDOW.total_seconds() / 60:.0f} minutes"
+    share = GaugeMetricFamily(
+        "batchserver_project_share",
+        f"A project's part (0-1) of a model's answered requests over {window}.",
+        labels=labels,
+    )
+    weight = GaugeMetricFamily(
+        "batchserver_project_weight", "A project's weight in sharing the engines.", labels=labels
+    )
+    for row in engine_shares():
+        key = [row.model, row.project]
+        waiting.add_metric(key, row.waiting)
+        running.add_metric(key, row.running)
+        share.add_metric(key, row.share)
+        weight.add_metric(key, row.weight)
+    yield from (waiting, running, share, weight)
+
+
 class DatabaseCollector:
     def collect(self):
         from batches_api.models import Batch, BatchRequest, Worker
@@ -117,6 +144,8 @@ class DatabaseCollector:
         for model in settings.BATCHSERVER_MODELS:
             orphaned.add_metric([model], 0 if model in served else waiting.get(model, 0))
         yield orphaned
+
+        yield from _project_families()
 
         workers = GaugeMetricFamily("batchserver_workers", "Inference workers by state.", labels=["state"])
         workers.add_metric(["alive"], len(alive))

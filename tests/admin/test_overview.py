@@ -77,3 +77,21 @@ def test_chart_escapes_nothing_it_should_not(admin_client, db):
 
     svg = throughput_chart(output_throughput())
     assert svg.startswith('<svg class="bs-chart"') and svg.count("<rect") == 60 and "&lt;" not in svg
+
+
+def test_the_overview_shows_how_each_models_engines_are_shared(admin_client, project, other_project):
+    from batches_api.models import BatchRequest
+
+    other_project.weight = 3
+    other_project.save()
+    make_batch(project, total=6, completed=2, with_requests=True)  # 4 pending
+    busy = make_batch(other_project, total=8, completed=6, with_requests=True)
+    BatchRequest.objects.filter(batch=busy, status="pending").update(status="running")  # 2 in flight
+    now = timezone.now()
+    BatchRequest.objects.filter(status="responded").update(finished_at=now - timedelta(minutes=1))
+    html = admin_client.get("/admin/").content.decode()
+    shares = html[html.index('data-live="ov-shares"') :].split("</tbody>")[0]
+    rows = re.findall(r"<td>([\w-]+)</td>((?:<td class=\"bs-num\">.*?</td>\s*)+)", shares, flags=re.S)
+    cells = {name: re.findall(r'bs-num">([^<]*)', numbers) for name, numbers in rows}
+    # weight, waiting, running, share over 10 minutes (answered requests): team-a 2 of 8, team-b 6 of 8
+    assert cells == {"team-a": ["1", "4", "0", "25% "], "team-b": ["3", "0", "2", "75% "]}

@@ -8,10 +8,12 @@ import uuid
 from collections import Counter
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from batches_api.scheduling import Candidate, share_out
 from tests.conftest import start_worker, wait_for, wait_for_status
@@ -241,7 +243,9 @@ def test_a_small_batch_behind_another_projects_backlog_runs_at_once(client, othe
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_busy_projects_share_the_engines_by_weight(client, other_client, stack_env, db_access, weights, workers):
+def test_busy_projects_share_the_engines_by_weight(
+    client, other_client, server, stack_env, db_access, weights, workers
+):
     """Both projects busy, weights 1:3: over a window of several seconds the completed requests split 25/75
     (within 10%), with one worker or with two."""
     from batches_api.models import BatchRequest
@@ -267,6 +271,7 @@ def test_busy_projects_share_the_engines_by_weight(client, other_client, stack_e
         window_start = timezone.now() + timedelta(seconds=3)  # past the start, when the shares have settled
         wait_for(lambda: timezone.now() > window_start + timedelta(seconds=12), 30, interval=1)
         shares = done_since(window_start)
+        metrics = {f.name: f.samples for f in text_string_to_metric_families(httpx.get(f"{server}/metrics").text)}
     finally:
         cancel_all(client, a_batches)
         cancel_all(other_client, b_batches)
@@ -276,6 +281,17 @@ def test_busy_projects_share_the_engines_by_weight(client, other_client, stack_e
     print(f"{workers} worker(s): {total} requests in the window, B's share {shares['b'] / total:.3f}")
     assert total > 100
     assert 0.75 * 0.9 <= shares["b"] / total <= 0.75 * 1.1
+
+    def figure(name: str, project: str) -> float:
+        (value,) = [s.value for s in metrics[name] if s.labels == {"model": FAIR, "project": project}]
+        return value
+
+    assert figure("batchserver_project_weight", "bob") == 3 and figure("batchserver_project_weight", "alice") == 1
+    assert figure("batchserver_project_running_requests", "bob") > figure(
+        "batchserver_project_running_requests", "alice"
+    )
+    assert figure("batchserver_project_waiting_requests", "alice") > 0
+    assert figure("batchserver_project_share", "bob") > figure("batchserver_project_share", "alice")
 
 
 def test_high_starts_within_a_claim_interval_and_low_finishes_under_aging(client, stack_env, db_access):
