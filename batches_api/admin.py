@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from batches_api import services
+from batches_api import services, usage_admin  # noqa: F401 - usage_admin registers the usage page
 from batches_api.models import Batch, BatchRequest, Worker, succeeded_q
 from batchserver.admin_kit import ConsoleMedia, admin_change_url, badge, figures, human_duration, live, table
 from batchserver.errors import ApiError

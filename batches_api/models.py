@@ -249,3 +249,37 @@ class BatchRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}:{self.line} ({self.custom_id})"
+
+
+# ------------------------------------------------------------------------------------------------ usage
+class UsageDay(models.Model):
+    """What one project used of one model on one day (UTC), added when each of its batches ends: the batches by
+    final status, and the requests with their tokens and engine time on the day each request ended. Kept when
+    retention deletes the files and rows it was computed from."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="usage_days")
+    model = models.CharField(max_length=255, blank=True)  # "" for batches that failed before naming a model
+    day = models.DateField()
+    batches_completed = models.PositiveIntegerField(default=0)
+    batches_failed = models.PositiveIntegerField(default=0)
+    batches_expired = models.PositiveIntegerField(default=0)
+    batches_cancelled = models.PositiveIntegerField(default=0)
+    requests_succeeded = models.BigIntegerField(default=0)
+    requests_failed = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    # Seconds the engines worked on the requests: each request from its claim to its answer (a request sharing
+    # the engine with others counts its whole time).
+    engine_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "model", "day"], name="usage_day_unique"),
+        ]
+        indexes = [models.Index(fields=["day"])]
+        verbose_name = "usage"
+        verbose_name_plural = "usage"
+
+    def __str__(self) -> str:
+        return f"{self.project} · {self.model or '—'} · {self.day}"

@@ -26,6 +26,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from batches_api import scheduling
+from batches_api.accounting import usage_add_batch
 from batches_api.models import Batch, BatchRequest, Worker, gone_worker, succeeded_q
 from batches_api.signals import batch_status_changed
 from batches_api.validation import InputValidator, iter_lines
@@ -104,6 +105,8 @@ def _transition(
     with transaction.atomic():
         if not batches.update(status=to, **fields):
             return False
+        if to in Batch.FINAL_STATUSES:
+            usage_add_batch(batch_id, to)
         batch_status_changed.send(sender=Batch, batch_id=batch_id, status=to)
     log_transition(batch_id, to, detail)
     return True

@@ -68,3 +68,58 @@ def table(rows: Iterable[Sequence], row: str, *, head: Sequence[str] = (), css: 
 def figures(rows: Iterable[tuple[str, int]]) -> str:
     """A table of labelled counts, numbers grouped by thousands."""
     return table(((label, f"{value:,}") for label, value in rows), '<tr><th>{}</th><td class="bs-num">{}</td></tr>')
+
+
+def bar_chart(
+    bars: Sequence[tuple[str, float]],
+    *,
+    label: str,
+    start: str,
+    end: str,
+    unit: str,
+    width: int = 720,
+    height: int = 140,
+) -> str:
+    """An inline SVG bar chart (server-rendered, no JS): one bar per (tooltip label, value), oldest first, the
+    peak and 0 on the axis, `start` and `end` under it; `label` describes it for screen readers."""
+    top, bottom, left = 12, 18, 44
+    plot_w, plot_h = width - left - 4, height - top - bottom
+    peak = max((value for _, value in bars), default=0.0)
+    slot = plot_w / max(1, len(bars))
+    rects = []
+    for i, (name, value) in enumerate(bars):
+        bar_h = plot_h * value / (peak or 1.0) if value else 0
+        rects.append(
+            (
+                f"{left + i * slot + 0.5:.1f}",
+                f"{top + plot_h - bar_h:.1f}",
+                f"{max(slot - 1.5, 1):.1f}",
+                f"{bar_h:.1f}",
+                name,
+                f"{value:,.1f}",
+                unit,
+            )
+        )
+    return format_html(
+        '<svg class="bs-chart" viewBox="0 0 {w} {h}" role="img" aria-label="{label}">'
+        '<line class="bs-axis" x1="{l}" y1="{base}" x2="{w}" y2="{base}"></line>'
+        '<line class="bs-axis" x1="{l}" y1="{top}" x2="{l}" y2="{base}"></line>'
+        '<text x="{lt}" y="{ty}" text-anchor="end">{peak}</text><text x="{lt}" y="{base}" text-anchor="end">0</text>'
+        '<text x="{l}" y="{h1}">{start}</text><text x="{w}" y="{h1}" text-anchor="end">{end}</text>'
+        "{bars}</svg>",
+        w=width,
+        h=height,
+        label=label,
+        l=left,
+        lt=left - 4,
+        top=top,
+        ty=top + 4,
+        base=top + plot_h,
+        h1=height - 4,
+        peak=f"{peak:,.0f}",
+        start=start,
+        end=end,
+        bars=format_html_join(
+            "", '<rect class="bs-bar" x="{}" y="{}" width="{}" height="{}"><title>{} · {} {}</title></rect>', rects
+        ),
+    )

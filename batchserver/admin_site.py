@@ -8,11 +8,11 @@ from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
 from batches_api.models import Batch
 from batches_api.selectors import overview
-from batchserver.admin_kit import human_duration
+from batchserver.admin_kit import bar_chart, human_duration
 from batchserver.models import ApiKey, Project
 from files_api.models import File
 
@@ -45,45 +45,14 @@ class ConsoleSite(admin.AdminSite):
         self.register(Project, ProjectAdmin)
 
 
-def throughput_chart(throughput, width: int = 720, height: int = 140) -> str:
-    """Output tokens/s per minute over the last hour as an inline SVG bar chart (server-rendered, no JS)."""
-    top, bottom, left = 12, 18, 44
-    plot_w, plot_h = width - left - 4, height - top - bottom
-    peak = throughput.peak or 1.0
-    slot = plot_w / max(1, len(throughput.buckets))
-    bars = []
-    for i, (start, value) in enumerate(throughput.buckets):
-        bar_h = plot_h * value / peak if value else 0
-        bars.append(
-            (
-                f"{left + i * slot + 0.5:.1f}",
-                f"{top + plot_h - bar_h:.1f}",
-                f"{max(slot - 1.5, 1):.1f}",
-                f"{bar_h:.1f}",
-                timezone.localtime(start).strftime("%H:%M"),
-                f"{value:,.1f}",
-            )
-        )
-    return format_html(
-        '<svg class="bs-chart" viewBox="0 0 {w} {h}" role="img" aria-label="Output tokens per second, last hour">'
-        '<line class="bs-axis" x1="{l}" y1="{base}" x2="{w}" y2="{base}"></line>'
-        '<line class="bs-axis" x1="{l}" y1="{top}" x2="{l}" y2="{base}"></line>'
-        '<text x="{lt}" y="{ty}" text-anchor="end">{peak}</text><text x="{lt}" y="{base}" text-anchor="end">0</text>'
-        '<text x="{l}" y="{h1}">{start}</text><text x="{w}" y="{h1}" text-anchor="end">now</text>'
-        "{bars}</svg>",
-        w=width,
-        h=height,
-        l=left,
-        lt=left - 4,
-        top=top,
-        ty=top + 4,
-        base=top + plot_h,
-        h1=height - 4,
-        peak=f"{throughput.peak:,.0f}",
+def throughput_chart(throughput) -> str:
+    """Output tokens/s per minute over the last hour."""
+    return bar_chart(
+        [(timezone.localtime(start).strftime("%H:%M"), value) for start, value in throughput.buckets],
+        label="Output tokens per second, last hour",
         start="60 min ago",
-        bars=format_html_join(
-            "", '<rect class="bs-bar" x="{}" y="{}" width="{}" height="{}"><title>{} · {} tokens/s</title></rect>', bars
-        ),
+        end="now",
+        unit="tokens/s",
     )
 
 

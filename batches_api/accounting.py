@@ -1,0 +1,119 @@
+"""Usage accounting: per project, model and day (UTC), what the projects used. A batch's usage is added once, in
+the transaction that moves it to its final status (batches_api.services._transition), from the rows of its
+requests: so the totals equal the sum of the output files' usage, and stay when retention deletes the files."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from datetime import date
+
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from batches_api.models import Batch, BatchRequest, UsageDay, succeeded_q
+
+
+@dataclass
+class UsageTotals:
+    batches_completed: int = 0
+    batches_failed: int = 0
+    batches_expired: int = 0
+    batches_cancelled: int = 0
+    requests_succeeded: int = 0
+    requests_failed: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    engine_seconds: float = 0.0
+
+
+COUNTED = tuple(f.name for f in fields(UsageTotals))  # UsageDay's figures, in the order of reports
+
+
+def usage_add_batch(batch_id: str, status: str) -> None:
+    """Add a batch that just ended with `status` to its project's usage. Call inside the transaction of that
+    transition: it happens once, as the transition does."""
+    batch = Batch.objects.only("project_id", "model").get(pk=batch_id)
+    model = batch.model or ""
+    today = timezone.now().date()
+    _add(batch.project_id, model, today, {f"batches_{status}": 1})
+    engine_time = ExpressionWrapper(F("finished_at") - F("claimed_at"), output_field=DurationField())
+    per_day = (
+        BatchRequest.objects.filter(batch_id=batch_id, finished_at__isnull=False)
+        .annotate(day=TruncDate("finished_at"))
+        .values("day")
+        .annotate(
+            requests_succeeded=Count("id", filter=succeeded_q()),
+            requests_failed=Count("id", filter=~succeeded_q()),
+            input_tokens=Sum("input_tokens"),
+            cached_input_tokens=Sum("cached_tokens"),
+            output_tokens=Sum("output_tokens"),
+            engine=Sum(engine_time, filter=Q(status=BatchRequest.Status.RESPONDED, claimed_at__isnull=False)),
+        )
+        .order_by()
+    )
+    for row in per_day:
+        engine = row.pop("engine")
+        day = row.pop("day")
+        _add(batch.project_id, model, day, {**row, "engine_seconds": engine.total_seconds() if engine else 0.0})
+
+
+def _add(project_id: int, model: str, day: date, figures: dict) -> None:
+    """Add to one project's, model's and day's row (created at zero first: two batches ending at once both add)."""
+    figures = {name: value for name, value in figures.items() if value}
+    if not figures:
+        return
+    UsageDay.objects.bulk_create([UsageDay(project_id=project_id, model=model, day=day)], ignore_conflicts=True)
+    UsageDay.objects.filter(project_id=project_id, model=model, day=day).update(
+        **{name: F(name) + value for name, value in figures.items()}
+    )
+
+
+def usage_days(
+    *, since: date | None = None, until: date | None = None, project: str | None = None, model: str | None = None
+) -> QuerySet[UsageDay]:
+    """The usage rows within these bounds (days inclusive), newest day first."""
+    rows = UsageDay.objects.select_related("project")
+    if since is not None:
+        rows = rows.filter(day__gte=since)
+    if until is not None:
+        rows = rows.filter(day__lte=until)
+    if project is not None:
+        rows = rows.filter(project__name=project)
+    if model is not None:
+        rows = rows.filter(model=model)
+    return rows.order_by("-day", "project__name", "model")
+
+
+def usage_totals(rows: QuerySet[UsageDay]) -> UsageTotals:
+    sums = rows.aggregate(**{name: Sum(name) for name in COUNTED})
+    return UsageTotals(**{name: value or 0 for name, value in sums.items()})
+
+
+def usage_per_day(rows: QuerySet[UsageDay]) -> list[tuple[date, UsageTotals]]:
+    """The rows summed per day, oldest first (the console's chart)."""
+    per_day = rows.order_by().values("day").annotate(**{name: Sum(name) for name in COUNTED}).order_by("day")
+    return [(row.pop("day"), UsageTotals(**row)) for row in per_day]
+
+
+CSV_COLUMNS = ["day", "project", "model", *COUNTED]
+
+
+def usage_csv(rows: Iterable[UsageDay]) -> str:
+    """The rows as CSV, one line per project, model and day, with a header line."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [row.day.isoformat(), row.project.name, row.model, *(_number(getattr(row, name)) for name in COUNTED)]
+        )
+    return out.getvalue()
+
+
+def _number(value: int | float) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
