@@ -149,7 +149,7 @@ def prepare_smollm2(dest: Path, *, dtype: str = SMOLLM2_DTYPE) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch_dtype)
         # transformers marks a GGUF-loaded model as quantized and then refuses to save it,
         # although the weights are already dequantized: drop the marker.
-        model.hf_quantizer = None  # type: ignore[assignment]  # torch types Module.__setattr__ for tensors only
+        model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model = model.to(torch_dtype)
