@@ -5,6 +5,7 @@ defined once here, as queryset methods."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -102,7 +103,7 @@ class Batch(models.Model):
     ACTIVE_STATUSES = (Status.VALIDATING, Status.IN_PROGRESS, Status.FINALIZING, Status.CANCELLING)
     FINAL_STATUSES = (Status.FAILED, Status.COMPLETED, Status.EXPIRED, Status.CANCELLED)
     # The timestamp each status sets when a batch enters it.
-    STAMPS = {
+    STAMPS: ClassVar[dict[str, str]] = {
         Status.IN_PROGRESS: "in_progress_at",
         Status.FINALIZING: "finalizing_at",
         Status.COMPLETED: "completed_at",

@@ -87,7 +87,8 @@ class BatchErrorSerializer(ObjectSerializer):
 
 class BatchErrorsSerializer(ObjectSerializer):
     object = ConstantField("list")
-    data = BatchErrorSerializer(many=True, source="*")
+    # (DRF's metaclass takes declared fields off the class: Serializer.data stays what the stubs say)
+    data = BatchErrorSerializer(many=True, source="*")  # type: ignore[assignment]
 
     def get_attribute(self, batch: Batch) -> list[dict] | None:
         return super().get_attribute(batch) or None  # a batch without errors has null, not an empty list
@@ -123,7 +124,8 @@ class BatchSerializer(ObjectSerializer):
     object = ConstantField("batch")
     endpoint = serializers.CharField()
     model = serializers.CharField(allow_null=True)
-    errors = BatchErrorsSerializer(allow_null=True)
+    # (DRF's metaclass takes declared fields off the class: Serializer.errors stays what the stubs say)
+    errors = BatchErrorsSerializer(allow_null=True)  # type: ignore[assignment]
     input_file_id = serializers.CharField()
     completion_window = serializers.CharField()
     status = serializers.ChoiceField(Batch.Status.choices)

@@ -789,7 +789,9 @@ def batch_finalize(*, batch_id: str) -> Batch | None:
     worker still runs requests: write the output and error files and set the final status. A claimed job:
     safe to call any time, any number of times, from anywhere."""
     batch = Batch.objects.filter(pk=batch_id).first()
-    ending = _ending(batch, timezone.now()) if batch is not None else None
+    if batch is None:
+        return None
+    ending = _ending(batch, timezone.now())
     if ending is None:
         return batch
     if ending.not_run is not None and BatchRequest.objects.filter(batch=batch).held_by_live_worker().exists():

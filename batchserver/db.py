@@ -31,7 +31,12 @@ def update_rows(
         return []
     connection = connections[using]
     meta = model._meta
-    columns = [meta.pk] + [meta.get_field(name) for name in fields]
+    columns = [meta.pk]
+    for name in fields:
+        column = meta.get_field(name)
+        if not isinstance(column, models.Field):  # a reverse relation or a generic key: no column to set
+            raise ValueError(f"{model.__name__}.{name} is not a column; update_rows sets columns only.")
+        columns.append(column)
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     names = [f"v{i}" for i in range(len(columns))]  # names of their own: the table's would be ambiguous

@@ -8,7 +8,7 @@ import logging
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 
 from batches_api.models import Worker
 
@@ -28,7 +28,7 @@ def _database_answers() -> bool:
     return True
 
 
-def readyz(request):
+def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: the database and the file storage answer, and every served model has a live worker that is
     ready (has loaded the models it preloads)."""
     checks: dict[str, str] = {}
@@ -48,8 +48,8 @@ def readyz(request):
         checks[f"model:{model}"] = (
             "ok" if model in ready else "a worker is loading it" if model in served else "no live worker serves it"
         )
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    all_ok = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if all_ok else "unavailable", "checks": checks}, status=200 if all_ok else 503)
 
 
 def healthz(request):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, Counter, generate_latest, multiprocess
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
@@ -38,7 +39,9 @@ WEBHOOK_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 def _histogram(name: str, doc: str, queryset, duration, buckets) -> HistogramMetricFamily:
     """A histogram of a duration expression over rows, counted in the database (one query)."""
     rows = queryset.annotate(_d=ExpressionWrapper(duration, output_field=DurationField()))
-    aggregates = {f"le{i}": Count("pk", filter=Q(_d__lte=timedelta(seconds=le))) for i, le in enumerate(buckets)}
+    aggregates: dict[str, Aggregate] = {
+        f"le{i}": Count("pk", filter=Q(_d__lte=timedelta(seconds=le))) for i, le in enumerate(buckets)
+    }
     aggregates["total"] = Count("pk")
     aggregates["sum"] = Sum("_d")
     result = rows.aggregate(**aggregates)
@@ -75,7 +78,7 @@ def _project_families():
 
 
 class DatabaseCollector:
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from batches_api.models import Batch, BatchRequest, Worker
         from inference.models import EngineLoad
 
@@ -190,7 +193,7 @@ class DatabaseCollector:
 class WebhookCollector:
     """Webhook endpoints and the delivery log (30 days of it: gauges, since pruning lowers them)."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from django.utils import timezone
 
         from webhooks.models import WebhookDelivery, WebhookEndpoint

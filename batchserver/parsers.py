@@ -15,7 +15,7 @@ from itertools import accumulate
 from typing import Any
 
 from django.conf import settings
-from rest_framework.parsers import BaseParser, get_encoding
+from rest_framework.parsers import BaseParser, get_encoding  # type: ignore[attr-defined]  # missing from drf-stubs
 from rest_framework.renderers import JSONRenderer
 
 from batchserver.errors import InvalidRequest, TooLarge

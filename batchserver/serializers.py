@@ -144,7 +144,8 @@ class ConstantField(serializers.Field):
         self.value = value
         super().__init__(read_only=True, source="*", **kwargs)
         # On the instance, in __init__: DRF copies a field by calling __init__ again, and the copy keeps it.
-        extend_schema_field({"type": "boolean" if isinstance(value, bool) else "string", "enum": [value]})(self)
+        # (drf-spectacular types the decorator for classes and functions; an instance takes it the same way)
+        extend_schema_field({"type": "boolean" if isinstance(value, bool) else "string", "enum": [value]})(self)  # type: ignore[type-var]
 
     def to_representation(self, _) -> str | bool:
         return self.value

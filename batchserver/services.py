@@ -33,6 +33,7 @@ def api_key_create(
     if (project is None) == (new_project is None):
         raise TypeError("api_key_create needs either project= (an existing Project) or new_project= (a name).")
     if project is None:
+        assert new_project is not None  # exactly one of the two, checked above
         try:
             with transaction.atomic():
                 project = Project.objects.create(name=new_project)

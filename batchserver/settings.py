@@ -13,6 +13,7 @@ import re
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -231,7 +232,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
-SPECTACULAR_SETTINGS = {
+SPECTACULAR_SETTINGS: dict[str, Any] = {
     "TITLE": "batchserver",
     "DESCRIPTION": "A self-hosted, OpenAI-compatible Files and Batches API.",
     "VERSION": "1.0.0",
@@ -401,7 +402,7 @@ except ValueError as exc:
 
 # One line per request and per batch transition; JSON lines (with request and batch ids) on request.
 LOG_JSON = env_bool("BATCHSERVER_LOG_JSON", False)
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 
+if TYPE_CHECKING:
+    from batchserver.auth import Caller
+    from batchserver.models import Project
 
-def caller_project(request: Request):
-    return request.user.project
+
+def caller_project(request: Request) -> Project:
+    # The stubs know Django's users only; on /v1/ ApiKeyAuthentication sets request.user to a Caller.
+    return cast("Caller", request.user).project
 
 
 class JsonOnlyNegotiation(DefaultContentNegotiation):

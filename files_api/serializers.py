@@ -117,6 +117,7 @@ class CreateFileSerializer(RequestSerializer):
     expires_after = ExpiresAfterSerializer(required=False, allow_null=True)
 
     def validate_file(self, file: UploadedFile) -> UploadedFile:
+        assert file.name is not None  # FileField refuses a file without a name before this
         check_filename(file.name)
         return file
 
@@ -136,7 +137,8 @@ class CreateUploadSerializer(RequestSerializer):
 
 
 class AddUploadPartSerializer(RequestSerializer):
-    data = FileField(error_messages={"required": "Send the part as multipart/form-data."})
+    # (DRF's metaclass takes declared fields off the class: Serializer.data stays what the stubs say)
+    data = FileField(error_messages={"required": "Send the part as multipart/form-data."})  # type: ignore[assignment]
 
 
 def check_listed_once(part_ids: list[str]) -> None:

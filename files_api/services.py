@@ -7,7 +7,7 @@ import hashlib
 import logging
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django.conf import settings
@@ -79,7 +79,7 @@ def check_utf8(chunks: Iterable[bytes], *, filename: str, param: str = "file") -
 
 
 # ------------------------------------------------------------------------------------------------ files
-def _expiry(purpose: str, expires_after: int | None, created_at) -> object:
+def _expiry(purpose: str, expires_after: int | None, created_at: datetime) -> datetime | None:
     if expires_after is not None:
         return created_at + timedelta(seconds=expires_after)
     if purpose in (File.Purpose.BATCH, File.Purpose.BATCH_OUTPUT):
@@ -137,6 +137,7 @@ def _store(file: File, content: DjangoFile, *, then: Callable[[File], None] | No
 def file_create(*, project: Project, content: DjangoFile, purpose: str, expires_after: int | None = None) -> File:
     """Store an uploaded file (a Django UploadedFile: already spooled to a temporary file when large)."""
     filename = content.name
+    assert filename is not None  # DRF's FileField refuses a file without a name
     check_batch_input_name(purpose=purpose, filename=filename)
     check_size(purpose=purpose, size=content.size, filename=filename)
     if purpose == File.Purpose.BATCH:
@@ -193,7 +194,8 @@ def file_delete(*, file: File) -> None:
         if needed is not None:
             raise Conflict(needed.refusal(), param="file_id")
         File.objects.filter(pk=file.pk).delete()
-        transaction.on_commit(lambda name=file.storage_name: _delete_bytes(name))
+        name = file.storage_name
+        transaction.on_commit(lambda: _delete_bytes(name))
 
 
 def _delete_bytes(name: str) -> None:

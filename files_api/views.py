@@ -3,6 +3,8 @@ answer."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
@@ -84,7 +86,8 @@ class FileViewSet(viewsets.ViewSet):
         response = StreamingHttpResponse(services.file_iter_chunks(file), content_type="application/octet-stream")
         response["Content-Length"] = str(file.bytes)
         # RFC 6266: a quoted ASCII name, or filename*=utf-8''… for any other (Django escapes and encodes it).
-        response["Content-Disposition"] = content_disposition_header(True, file.filename)
+        # (str whenever as_attachment is True; the stubs say str | None for both cases)
+        response["Content-Disposition"] = cast(str, content_disposition_header(True, file.filename))
         return response
 
 

@@ -3,6 +3,8 @@ each has loaded, what it is working on and its throughput. Read-only: workers re
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.urls import reverse
@@ -20,7 +22,7 @@ def short_time(stamp) -> str:
     return local.strftime("%H:%M:%S" if local.date() == timezone.localdate() else "%Y-%m-%d %H:%M")
 
 
-def worker_state(worker: Worker, stale: object) -> str:
+def worker_state(worker: Worker, stale: datetime) -> str:
     if worker.stopped_at is not None:
         return "stopped"
     return "alive" if worker.last_heartbeat_at >= stale else "lost"

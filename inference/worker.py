@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import psutil
 from django.conf import settings
+from django.core.files import File as DjangoFile
 from django.db import DatabaseError, close_old_connections, connection, connections
 from django.db.models import Q
 from django.utils import timezone
@@ -69,7 +70,7 @@ class InFlight:
 class BatchInput:
     endpoint: str
     file_id: str
-    handle: object | None = None
+    handle: DjangoFile | None = None
 
 
 @dataclass
@@ -104,6 +105,15 @@ class ServingLoop:
         self.writer = ResultWriter(worker_name)
         self._inputs: dict[str, BatchInput] = {}
         self._finalize_asked: set[str] = set()
+
+    @property
+    def worker_id(self) -> int:
+        """The id of this worker's row. The heartbeat unsets self.worker when the row is marked stopped: the
+        loop then starts over, recovers and registers again."""
+        worker = self.worker
+        if worker is None:
+            raise RuntimeError(f"worker {self.worker_name} was marked stopped while it runs: it registers again")
+        return worker.pk
 
     @property
     def inflight(self) -> list[InFlight]:
@@ -203,7 +213,7 @@ class ServingLoop:
                 return
             if model not in self.host.loaded_models:
                 self._load(model)
-        services.worker_ready(worker_id=self.worker.pk)
+        services.worker_ready(worker_id=self.worker_id)
         logger.info(
             "worker %s ready in %.1f s: %s loaded",
             self.worker_name,
@@ -315,7 +325,7 @@ class ServingLoop:
             logger.info("worker %s unloads %s to load %s", self.worker_name, victim, model)
             self.state.pop(victim, None)
             self.host.unload(victim)
-            Worker.objects.filter(pk=self.worker.pk).update(loaded_models=self.host.loaded_models)
+            Worker.objects.filter(pk=self.worker_id).update(loaded_models=self.host.loaded_models)
         return True
 
     def _claim(self, model: str) -> int:
@@ -327,12 +337,12 @@ class ServingLoop:
             if state.inflight:
                 return 0  # let the engine drain: a quarantined group runs with nothing else
             claimed = services.requests_claim(
-                worker_id=self.worker.pk, model=model, limit=services.QUARANTINE_GROUPS[level], tries=level
+                worker_id=self.worker_id, model=model, limit=services.QUARANTINE_GROUPS[level], tries=level
             )
             state.quarantine = bool(claimed)
         else:
             claimed = services.requests_claim(
-                worker_id=self.worker.pk, model=model, limit=self.max_inflight - len(state.inflight)
+                worker_id=self.worker_id, model=model, limit=self.max_inflight - len(state.inflight)
             )
         if claimed:
             state.last_used = time.monotonic()
@@ -356,8 +366,8 @@ class ServingLoop:
             self.last_tick = time.monotonic()
         self.state[model] = ModelState(last_used=time.monotonic())
         seconds = time.monotonic() - t0
-        EngineLoad.objects.create(worker=self.worker, model=model, started_at=started, seconds=seconds)
-        Worker.objects.filter(pk=self.worker.pk).update(
+        EngineLoad.objects.create(worker_id=self.worker_id, model=model, started_at=started, seconds=seconds)
+        Worker.objects.filter(pk=self.worker_id).update(
             loaded_models=self.host.loaded_models, engine_pids=self._engine_pids()
         )
         logger.info("worker %s loaded %s in %.1f s", self.worker_name, model, seconds)
@@ -413,7 +423,7 @@ class ServingLoop:
         self.aborting.difference_update(item.request.id for item, _ in finished)
         self.writer.submit(
             Results(
-                worker_id=self.worker.pk,
+                worker_id=self.worker_id,
                 outcomes=outcomes,
                 clean=clean,
                 failed=failed,

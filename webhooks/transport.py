@@ -108,7 +108,10 @@ def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeUrl(f"'{host}' does not resolve ({exc}). Check the host name of the URL.") from None
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    # getaddrinfo gives IPv4 and IPv6 addresses as str (typeshed's int is for other address families).
+    addresses = list(
+        dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos if isinstance(info[4][0], str))
+    )
     if not addresses:
         raise UnsafeUrl(f"'{host}' does not resolve. Check the host name of the URL.")
     if not settings.BATCHSERVER_WEBHOOK_ALLOW_PRIVATE:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 CHAT_COMPLETIONS = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -33,6 +33,13 @@ class ModelSpec:
     engine_args: dict[str, Any] = field(default_factory=dict)
 
 
+class Usage(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+
+
 @dataclass
 class EngineResponse:
     status_code: int  # 200, or the 4xx (rarely 5xx) that `vllm serve` would have returned
@@ -49,7 +56,7 @@ class EngineResponse:
     def ok(self) -> bool:
         return 200 <= self.status_code < 300
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> Usage:
         """Its token counts, by name."""
         return {
             "input_tokens": self.input_tokens,
@@ -85,7 +92,7 @@ def error_response(
     )
 
 
-def usage_counts(body: dict) -> dict[str, int]:
+def usage_counts(body: dict) -> Usage:
     """Token counts from an OpenAI response body's ``usage`` (chat, completions,
     embeddings and responses spell them differently)."""
     usage = body.get("usage") if isinstance(body, dict) else None

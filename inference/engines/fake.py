@@ -35,6 +35,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from .base import (
@@ -66,7 +67,7 @@ def count_tokens(text: str) -> int:
 def _validation_error(loc: str, type_: str, msg: str, value: Any) -> EngineResponse:
     """A 400 shaped like `vllm serve`'s answer to a body that fails validation."""
     shown = value if isinstance(value, (str, int, float, bool)) or value is None else f"<{type(value).__name__}>"
-    detail = {"type": type_, "loc": f"body.{loc}", "msg": msg}
+    detail: dict[str, Any] = {"type": type_, "loc": f"body.{loc}", "msg": msg}
     if type_ != "missing" or value is not None:
         detail["input"] = shown
     message = f"1 validation error:\n  {detail!r}"
@@ -174,7 +175,9 @@ class FakeEngine(Engine):
             return max(0, min(self.default_max_tokens, room)), None
         return max(0, min(requested, room)), None
 
-    async def _generate(self, request_id: str, prompt: str, max_tokens: int, capped: bool, salt: int):
+    async def _generate(
+        self, request_id: str, prompt: str, max_tokens: int, capped: bool, salt: int
+    ) -> tuple[str, int, str, bool]:
         """-> (text, n_tokens, finish_reason, aborted).
 
         With max_tokens given, the reply is exactly max_tokens long (finish_reason
@@ -247,6 +250,7 @@ class FakeEngine(Engine):
         max_tokens, err = self._max_tokens(body, prompt_tokens)
         if err:
             return err
+        assert max_tokens is not None  # _max_tokens gives one or the other
         capped = body.get("max_completion_tokens", body.get("max_tokens")) is not None
         n = body.get("n") or 1
         results = await _all(self._generate(request_id, prompt, max_tokens, capped, salt) for salt in range(n))
@@ -313,7 +317,7 @@ class FakeEngine(Engine):
             raise RuntimeError(f"fake engine failure (raise_on={self.raise_on!r})")
         n = body.get("n") or 1
         capped = body.get("max_tokens") is not None
-        jobs = []
+        jobs: list[Coroutine[Any, Any, tuple[str, int, str, bool]]] = []
         prompt_tokens = 0
         for prompt in prompts:
             tokens = count_tokens(prompt)
@@ -321,6 +325,7 @@ class FakeEngine(Engine):
             max_tokens, err = self._max_tokens(body, tokens)
             if err:
                 return err
+            assert max_tokens is not None  # _max_tokens gives one or the other
             jobs.extend(self._generate(request_id, prompt, max_tokens, capped, salt) for salt in range(n))
         results = await _all(jobs)
         choices = [
@@ -402,8 +407,8 @@ class FakeEngine(Engine):
         if self.die_on and self.die_on in json.dumps(body):
             await asyncio.sleep(0.2)
             self.dead = True
-            for event in self._abort_events.values():
-                event.set()  # the others in flight end now, and fail below
+            for other in self._abort_events.values():
+                other.set()  # the others in flight end now, and fail below
             raise RuntimeError(f"fake engine died (die_on={self.die_on!r})")
         if request_id in self._abort_events:
             raise ValueError(f"request id {request_id!r} is already in flight")

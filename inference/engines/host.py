@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import functools
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -100,7 +101,7 @@ def _resource_tracker_running() -> bool:
     try:
         from multiprocessing import resource_tracker
 
-        tracker = resource_tracker._resource_tracker
+        tracker: Any = resource_tracker._resource_tracker  # its private state is not in typeshed
         return tracker._fd is not None and tracker._pid is not None
     except Exception:  # pragma: no cover - private API changed
         return False
@@ -119,7 +120,7 @@ def _stop_resource_tracker() -> None:
         import warnings
         from multiprocessing import resource_tracker
 
-        tracker = resource_tracker._resource_tracker
+        tracker: Any = resource_tracker._resource_tracker  # its private state is not in typeshed
         with tracker._lock:
             pid, fd = tracker._pid, tracker._fd
             if pid is None or fd is None:
@@ -222,7 +223,7 @@ class EngineSlot:
         def start() -> None:
             for key, request_id, endpoint, body, priority in items:
                 task = self.loop.create_task(engine.process(request_id, endpoint, body, priority))
-                task.add_done_callback(lambda done, key=key: ended(done, key))
+                task.add_done_callback(functools.partial(ended, key=key))
 
         self.loop.call_soon_threadsafe(start)
 

@@ -74,7 +74,8 @@ def is_cpu_build() -> bool:
 def _cpu_list_string(cpus: list[int]) -> str:
     """[0, 1, 2, 5] -> "0-2,5" (the format of VLLM_CPU_OMP_THREADS_BIND)."""
     parts: list[str] = []
-    start = prev = None
+    start: int | None = None
+    prev = 0  # set with start
     for cpu in sorted(cpus):
         if start is None:
             start = prev = cpu
@@ -250,7 +251,7 @@ def _json_body(content: Any) -> dict:
     """The JSON a starlette JSONResponse (what vLLM's routers return) would send."""
     from starlette.responses import JSONResponse
 
-    return json.loads(JSONResponse(content=content).body)
+    return json.loads(bytes(JSONResponse(content=content).body))  # bytes already: a JSONResponse renders bytes
 
 
 def _response_body(response: Any) -> dict:
@@ -272,7 +273,7 @@ def _validation_error_body(exc) -> dict:
             validation_exception_handler,
         )
 
-        fake_request = SimpleNamespace(
+        fake_request: Any = SimpleNamespace(  # the parts of a starlette Request the handler reads
             app=SimpleNamespace(state=SimpleNamespace(args=SimpleNamespace(log_error_stack=False))),
             state=SimpleNamespace(),
         )

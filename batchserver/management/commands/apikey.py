@@ -76,6 +76,7 @@ class Command(BaseCommand):
         try:
             return api_key_create(name=name, new_project=new_project)
         except ProjectExists:
+            assert new_project is not None  # only a new project's name can be taken
             raise CommandError(
                 f"A project named '{new_project}' exists already. To add the key to it, use "
                 f"--project {shlex.quote(new_project)}; or choose another name for --new-project."

@@ -31,7 +31,7 @@ class Sweeper:
             return None
         self.next_sweep = time.monotonic() + settings.BATCHSERVER_SWEEP_SECONDS
         for name, report in sweeps.run_all().items():
-            figures = asdict(report) if is_dataclass(report) else {"done": report}
+            figures = asdict(report) if is_dataclass(report) and not isinstance(report, type) else {"done": report}
             if any(figures.values()):
                 logger.info(
                     "sweep %s: %s", name, ", ".join(f"{key} {value}" for key, value in figures.items() if value)
