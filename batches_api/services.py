@@ -613,7 +613,10 @@ def _claim_from(
                 [BatchRequest.Status.RUNNING, worker_id, timezone.now(), *params],
             )
             rows = cursor.fetchall()
-    return [ClaimedRequest(*row[:6], engine_priority) for row in sorted(rows, key=lambda row: row[6])]
+    return [
+        ClaimedRequest(pk, batch, custom_id, offset, length, attempts, engine_priority)
+        for pk, batch, custom_id, offset, length, attempts, _ in sorted(rows, key=lambda row: row[6])
+    ]
 
 
 def requests_release(*, worker_id: int, request_ids: Iterable[int], failed: bool = False) -> int:

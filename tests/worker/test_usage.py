@@ -7,8 +7,8 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from datetime import timedelta
 from contextlib import redirect_stdout
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
