@@ -21,8 +21,9 @@ Tokens are whitespace-separated words. engine_args (all optional):
   run out of memory or segfault);
 * ``die_on`` (str): a request whose body contains this text kills the engine itself once it has
   run for a moment: every request in flight and every later one fails, and is_dead() says so
-  (simulates vLLM's engine core process dying under the worker);
-* ``endpoints`` (list[str]): restrict the endpoints served.
+  (simulates vLLM's engine core process dying under the worker).
+
+Of its endpoints it serves those its spec names.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ from .base import (
     EngineResponse,
     ModelSpec,
     error_response,
+    served_endpoints,
     streaming_not_supported,
     success_response,
     unsupported_endpoint,
 )
 
 FAKE_FINGERPRINT = "fake-engine"
+FAKE_ENDPOINTS = frozenset({CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS})
 
 _WORDS = (
     "the a batch model token answer request engine quick brown fox jumps over lazy dog "
@@ -116,8 +119,7 @@ class FakeEngine(Engine):
         self.dead = False
         max_num_seqs = args.get("max_num_seqs")
         self._slots = asyncio.Semaphore(int(max_num_seqs)) if max_num_seqs else None
-        served = args.get("endpoints")
-        self.endpoints = frozenset(served) if served else frozenset({CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS})
+        self.endpoints = served_endpoints(FAKE_ENDPOINTS, spec)
         self._abort_events: dict[str, asyncio.Event] = {}
         self._closed = False
         self.processed = 0  # requests answered (for tests)
