@@ -19,6 +19,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from batchserver.env import env_bool, env_float, env_int, env_json, env_list
+from inference.engines.base import ENDPOINTS, default_endpoints
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("BATCHSERVER_DATA_DIR", BASE_DIR / "var")).resolve()
@@ -268,6 +269,18 @@ DEFAULT_MODELS = {
 MODELS_DIR = Path(os.environ.get("BATCHSERVER_MODELS_DIR", DATA_DIR / "models")).resolve()
 
 
+def _check_endpoints(name: str, endpoints) -> None:
+    if (
+        not isinstance(endpoints, list)
+        or not endpoints
+        or not all(isinstance(endpoint, str) and endpoint in ENDPOINTS for endpoint in endpoints)
+    ):
+        raise ImproperlyConfigured(
+            f"Model {name!r}: 'endpoints' must be a non-empty list of {', '.join(ENDPOINTS)}; got {endpoints!r}. "
+            "Leave it out to serve the endpoints of the model's runner."
+        )
+
+
 def _load_models() -> dict[str, dict]:
     models_file = os.environ.get("BATCHSERVER_MODELS_FILE")
     if not models_file:
@@ -286,11 +299,8 @@ def _load_models() -> dict[str, dict]:
         spec["path"] = str(path if path.is_absolute() else MODELS_DIR / path)
         spec.setdefault("engine", "vllm")
         spec.setdefault("engine_args", {})
-        pooling = spec["engine_args"].get("runner") == "pooling"
-        spec.setdefault(
-            "endpoints",
-            ["/v1/embeddings"] if pooling else ["/v1/chat/completions", "/v1/completions", "/v1/responses"],
-        )
+        spec.setdefault("endpoints", default_endpoints(spec["engine_args"]))
+        _check_endpoints(name, spec["endpoints"])
         spec.setdefault("created", 1_700_000_000)
         spec.setdefault("owned_by", "batchserver")
     return models

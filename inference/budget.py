@@ -29,7 +29,13 @@ DEFAULT_GPU_SHARE = 0.9  # vLLM's gpu_memory_utilization default
 
 def model_spec(name: str) -> ModelSpec:
     spec = settings.BATCHSERVER_MODELS[name]
-    return ModelSpec(name=name, path=spec["path"], engine=spec["engine"], engine_args=dict(spec["engine_args"]))
+    return ModelSpec(
+        name=name,
+        path=spec["path"],
+        engine=spec["engine"],
+        engine_args=dict(spec["engine_args"]),
+        endpoints=frozenset(spec["endpoints"]),
+    )
 
 
 def _on_cpu() -> bool:

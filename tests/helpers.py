@@ -17,13 +17,12 @@ def request_line(
     **overrides,
 ) -> dict:
     if body is None:
-        body = (
-            {"model": model, "input": f"text {custom_id}"}
-            if url == "/v1/embeddings"
-            else {"model": model, "prompt": f"say {custom_id}", "max_tokens": 8}
-            if url == "/v1/completions"
-            else {"model": model, "messages": [{"role": "user", "content": f"say {custom_id}"}], "max_tokens": 8}
-        )
+        body = {
+            "/v1/embeddings": {"model": model, "input": f"text {custom_id}"},
+            "/v1/completions": {"model": model, "prompt": f"say {custom_id}", "max_tokens": 8},
+            "/v1/score": {"model": model, "queries": f"text {custom_id}", "documents": ["one text", "another"]},
+            "/v1/rerank": {"model": model, "query": f"text {custom_id}", "documents": ["one text", "another"]},
+        }.get(url, {"model": model, "messages": [{"role": "user", "content": f"say {custom_id}"}], "max_tokens": 8})
     return {"custom_id": custom_id, "method": "POST", "url": url, "body": body, **overrides}
 
 

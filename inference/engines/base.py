@@ -16,6 +16,21 @@ CHAT_COMPLETIONS = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"
+# vLLM's score and rerank APIs (`vllm serve` also answers them at /score, /rerank and /v2/rerank).
+SCORE = "/v1/score"
+RERANK = "/v1/rerank"
+
+# The endpoints a model serves unless its settings name them: a generative model (vLLM's "generate"
+# runner) answers the first, a pooling model (runner "pooling": embedding models, which score by the
+# cosine similarity of their embeddings) the second.
+GENERATIVE_ENDPOINTS = (CHAT_COMPLETIONS, COMPLETIONS, RESPONSES)
+POOLING_ENDPOINTS = (EMBEDDINGS, SCORE, RERANK)
+ENDPOINTS = GENERATIVE_ENDPOINTS + POOLING_ENDPOINTS
+
+
+def default_endpoints(engine_args: dict[str, Any]) -> list[str]:
+    """The endpoints of a model whose settings do not list them, from its engine arguments."""
+    return list(POOLING_ENDPOINTS if engine_args.get("runner") == "pooling" else GENERATIVE_ENDPOINTS)
 
 
 @dataclass
@@ -31,6 +46,9 @@ class ModelSpec:
     # enable_auto_tool_choice, tool_call_parser, enable_prompt_tokens_details) are accepted
     # in the same dict. For "fake": see FakeEngine.
     engine_args: dict[str, Any] = field(default_factory=dict)
+    # The endpoints the model's settings say it serves (the one list the API validates batches against); an
+    # engine serves those of them it can. None: every endpoint the engine can serve.
+    endpoints: frozenset[str] | None = None
 
 
 class Usage(TypedDict):
@@ -64,6 +82,11 @@ class EngineResponse:
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
         }
+
+
+def served_endpoints(available: frozenset[str], spec: ModelSpec) -> frozenset[str]:
+    """What an engine able to serve ``available`` serves for ``spec``: those its settings name."""
+    return available if spec.endpoints is None else available & spec.endpoints
 
 
 def engine_error_body(
@@ -133,8 +156,7 @@ def streaming_not_supported() -> EngineResponse:
 class Engine(ABC):
     """One loaded model on an asyncio loop."""
 
-    # Which of "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"
-    # this engine serves.
+    # Which of ENDPOINTS this engine serves: those of spec.endpoints it can serve.
     endpoints: frozenset[str] = frozenset()
     spec: ModelSpec
 

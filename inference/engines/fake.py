@@ -1,9 +1,11 @@
 """FakeEngine: a deterministic TEST engine with no model weights ("fake" factory key).
 
-It serves /v1/chat/completions, /v1/completions and /v1/embeddings with bodies shaped like
-vLLM's (same keys, same error bodies), so the batch state machine can be unit-tested and
-the queue benchmarked without loading a model. It is not a language model: the text it
-returns is a deterministic word salad derived from the prompt.
+It serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/score and /v1/rerank with
+bodies shaped like vLLM's (same keys, same error bodies), so the batch state machine can be
+unit-tested and the queue benchmarked without loading a model. It is not a language model: the
+text it returns is a deterministic word salad derived from the prompt, its embeddings are
+pseudo-random unit vectors seeded by the text, and it scores a pair by their cosine similarity (as
+vLLM scores with an embedding model). Of these endpoints it serves those its spec names.
 
 Tokens are whitespace-separated words. engine_args (all optional):
 
@@ -21,8 +23,7 @@ Tokens are whitespace-separated words. engine_args (all optional):
   run out of memory or segfault);
 * ``die_on`` (str): a request whose body contains this text kills the engine itself once it has
   run for a moment: every request in flight and every later one fails, and is_dead() says so
-  (simulates vLLM's engine core process dying under the worker);
-* ``endpoints`` (list[str]): restrict the endpoints served.
+  (simulates vLLM's engine core process dying under the worker).
 """
 
 from __future__ import annotations
@@ -42,16 +43,22 @@ from .base import (
     CHAT_COMPLETIONS,
     COMPLETIONS,
     EMBEDDINGS,
+    RERANK,
+    SCORE,
     Engine,
     EngineResponse,
     ModelSpec,
     error_response,
+    served_endpoints,
     streaming_not_supported,
     success_response,
     unsupported_endpoint,
 )
 
 FAKE_FINGERPRINT = "fake-engine"
+FAKE_ENDPOINTS = frozenset({CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, SCORE, RERANK})
+# The pairs of fields a score request may give its two sides in, in the order vLLM tries them.
+SCORE_FIELDS = (("queries", "documents"), ("queries", "items"), ("data_1", "data_2"), ("text_1", "text_2"))
 
 _WORDS = (
     "the a batch model token answer request engine quick brown fox jumps over lazy dog "
@@ -117,8 +124,7 @@ class FakeEngine(Engine):
         self.dead = False
         max_num_seqs = args.get("max_num_seqs")
         self._slots = asyncio.Semaphore(int(max_num_seqs)) if max_num_seqs else None
-        served = args.get("endpoints")
-        self.endpoints = frozenset(served) if served else frozenset({CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS})
+        self.endpoints = served_endpoints(FAKE_ENDPOINTS, spec)
         self._abort_events: dict[str, asyncio.Event] = {}
         self._closed = False
         self.processed = 0  # requests answered (for tests)
@@ -375,13 +381,117 @@ class FakeEngine(Engine):
                 )
             prompt_tokens += tokens
             data.append({"index": index, "object": "embedding", "embedding": _embedding(text, self.embedding_dim)})
+        await self._pause(request_id)
+        out = self._base(request_id, "embd-", "list")
+        out.update({"data": data, "usage": self._usage(prompt_tokens, 0)})
+        return success_response(out, aborted=self._abort_events[request_id].is_set())
+
+    async def _pause(self, request_id: str) -> None:
+        """An encoding request takes seconds_per_token in all (or until it is aborted)."""
         if self.seconds_per_token > 0:
             try:
                 await asyncio.wait_for(self._abort_events[request_id].wait(), timeout=self.seconds_per_token)
             except TimeoutError:
                 pass
-        out = self._base(request_id, "embd-", "list")
-        out.update({"data": data, "usage": self._usage(prompt_tokens, 0)})
+
+    @staticmethod
+    def _side(value: Any, field: str, *, many: bool = True) -> list[str] | EngineResponse:
+        """One side of a score or rerank request (vLLM's ScoreInput, or a list of them when ``many``) -> its
+        texts."""
+        items = value if many and isinstance(value, list) else [value]
+        texts = []
+        for item in items:
+            if isinstance(item, dict) and "content" in item:
+                return error_response("MultiModalParam is not supported for FakeEngine")
+            if not isinstance(item, str):
+                return _validation_error(field, "string_type", "Input should be a valid string", value)
+            texts.append(item)
+        return texts
+
+    async def _pair_scores(
+        self, request_id: str, queries: list[str], documents: list[str]
+    ) -> tuple[list[float], int] | EngineResponse:
+        """The scores of a 1:N or N:N pairing, as vLLM scores with an embedding model (the cosine similarity of
+        the two embeddings), and the prompt tokens (each text encoded once)."""
+        if len(queries) > 1 and len(queries) != len(documents):
+            return error_response("Input lengths must be either 1:1, 1:N or N:N")
+        if not queries:
+            return error_response("At least one text element must be given")
+        if not documents:
+            return error_response("At least one text_pair element must be given")
+        prompt_tokens = 0
+        for text in queries + documents:
+            tokens = count_tokens(text)
+            if tokens > self.max_model_len:
+                return error_response(
+                    f"This model's maximum context length is {self.max_model_len} tokens. However, your prompt "
+                    f"contains at least {tokens} input tokens, which exceeds this limit even without any output "
+                    f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={tokens})",
+                    param="input_tokens",
+                )
+            prompt_tokens += tokens
+        vectors = {text: _embedding(text, self.embedding_dim) for text in {*queries, *documents}}
+        pairs = zip(queries * len(documents) if len(queries) == 1 else queries, documents, strict=True)
+        scores = [math.fsum(a * b for a, b in zip(vectors[q], vectors[d], strict=True)) for q, d in pairs]
+        await self._pause(request_id)
+        return scores, prompt_tokens
+
+    async def _score(self, request_id: str, body: dict) -> EngineResponse:
+        fields = next(((a, b) for a, b in SCORE_FIELDS if a in body and b in body), None)
+        if fields is None:
+            missing = "documents" if "queries" in body else "queries"
+            return _validation_error(missing, "missing", "Field required", None)
+        first, second = (self._side(body[name], name) for name in fields)
+        if isinstance(first, EngineResponse):
+            return first
+        if isinstance(second, EngineResponse):
+            return second
+        scored = await self._pair_scores(request_id, first, second)
+        if isinstance(scored, EngineResponse):
+            return scored
+        scores, prompt_tokens = scored
+        out = self._base(request_id, "score-", "list")
+        out.update(
+            {
+                "data": [{"index": index, "object": "score", "score": score} for index, score in enumerate(scores)],
+                "usage": self._usage(prompt_tokens, 0),
+            }
+        )
+        return success_response(out, aborted=self._abort_events[request_id].is_set())
+
+    async def _rerank(self, request_id: str, body: dict) -> EngineResponse:
+        for name in ("query", "documents"):
+            if name not in body:
+                return _validation_error(name, "missing", "Field required", None)
+        top_n = body.get("top_n", 0)
+        if not _is_int(top_n):
+            return _validation_error("top_n", "int_type", "Input should be a valid integer", top_n)
+        if top_n < 0:
+            return _validation_error("top_n", "greater_than_equal", "Input should be greater than or equal to 0", top_n)
+        query = self._side(body["query"], "query", many=False)
+        if isinstance(query, EngineResponse):
+            return query
+        documents = self._side(body["documents"], "documents")
+        if isinstance(documents, EngineResponse):
+            return documents
+        scored = await self._pair_scores(request_id, query, documents)
+        if isinstance(scored, EngineResponse):
+            return scored
+        scores, prompt_tokens = scored
+        # By relevance, highest first (a stable sort, as vLLM's).
+        ranked = sorted(enumerate(zip(documents, scores, strict=True)), key=lambda item: item[1][1], reverse=True)
+        results = [
+            {"index": index, "document": {"text": text, "multi_modal": None}, "relevance_score": score}
+            for index, (text, score) in ranked
+        ]
+        if 0 < top_n < len(results):
+            results = results[:top_n]
+        out = {
+            "id": f"score-{request_id}",
+            "model": self.spec.name,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            "results": results,
+        }
         return success_response(out, aborted=self._abort_events[request_id].is_set())
 
     # ---- Engine API ----
@@ -421,6 +531,10 @@ class FakeEngine(Engine):
                     response = await self._chat(request_id, body)
                 elif endpoint == COMPLETIONS:
                     response = await self._completion(request_id, body)
+                elif endpoint == SCORE:
+                    response = await self._score(request_id, body)
+                elif endpoint == RERANK:
+                    response = await self._rerank(request_id, body)
                 else:
                     response = await self._embedding(request_id, body)
             finally:

@@ -48,7 +48,14 @@ PROCESS_KILL_GRACE = 5.0
 def _spec_key(spec: ModelSpec) -> tuple:
     import json
 
-    return (spec.name, str(spec.path), spec.engine, json.dumps(spec.engine_args, sort_keys=True, default=str))
+    endpoints = None if spec.endpoints is None else sorted(spec.endpoints)
+    return (
+        spec.name,
+        str(spec.path),
+        spec.engine,
+        json.dumps(spec.engine_args, sort_keys=True, default=str),
+        json.dumps(endpoints),
+    )
 
 
 def _terminate_pids(pids: list[int], create_times: dict[int, float], grace: float = PROCESS_KILL_GRACE) -> None:

@@ -28,11 +28,14 @@ from .base import (
     CHAT_COMPLETIONS,
     COMPLETIONS,
     EMBEDDINGS,
+    RERANK,
     RESPONSES,
+    SCORE,
     Engine,
     EngineResponse,
     ModelSpec,
     error_response,
+    served_endpoints,
     streaming_not_supported,
     success_response,
     unsupported_endpoint,
@@ -323,8 +326,16 @@ class VLLMEngine(Engine):
         self.max_model_len = vllm_config.model_config.max_model_len
         # With scheduling_policy "priority" the worker's priorities order the engine's waiting requests.
         self.schedules_by_priority = vllm_config.scheduler_config.policy == "priority"
-        self._routes = self._build_routes()
-        self.endpoints = frozenset(self._routes)
+        routes = self._build_routes()
+        self.endpoints = served_endpoints(frozenset(routes), spec)
+        self._routes = {endpoint: route for endpoint, route in routes.items() if endpoint in self.endpoints}
+        missing = (spec.endpoints or frozenset()) - self.endpoints
+        if missing:
+            logger.warning(
+                "%s is configured for %s, which vLLM does not serve for this model; its requests there get a 400",
+                spec.name,
+                ", ".join(sorted(missing)),
+            )
         self._inflight: dict[str, asyncio.Task] = {}
         self._inflight_endpoint: dict[str, str] = {}
         self._aborting: set[str] = set()
@@ -448,6 +459,25 @@ class VLLMEngine(Engine):
                 validate=adapter.validate_python,
                 call=embedding,
                 engine_id_pattern=lambda rid: rf"embd-{re.escape(rid)}-\d+",
+                dump=plain_dump,
+            )
+        scores = getattr(state, "serving_scores", None)
+        if scores is not None:
+            # vLLM's score and rerank APIs: embedding models score a pair by the cosine similarity of its
+            # embeddings, cross-encoders (sequence classification with one label) by their output. Both
+            # routers call the same serving object, which sorts rerank results by relevance.
+            from vllm.entrypoints.pooling.scoring.protocol import RerankRequest, ScoreRequest
+
+            routes[SCORE] = _Route(
+                validate=TypeAdapter(ScoreRequest).validate_python,
+                call=scores,
+                engine_id_pattern=lambda rid: rf"score-{re.escape(rid)}-\d+",
+                dump=plain_dump,
+            )
+            routes[RERANK] = _Route(
+                validate=RerankRequest.model_validate,
+                call=scores,
+                engine_id_pattern=lambda rid: rf"score-{re.escape(rid)}-\d+",
                 dump=plain_dump,
             )
         return routes

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-ENDPOINTS = "/v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings"  # of tests/models.json
+# The endpoints of tests/models.json.
+ENDPOINTS = "/v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings, /v1/score, /v1/rerank"
 PURPOSES = "'assistants', 'batch', 'fine-tune', 'vision', 'user_data', 'evals'"
 SECONDS = "It must be between 3600 (1 hour) and 2592000 (30 days)."
 BATCH = {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions", "completion_window": "24h"}

@@ -88,8 +88,20 @@ def test_blank_lines_and_crlf_are_tolerated(client):
     client.batches.cancel(batch.id)
 
 
-def test_embeddings_and_completions_files_validate(client):
-    for endpoint in ("/v1/embeddings", "/v1/completions"):
+def test_a_chat_model_in_a_score_or_rerank_batch_is_refused_with_its_line(client):
+    for endpoint in ("/v1/score", "/v1/rerank"):
+        lines = [request_line("a", url=endpoint, model="SmolLM2-135M-Instruct"), request_line("b", url=endpoint)]
+        batch = validate(client, lines, endpoint)
+        assert batch.status == "failed"
+        assert [(e.code, e.line, e.param) for e in batch.errors.data][0] == ("invalid_request", 1, "body.model")
+        assert batch.errors.data[0].message == (
+            f"The model 'SmolLM2-135M-Instruct' does not serve {endpoint}; it serves /v1/chat/completions, "
+            "/v1/completions, /v1/responses."
+        )
+
+
+def test_embeddings_completions_score_and_rerank_files_validate(client):
+    for endpoint in ("/v1/embeddings", "/v1/completions", "/v1/score", "/v1/rerank"):
         batch = validate(client, [request_line("a", url=endpoint), request_line("b", url=endpoint)], endpoint)
         assert batch.status == "in_progress", batch.errors
         client.batches.cancel(batch.id)

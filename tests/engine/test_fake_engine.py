@@ -18,6 +18,8 @@ from inference.engines.host import EngineHost
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
+SCORE = "/v1/score"
+RERANK = "/v1/rerank"
 
 MODEL = "fake-model"
 
@@ -113,6 +115,69 @@ def test_embeddings_shape(host):
     assert r.body["usage"]["total_tokens"] == 5
 
 
+def embedding(host: EngineHost, text: str) -> list[float]:
+    return run(host, EMBEDDINGS, {"model": MODEL, "input": text}).body["data"][0]["embedding"]
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def test_score_is_the_cosine_of_the_embeddings(host):
+    r = run(host, SCORE, {"model": MODEL, "queries": "a cat", "documents": ["a cat sits", "stocks fell", "a cat"]})
+    assert r.status_code == 200, r.body
+    assert set(r.body) == {"id", "object", "created", "model", "data", "usage"}
+    assert r.body["id"].startswith("score-") and r.body["object"] == "list" and r.body["model"] == MODEL
+    query = embedding(host, "a cat")
+    for item, document in zip(r.body["data"], ["a cat sits", "stocks fell", "a cat"], strict=True):
+        assert set(item) == {"index", "object", "score"} and item["object"] == "score"
+        assert math.isclose(item["score"], cosine(query, embedding(host, document)), abs_tol=1e-9)
+    assert r.body["data"][2]["score"] == pytest.approx(1.0)
+    # Each text is encoded once: 2 + 3 + 2 + 2 words.
+    assert r.input_tokens == 9 and r.output_tokens == 0
+    assert r.body["usage"] == {
+        "prompt_tokens": 9,
+        "total_tokens": 9,
+        "completion_tokens": 0,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": None,
+    }
+    # N:N pairs, under each of the names vLLM accepts.
+    for first, second in (("text_1", "text_2"), ("data_1", "data_2"), ("queries", "items")):
+        pairs = run(host, SCORE, {"model": MODEL, first: ["a cat", "dogs"], second: ["a cat", "stocks fell"]})
+        assert pairs.status_code == 200, pairs.body
+        assert pairs.body["data"][0]["score"] == pytest.approx(1.0)
+        assert math.isclose(
+            pairs.body["data"][1]["score"],
+            cosine(embedding(host, "dogs"), embedding(host, "stocks fell")),
+            abs_tol=1e-9,
+        )
+
+
+def test_rerank_sorts_by_relevance_and_keeps_top_n(host):
+    documents = [f"doc {i} {'cat ' * (i % 3)}" for i in range(7)]
+    full = run(host, RERANK, {"model": MODEL, "query": "cat", "documents": documents})
+    assert full.status_code == 200, full.body
+    assert set(full.body) == {"id", "model", "usage", "results"} and full.body["id"].startswith("score-")
+    results = full.body["results"]
+    assert sorted(r["index"] for r in results) == list(range(7))
+    assert [r["relevance_score"] for r in results] == sorted((r["relevance_score"] for r in results), reverse=True)
+    query = embedding(host, "cat")
+    for result in results:
+        assert result["document"] == {"text": documents[result["index"]], "multi_modal": None}
+        expected = cosine(query, embedding(host, documents[result["index"]]))
+        assert math.isclose(result["relevance_score"], expected, abs_tol=1e-9)
+    assert full.body["usage"] == {"prompt_tokens": full.input_tokens, "total_tokens": full.input_tokens}
+    assert full.input_tokens == 1 + sum(len(d.split()) for d in documents)
+    top = run(host, RERANK, {"model": MODEL, "query": "cat", "documents": documents, "top_n": 3})
+    assert top.body["results"] == results[:3]
+    assert (
+        run(host, RERANK, {"model": MODEL, "query": "cat", "documents": documents, "top_n": 70}).body["results"]
+        == results
+    )
+
+
 @pytest.mark.parametrize(
     "endpoint,body,status,param",
     [
@@ -128,6 +193,14 @@ def test_embeddings_shape(host):
         (CHAT, {"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
         (COMPLETIONS, {"model": MODEL}, 400, "body.prompt"),
         ("/v1/responses", {"model": MODEL, "input": "x"}, 400, "url"),
+        (SCORE, {"model": MODEL, "queries": "x"}, 400, "body.documents"),
+        (SCORE, {"model": MODEL, "queries": ["a", "b", "c"], "documents": ["a", "b"]}, 400, None),
+        (SCORE, {"model": MODEL, "queries": "a", "documents": []}, 400, None),
+        (SCORE, {"model": MODEL, "queries": "a", "documents": ["word " * 65]}, 400, "input_tokens"),
+        (RERANK, {"model": MODEL, "documents": ["a"]}, 400, "body.query"),
+        (RERANK, {"model": MODEL, "query": ["a", "b"], "documents": ["a"]}, 400, "body.query"),
+        (RERANK, {"model": MODEL, "query": "a", "documents": ["a"], "top_n": -1}, 400, "body.top_n"),
+        (RERANK, {"model": MODEL, "query": "a", "documents": [1]}, 400, "body.documents"),
     ],
 )
 def test_bad_requests_are_error_responses(host, endpoint, body, status, param):
@@ -142,6 +215,19 @@ def test_bad_requests_are_error_responses(host, endpoint, body, status, param):
 def test_unsupported_endpoint_names_served_ones(host):
     r = run(host, "/v1/responses", {"model": MODEL, "input": "x"})
     assert "/v1/chat/completions" in r.body["error"]["message"]
+
+
+def test_serves_the_endpoints_its_spec_names():
+    host = EngineHost()
+    try:
+        spec = ModelSpec(name=MODEL, path="x", engine="fake", endpoints=frozenset({EMBEDDINGS, "/v1/responses"}))
+        host.ensure_loaded(spec)
+        assert host.endpoints(MODEL) == frozenset({EMBEDDINGS})  # the fake engine cannot answer /v1/responses
+        r = host.submit(MODEL, "r", RERANK, {"model": MODEL, "query": "a", "documents": ["b"]}).result(timeout=10)
+        assert r.status_code == 400 and r.body["error"]["param"] == "url"
+        assert "it serves: /v1/embeddings" in r.body["error"]["message"]
+    finally:
+        host.shutdown()
 
 
 def test_abort_pending_requests():

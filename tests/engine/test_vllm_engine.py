@@ -41,6 +41,8 @@ CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"
+SCORE = "/v1/score"
+RERANK = "/v1/rerank"
 
 
 def chat_spec() -> ModelSpec:
@@ -286,7 +288,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 def test_embeddings(host):
-    assert host.endpoints(EMBED_MODEL) == frozenset({EMBEDDINGS})
+    assert host.endpoints(EMBED_MODEL) == frozenset({EMBEDDINGS, SCORE, RERANK})
     sentences = ["The cat sits on the mat.", "A cat is sitting on a rug.", "Stock markets fell sharply today."]
     r = call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL, "input": sentences})
     assert r.status_code == 200, r.body
@@ -307,6 +309,64 @@ def test_embedding_errors(host):
         "url",
     )
     assert_error(call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL}), 400)
+
+
+def test_score_is_the_cosine_of_the_engines_embeddings(host):
+    texts = ["The cat sits on the mat.", "A cat is sitting on a rug.", "Stock markets fell sharply today."]
+    embedded = call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL, "input": texts})
+    vectors = [d["embedding"] for d in sorted(embedded.body["data"], key=lambda d: d["index"])]
+    one_to_many = call(host, EMBED_MODEL, SCORE, {"model": EMBED_MODEL, "queries": texts[0], "documents": texts[1:]})
+    assert one_to_many.status_code == 200, one_to_many.body
+    body = one_to_many.body
+    assert set(body) == {"id", "object", "created", "model", "data", "usage"}
+    assert body["id"].startswith("score-") and body["object"] == "list" and body["model"] == EMBED_MODEL
+    assert [(d["index"], d["object"]) for d in body["data"]] == [(0, "score"), (1, "score")]
+    for item, document in zip(body["data"], vectors[1:], strict=True):
+        assert item["score"] == pytest.approx(cosine(vectors[0], document), abs=1e-4)
+    # Each text is encoded once, so the prompt tokens are those of the three embeddings.
+    assert one_to_many.input_tokens == body["usage"]["prompt_tokens"] == embedded.input_tokens
+    pairs = call(host, EMBED_MODEL, SCORE, {"model": EMBED_MODEL, "text_1": texts[:2], "text_2": texts[1:]})
+    assert [d["score"] for d in pairs.body["data"]] == pytest.approx(
+        [cosine(vectors[0], vectors[1]), cosine(vectors[1], vectors[2])], abs=1e-4
+    )
+
+
+def test_rerank_and_its_errors(host):
+    documents = ["Stock markets fell sharply today.", "A cat is sitting on a rug.", "Kittens sleep a lot."]
+    r = call(host, EMBED_MODEL, RERANK, {"model": EMBED_MODEL, "query": "cat", "documents": documents, "top_n": 2})
+    assert r.status_code == 200, r.body
+    assert set(r.body) == {"id", "model", "usage", "results"} and r.body["id"].startswith("score-")
+    assert [result["index"] for result in r.body["results"]] == [1, 2]
+    assert r.body["results"][0]["document"] == {"text": documents[1], "multi_modal": None}
+    assert r.body["usage"] == {"prompt_tokens": r.input_tokens, "total_tokens": r.input_tokens}
+    assert_error(call(host, EMBED_MODEL, RERANK, {"model": EMBED_MODEL, "documents": documents}), 400, "body.query")
+    assert_error(
+        call(host, EMBED_MODEL, RERANK, {"model": EMBED_MODEL, "query": "x", "documents": documents, "top_n": -1}),
+        400,
+        "body.top_n",
+    )
+    too_long = call(host, EMBED_MODEL, RERANK, {"model": EMBED_MODEL, "query": "x", "documents": ["word " * 300]})
+    assert_error(too_long, 400, "input_tokens")
+    lengths = call(host, EMBED_MODEL, SCORE, {"model": EMBED_MODEL, "queries": ["a", "b", "c"], "documents": ["d"]})
+    assert assert_error(lengths, 400)["message"] == "Input lengths must be either 1:1, 1:N or N:N"
+    assert_error(call(host, CHAT_MODEL, RERANK, {"model": CHAT_MODEL, "query": "x", "documents": ["y"]}), 400, "url")
+
+
+def test_abort_a_rerank_in_flight(host):
+    documents = [f"Document {i}: " + "many words " * 100 for i in range(400)]
+    body = {"model": EMBED_MODEL, "query": "x", "documents": documents}
+    future = host.submit(EMBED_MODEL, "long-rerank", RERANK, body)
+    engine = host._slot(EMBED_MODEL).engine
+    wait = time.monotonic() + 10
+    while not engine._engine_ids_for(["long-rerank"]) and time.monotonic() < wait:
+        time.sleep(0.05)
+    # The engine requests of the rerank are found by our request id, so abort() ends them in the engine.
+    assert engine._engine_ids_for(["long-rerank"])[0].startswith("score-long-rerank-")
+    started = time.monotonic()
+    host.abort(EMBED_MODEL, ["long-rerank"])
+    assert future.result(timeout=5).aborted
+    assert time.monotonic() - started < 2.0
+    assert call(host, EMBED_MODEL, RERANK, {"model": EMBED_MODEL, "query": "x", "documents": ["y"]}).status_code == 200
 
 
 # ---- processes ----

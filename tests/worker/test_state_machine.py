@@ -146,3 +146,41 @@ def test_two_batches_in_a_row_load_the_engine_once(client, fake_worker, db_acces
     assert EngineLoad.objects.filter(worker=worker).count() == 1
     assert worker.requests_done >= 4
     assert worker.is_alive
+
+
+def test_score_and_rerank_batches_run_through_the_worker(client, fake_worker):
+    documents = ["a cat sits", "stocks fell", "a kitten sleeps", "rain tomorrow"]
+    rerank = [
+        request_line(f"rr{i}", url="/v1/rerank", body={"model": FAKE, "query": f"cat {i}", "documents": documents})
+        for i in range(3)
+    ] + [
+        request_line("all", url="/v1/rerank", body={"model": FAKE, "query": "cat", "documents": documents}),
+        request_line("top", url="/v1/rerank", body={"model": FAKE, "query": "cat", "documents": documents, "top_n": 2}),
+        request_line("bad", url="/v1/rerank", body={"model": FAKE, "query": "cat", "documents": []}),
+    ]
+    batch = wait_for_status(client, run_batch(client, rerank, "/v1/rerank").id, {"completed"}, timeout=60)
+    output, errors = results(client, batch)
+    assert errors == [] and [line["custom_id"] for line in output] == [line["custom_id"] for line in rerank]
+    by_id = {line["custom_id"]: line["response"] for line in output}
+    assert by_id["bad"]["status_code"] == 400
+    assert by_id["bad"]["body"]["error"]["message"] == "At least one text_pair element must be given"
+    for custom_id in ("rr0", "rr1", "rr2", "all"):
+        found = by_id[custom_id]["body"]["results"]
+        assert sorted(r["index"] for r in found) == [0, 1, 2, 3]
+        assert [r["relevance_score"] for r in found] == sorted((r["relevance_score"] for r in found), reverse=True)
+    assert by_id["top"]["body"]["results"] == by_id["all"]["body"]["results"][:2]
+    assert batch.request_counts.model_dump() == {"total": 6, "completed": 5, "failed": 1}
+    prompt_tokens = sum(by_id[c]["body"]["usage"]["prompt_tokens"] for c in ("rr0", "rr1", "rr2", "all", "top"))
+    assert batch.usage.input_tokens == prompt_tokens > 0 and batch.usage.output_tokens == 0
+
+    score = [
+        request_line("pairs", url="/v1/score", body={"model": FAKE, "text_1": ["a", "b"], "text_2": ["a", "c"]}),
+        request_line("one-to-many", url="/v1/score", body={"model": FAKE, "queries": "a", "documents": documents}),
+    ]
+    batch = wait_for_status(client, run_batch(client, score, "/v1/score").id, {"completed"}, timeout=60)
+    output, errors = results(client, batch)
+    assert errors == [] and batch.request_counts.completed == 2
+    bodies = {line["custom_id"]: line["response"]["body"] for line in output}
+    assert bodies["pairs"]["object"] == "list" and bodies["pairs"]["data"][0]["score"] == pytest.approx(1.0)
+    assert [d["index"] for d in bodies["one-to-many"]["data"]] == [0, 1, 2, 3]
+    assert batch.usage.input_tokens == sum(b["usage"]["prompt_tokens"] for b in bodies.values()) > 0

@@ -221,6 +221,65 @@ def test_embeddings_batch(client, vllm_worker):
     assert batch.usage.input_tokens > 0 and batch.usage.output_tokens == 0
 
 
+def test_rerank_batch_orders_by_relevance_and_scores_by_cosine(client, vllm_worker):
+    """20 rerank lines come back as `vllm serve` answers them: results sorted by relevance, cut to top_n, and each
+    relevance score the cosine similarity of the query's and the document's embeddings (from an embeddings batch)."""
+    documents = [
+        "A cat sleeps on the warm windowsill.",
+        "The stock market fell sharply today.",
+        "Kittens love to chase balls of yarn.",
+        "Heavy rain is expected this weekend.",
+        "The recipe needs two cups of flour.",
+        "Dogs and cats can live together peacefully.",
+        "The central bank raised interest rates.",
+        "A tabby cat is sitting on the mat.",
+    ]
+    queries = ["Where is the cat?", "What happened to stocks?", "Will it rain?", "How do I bake bread?"]
+    lines = []
+    for i in range(20):
+        body = {"model": EMBED_MODEL, "query": queries[i % 4], "documents": documents[i % 3 :]}
+        if i % 5:
+            body["top_n"] = [0, 1, 3, 100][i % 4]
+        lines.append(request_line(f"rerank-{i}", url="/v1/rerank", body=body))
+    batch = run(client, lines, endpoint="/v1/rerank")
+    output, errors = outputs(client, batch)
+    assert errors == [] and [line["custom_id"] for line in output] == [line["custom_id"] for line in lines]
+    assert batch.model == EMBED_MODEL
+    assert batch.request_counts.model_dump() == {"total": 20, "completed": 20, "failed": 0}
+
+    texts = queries + documents
+    embed_lines = [
+        request_line(f"e{i}", url="/v1/embeddings", body={"model": EMBED_MODEL, "input": text})
+        for i, text in enumerate(texts)
+    ]
+    embedded = run(client, embed_lines, endpoint="/v1/embeddings")
+    vectors = {
+        texts[int(line["custom_id"][1:])]: line["response"]["body"]["data"][0]["embedding"]
+        for line in outputs(client, embedded)[0]
+    }
+
+    def cosine(a, b):
+        return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+    for line, sent in zip(output, lines, strict=True):
+        assert line["response"]["status_code"] == 200
+        body, asked = line["response"]["body"], sent["body"]
+        assert body["id"].startswith("score-") and body["model"] == EMBED_MODEL
+        top_n = asked.get("top_n", 0)
+        expected = sorted(
+            range(len(asked["documents"])),
+            key=lambda index: cosine(vectors[asked["query"]], vectors[asked["documents"][index]]),
+            reverse=True,
+        )[: top_n or None]
+        assert [result["index"] for result in body["results"]] == expected
+        for result in body["results"]:
+            assert result["document"] == {"text": asked["documents"][result["index"]], "multi_modal": None}
+            similarity = cosine(vectors[asked["query"]], vectors[asked["documents"][result["index"]]])
+            assert abs(result["relevance_score"] - similarity) < 1e-4
+    assert batch.usage.input_tokens == sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in output) > 0
+    assert batch.usage.output_tokens == 0
+
+
 def test_sigterm_stops_worker_and_engine_within_10_seconds(client, vllm_worker):
     wait_for(lambda: len(vllm_worker.tree()) > 4, 30, message="the engine processes")
     tree = vllm_worker.tree()
