@@ -180,6 +180,11 @@ DEFAULT_ENGINE_ARGS_CPU: dict[str, Any] = {
     # Without it every start compiles for 75-107 s on CPU and the compile cache does
     # not reload (ENGINE_NOTES).
     "enforce_eager": True,
+    # A request with a `seed` whose prompt the scheduler splits across steps (chunked prefill, as soon as several
+    # prompts share the step's token budget) kills the CPU engine core: vLLM rewinds the request's torch
+    # Generator with set_offset, which a CPU Generator refuses ("CPU Generator does not use offset"), and every
+    # request in flight dies with it. Whole prompts per step avoid it.
+    "enable_chunked_prefill": False,
 }
 
 

@@ -165,6 +165,19 @@ def test_n_and_seed(host):
     assert 3 <= a.output_tokens <= 36
 
 
+def test_seeded_requests_with_long_prompts_together_keep_the_engine_alive(host):
+    """Twelve seeded requests of ~600 tokens at once: more than one step's token budget, so a prompt would be split
+    across steps, which kills vLLM's CPU engine core for a seeded request (see DEFAULT_ENGINE_ARGS_CPU)."""
+    filler = " ".join(["lighthouse"] * 600)
+    futures = [
+        host.submit(CHAT_MODEL, f"seeded{i}", CHAT, ask(f"{i} {filler}", seed=i, temperature=1.0, max_tokens=4))
+        for i in range(12)
+    ]
+    answers = [future.result(timeout=180) for future in futures]
+    assert [r.status_code for r in answers] == [200] * 12, [r.body for r in answers if r.status_code != 200]
+    assert not host.engine_dead(CHAT_MODEL)
+
+
 def test_logprobs(host):
     r = call(host, CHAT_MODEL, CHAT, ask("Say hello.", temperature=0, max_tokens=5, logprobs=True, top_logprobs=2))
     assert r.status_code == 200, r.body
