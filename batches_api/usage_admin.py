@@ -13,7 +13,7 @@ from django.urls import path, reverse
 
 from batches_api.accounting import usage_csv, usage_per_day, usage_totals
 from batches_api.models import UsageDay
-from batchserver.admin_kit import ConsoleMedia, bar_chart, human_duration
+from batchserver.admin_kit import ConsoleMedia, ReadOnlyAdmin, bar_chart, human_duration
 
 
 class UsageModelFilter(admin.SimpleListFilter):
@@ -29,7 +29,7 @@ class UsageModelFilter(admin.SimpleListFilter):
 
 
 @admin.register(UsageDay)
-class UsageDayAdmin(admin.ModelAdmin):
+class UsageDayAdmin(ReadOnlyAdmin):
     """Read-only: the rows are added by accounting as batches end."""
 
     list_display = (
@@ -52,15 +52,6 @@ class UsageDayAdmin(admin.ModelAdmin):
 
     class Media(ConsoleMedia):
         pass
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="model", ordering="model")
     def model_name(self, obj):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -18,6 +19,21 @@ class ConsoleMedia:
 
     css = MEDIA_CSS
     js = MEDIA_JS
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Listed and viewed with the model's view permission; never added, changed, deleted or acted on."""
+
+    actions = None
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 def human_duration(seconds: float | None) -> str:

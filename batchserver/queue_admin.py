@@ -13,20 +13,7 @@ from django.contrib import admin
 from django_q import admin as q_admin
 from django_q.models import Failure, OrmQ, Schedule, Success
 
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Listed and viewed with the model's view permission; never added, changed, deleted or resubmitted."""
-
-    actions = None
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from batchserver.admin_kit import ReadOnlyAdmin
 
 
 class ScheduleAdmin(ReadOnlyAdmin, q_admin.ScheduleAdmin):

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from batches_api.models import Worker, stale_before
-from batchserver.admin_kit import ConsoleMedia, badge, human_duration, live
+from batchserver.admin_kit import ConsoleMedia, ReadOnlyAdmin, badge, human_duration, live
 from inference.models import EngineLoad
 
 
@@ -62,7 +62,7 @@ class EngineLoadInline(admin.TabularInline):
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(ReadOnlyAdmin):
     list_display = (
         "name",
         "state",
@@ -102,15 +102,6 @@ class WorkerAdmin(admin.ModelAdmin):
 
     class Media(ConsoleMedia):
         pass
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {"title": "Workers", **(extra_context or {})})
