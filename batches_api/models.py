@@ -152,7 +152,7 @@ class Batch(models.Model):
     reasoning_tokens = models.BigIntegerField(default=0)
     # The input tokens of its requests as counted when it was validated (the model's tokenizer and chat template):
     # what it enqueues against its project's limit while in flight. `input_tokens` above is what the engine used.
-    enqueued_tokens = models.BigIntegerField(default=0)
+    enqueued_tokens = models.BigIntegerField(default=0, db_default=0)
 
     # The task-cluster job (validation, or finalizing) that holds the batch: its owner token and heartbeat.
     # A job whose heartbeat stopped is lost, and the sweep enqueues it again (see services.sweep).
