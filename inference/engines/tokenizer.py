@@ -31,18 +31,17 @@ def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bo
     class every fast tokenizer builds on): AutoTokenizer imports torch on its way (380 MB more in each process that
     validates, and 3 s), and for counting a chat the two are the same, the template and tokenizer.json doing all
     the work. A folder without one (or with code of its own) goes through AutoTokenizer."""
+    pinned: dict[str, Any] = {"revision": revision} if revision else {}
     if (Path(path) / "tokenizer.json").is_file() and not trust_remote_code:
         try:
             from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-            return TokenizersBackend.from_pretrained(path, revision=revision, local_files_only=True)
+            return TokenizersBackend.from_pretrained(path, local_files_only=True, **pinned)
         except Exception:  # an older layout this class does not read: AutoTokenizer knows it
             pass
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(
-        path, revision=revision, trust_remote_code=trust_remote_code, local_files_only=True
-    )
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True, **pinned)
 
 
 @functools.lru_cache(maxsize=16)
