@@ -339,6 +339,7 @@ class BatchAdmin(admin.ModelAdmin):
                     ("Output tokens", obj.output_tokens),
                     ("reasoning", obj.reasoning_tokens),
                     ("Total tokens", obj.input_tokens + obj.output_tokens),
+                    ("Enqueued (counted when validated)", obj.enqueued_tokens),
                 ]
             ),
             block=True,

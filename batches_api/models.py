@@ -101,6 +101,8 @@ class Batch(models.Model):
         CANCELLED = "cancelled"
 
     ACTIVE_STATUSES = (Status.VALIDATING, Status.IN_PROGRESS, Status.FINALIZING, Status.CANCELLING)
+    # A project's batches in flight: what its enqueued-token and batches-in-flight limits count.
+    IN_FLIGHT_STATUSES = (Status.VALIDATING, Status.IN_PROGRESS, Status.FINALIZING)
     FINAL_STATUSES = (Status.FAILED, Status.COMPLETED, Status.EXPIRED, Status.CANCELLED)
     # The timestamp each status sets when a batch enters it.
     STAMPS: ClassVar[dict[str, str]] = {
@@ -150,6 +152,9 @@ class Batch(models.Model):
     cached_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
+    # The input tokens of its requests as counted when it was validated (the model's tokenizer and chat template):
+    # what it enqueues against its project's limit while in flight. `input_tokens` above is what the engine used.
+    enqueued_tokens = models.BigIntegerField(default=0, db_default=0)
 
     # The task-cluster job (validation, or finalizing) that holds the batch: its owner token and heartbeat.
     # A job whose heartbeat stopped is lost, and the sweep enqueues it again (see services.sweep).

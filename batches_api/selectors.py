@@ -11,6 +11,9 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from batches_api.models import Batch, BatchRequest, Worker, stale_before
+from batchserver.limits import batches_in_flight_limit, enqueued_tokens_limit, stored_bytes_limit
+from batchserver.models import Project
+from files_api.services import stored_bytes
 from files_api.usage import SHOWN, FileUse
 
 CHART_WINDOW = timedelta(hours=1)
@@ -194,3 +197,30 @@ def file_uses(file_ids: list[str], *, needed_only: bool) -> Iterator[FileUse]:
                     admin_url_name="admin:batches_api_batch_change",
                     blocks_deletion=needed,
                 )
+
+
+@dataclass
+class ProjectUsage:
+    """What a project has in flight and stores, against its limits (None: no limit)."""
+
+    batches_in_flight: int
+    batches_in_flight_limit: int | None
+    stored_bytes: int
+    stored_bytes_limit: int | None
+    enqueued_tokens: dict[str, tuple[int, int | None]]  # model -> (its in-flight batches' tokens, the limit)
+
+
+def project_usage(project: Project) -> ProjectUsage:
+    """A project's usage of its limits: for the console and `manage.py project list`."""
+    in_flight = Batch.objects.filter(project=project, status__in=Batch.IN_FLIGHT_STATUSES).order_by()
+    tokens = dict(
+        in_flight.exclude(model=None).values_list("model").annotate(tokens=Sum("enqueued_tokens")).order_by("model")
+    )
+    models = sorted({*tokens, *project.model_limits.values_list("model", flat=True)})
+    return ProjectUsage(
+        batches_in_flight=in_flight.count(),
+        batches_in_flight_limit=batches_in_flight_limit(project),
+        stored_bytes=stored_bytes(project.pk),
+        stored_bytes_limit=stored_bytes_limit(project),
+        enqueued_tokens={model: (tokens.get(model) or 0, enqueued_tokens_limit(project.pk, model)) for model in models},
+    )

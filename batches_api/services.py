@@ -29,10 +29,12 @@ from batches_api import scheduling
 from batches_api.accounting import usage_add_batch
 from batches_api.models import Batch, BatchRequest, Worker, gone_worker, succeeded_q
 from batches_api.signals import batch_status_changed
-from batches_api.validation import InputValidator, iter_lines
+from batches_api.tokens import count_input_tokens
+from batches_api.validation import InputValidator, ValidationResult, iter_lines
 from batchserver.db import update_rows
-from batchserver.errors import Conflict, InvalidRequest, NotFound
+from batchserver.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from batchserver.ids import new_id
+from batchserver.limits import batches_in_flight_limit, enqueued_tokens_limit, lock_project
 from batchserver.models import Priority, Project
 from files_api.models import File
 from files_api.services import file_create_from_local, file_delete, file_get, file_open
@@ -130,6 +132,7 @@ def batch_create(
         )
     now = timezone.now()
     with transaction.atomic():
+        _check_batches_in_flight(project)
         batch = Batch.objects.create(
             project=project,
             endpoint=endpoint,
@@ -158,6 +161,25 @@ def batch_priority(project: Project, metadata: dict[str, str] | None) -> str:
             param="metadata",
         )
     return asked
+
+
+def _check_batches_in_flight(project: Project) -> None:
+    """Inside the transaction that creates a batch: refuse it when the project has as many batches in flight as
+    its limit allows. The project's row stays locked until the batch is written: two creates take turns."""
+    if batches_in_flight_limit(project) is None:
+        return
+    locked = lock_project(project.pk)  # its limit, as it is now
+    limit = batches_in_flight_limit(locked)
+    if limit is None:
+        return
+    in_flight = Batch.objects.filter(project=project, status__in=Batch.IN_FLIGHT_STATUSES).count()
+    if in_flight >= limit:
+        raise TooManyRequests(
+            f"Batch limit reached for project {locked.name}: {in_flight:,} batches are validating, in_progress or "
+            f"finalizing. Limit: {limit:,} batches in flight. Please try again once some in_progress batches have "
+            "been completed, or cancel one.",
+            type="batches",
+        )
 
 
 def batch_get(*, project: Project, batch_id: str) -> Batch:
@@ -321,6 +343,7 @@ def _validate(job: Job) -> None:
         endpoint=batch.endpoint,
         models=settings.BATCHSERVER_MODELS,
         max_requests=settings.BATCHSERVER_MAX_BATCH_REQUESTS,
+        count_tokens=count_input_tokens,
     )
     last_rows = _record_lines(job, file, validator)
     result = validator.finish()
@@ -329,16 +352,50 @@ def _validate(job: Job) -> None:
         return
     with transaction.atomic():
         job.guard(Batch.Status.VALIDATING)
+        refusal = _enqueued_tokens_refusal(batch, result)
+        if refusal is not None:
+            _fail_validation(job, [refusal], model=result.model, enqueued_tokens=result.input_tokens)
+            return
         BatchRequest.objects.bulk_create(last_rows)
         _transition(
             job.batch_id,
             from_statuses=[Batch.Status.VALIDATING],
             to=Batch.Status.IN_PROGRESS,
             job=job.owner,
-            detail=f"{result.total} requests for {result.model}",
+            detail=f"{result.total} requests for {result.model}, {result.input_tokens} input tokens",
             model=result.model,
             total_requests=result.total,
+            enqueued_tokens=result.input_tokens,
         )
+
+
+def _enqueued_tokens_refusal(batch: Batch, result: ValidationResult) -> dict | None:
+    """Inside the transaction that moves a validated batch to in_progress: the error that fails it instead, when its
+    input tokens and those of the project's other batches of the model in flight would pass the project's limit
+    (OpenAI's token_limit_exceeded, in OpenAI's words). The project's row stays locked until the batch has moved:
+    two batches validated at the same time take turns, and the second one counts the first."""
+    model = result.model or ""
+    if enqueued_tokens_limit(batch.project_id, model) is None:
+        return None
+    project = lock_project(batch.project_id)
+    limit = enqueued_tokens_limit(project.pk, model)  # as it is now that the row is held
+    if limit is None:
+        return None
+    others = (
+        Batch.objects.filter(project_id=project.pk, model=model, status__in=Batch.IN_FLIGHT_STATUSES)
+        .exclude(pk=batch.pk)
+        .aggregate(total=Sum("enqueued_tokens"))["total"]
+        or 0
+    )
+    if others + result.input_tokens <= limit:
+        return None
+    return {
+        "code": "token_limit_exceeded",
+        "param": None,
+        "line": None,
+        "message": f"Enqueued token limit reached for {model} in project {project.name}. Limit: {limit:,} enqueued "
+        "tokens. Please try again once some in_progress batches have been completed.",
+    }
 
 
 def _record_lines(job: Job, file: File, validator: InputValidator) -> list[BatchRequest]:
@@ -372,7 +429,7 @@ def _record_lines(job: Job, file: File, validator: InputValidator) -> list[Batch
     return pending
 
 
-def _fail_validation(job: Job, errors: list[dict]) -> None:
+def _fail_validation(job: Job, errors: list[dict], **fields) -> None:
     with transaction.atomic():
         job.guard(Batch.Status.VALIDATING)
         BatchRequest.objects.filter(batch_id=job.batch_id).delete()
@@ -383,6 +440,7 @@ def _fail_validation(job: Job, errors: list[dict]) -> None:
             job=job.owner,
             detail=errors[0]["code"] if errors else "",
             errors=errors,
+            **fields,
         )
 
 

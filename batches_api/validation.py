@@ -4,7 +4,7 @@ as a request or reported with its line number; nothing a client can put in a fil
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from batchserver.errors import InvalidRequest
@@ -16,6 +16,7 @@ MAX_ERRORS_PER_CODE = 20  # … and of one code; the rest are counted in one sum
 MAX_MESSAGE_CHARS = 300
 MAX_CUSTOM_ID_CHARS = 1024
 READ_CHUNK = 1024 * 1024
+TOKEN_CHUNK = 512  # request bodies handed to the token counter at once (a tokenizer encodes a list faster)
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -32,6 +33,7 @@ class ValidationResult:
     errors: list[dict] = field(default_factory=list)
     model: str | None = None
     total: int = 0
+    input_tokens: int = 0  # of the requests, by the model's count (when a counter is given and no line failed)
     error_count: int = 0
     omitted: Counter = field(default_factory=Counter)  # errors not listed, by code
 
@@ -108,15 +110,26 @@ def parse_line(raw: bytes) -> dict:
 
 
 class InputValidator:
-    """Checks each line of a batch input against the batch's endpoint and the served models."""
+    """Checks each line of a batch input against the batch's endpoint and the served models, and counts the input
+    tokens of its requests with `count_tokens(model, endpoint, bodies)` (see batches_api.tokens), a chunk of
+    bodies at a time. Counting stops at the first error: a batch that fails runs nothing."""
 
-    def __init__(self, *, endpoint: str, models: dict[str, dict], max_requests: int) -> None:
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        models: dict[str, dict],
+        max_requests: int,
+        count_tokens: Callable[[str, str, list[dict]], list[int]] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.models = models
         self.max_requests = max_requests
+        self.count_tokens = count_tokens
         self.result = ValidationResult()
         self._custom_ids: set[str] = set()
         self._embedding_inputs = 0
+        self._bodies: list[dict] = []
 
     def check(self, number: int, offset: int, raw: bytes | None) -> ParsedLine | None:
         """The request on this line, or None (a blank line, or an error recorded in self.result). Never raises."""
@@ -136,14 +149,24 @@ class InputValidator:
             return None
         self.result.total += 1
         try:
-            custom_id = self._check_request(parse_line(raw))
+            item = parse_line(raw)
+            custom_id = self._check_request(item)
         except LineError as error:
             self.result.add(error.code, error.message, number, error.param)
             return None
         except Exception as exc:
             self.result.add("invalid_request", f"This line could not be validated ({type(exc).__name__}).", number)
             return None
+        if self.count_tokens is not None and not self.result.error_count:
+            self._bodies.append(item["body"])
+            if len(self._bodies) >= TOKEN_CHUNK:
+                self._count()
         return ParsedLine(line=number, offset=offset, length=len(raw), custom_id=custom_id)
+
+    def _count(self) -> None:
+        bodies, self._bodies = self._bodies, []
+        if bodies and self.count_tokens is not None and self.result.model and not self.result.error_count:
+            self.result.input_tokens += sum(self.count_tokens(self.result.model, self.endpoint, bodies))
 
     def _check_request(self, item: dict) -> str:
         custom_id = item.get("custom_id")
@@ -218,6 +241,7 @@ class InputValidator:
             )
 
     def finish(self) -> ValidationResult:
+        self._count()
         if self.result.total == 0 and self.result.error_count == 0:
             self.result.add("empty_file", "The input file has no requests.", None)
         self.result.summarize()

@@ -18,6 +18,7 @@ from django.utils.html import format_html
 
 from batchserver import queue_admin  # noqa: F401 - django-q2's pages, read-only
 from batchserver.admin_kit import ConsoleMedia, badge
+from batchserver.limits import requests_per_minute
 from batchserver.models import PERM_ADD_TO_EXISTING_PROJECT, ApiKey, Project
 from batchserver.services import api_key_create, api_key_revoke
 
@@ -93,7 +94,7 @@ class RevokedFilter(admin.SimpleListFilter):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "shown_prefix", "owner", "created_at", "last_used_at", "state")
+    list_display = ("name", "shown_prefix", "owner", "created_at", "last_used_at", "rate_limit", "state")
     list_select_related = ("project",)
     list_filter = (RevokedFilter, ("project", admin.RelatedFieldListFilter))
     search_fields = ("name", "prefix", "project__name")
@@ -124,7 +125,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
                     },
                 )
             ]
-        return [(None, {"fields": ("name", "shown_prefix", "owner", "state", "created_at", "last_used_at")})]
+        return [
+            (None, {"fields": ("name", "shown_prefix", "owner", "state", "created_at", "last_used_at")}),
+            ("Limits", {"fields": ("rate_limit_rpm",)}),
+        ]
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
@@ -140,6 +144,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="owner", ordering="project__name")
     def owner(self, obj):
         return obj.project.name
+
+    @admin.display(description="rate limit", ordering="rate_limit_rpm")
+    def rate_limit(self, obj):
+        rpm = requests_per_minute(obj)
+        shown = "unlimited" if rpm is None else f"{rpm:,}/min"
+        if obj.rate_limit_rpm is None:
+            return format_html('<span class="bs-quiet">{} (default)</span>', shown)
+        return shown
 
     @admin.display(description="state", ordering="revoked_at")
     def state(self, obj):

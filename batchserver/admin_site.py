@@ -3,17 +3,20 @@ project's wiring (with settings, urls and metrics): the one place of the console
 
 from __future__ import annotations
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin
-from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models import BigIntegerField, Count, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from batches_api.models import Batch
-from batches_api.selectors import overview
-from batchserver.admin_kit import bar_chart, human_duration
-from batchserver.models import ApiKey, Project
+from batches_api.selectors import overview, project_usage
+from batchserver.admin_kit import bar_chart, human_duration, table
+from batchserver.limits import batches_in_flight_limit, human_bytes, stored_bytes_limit
+from batchserver.models import ApiKey, Project, ProjectModelLimit
 from files_api.models import File
 
 
@@ -68,12 +71,60 @@ def _count(queryset, field: str):
     )
 
 
+def _sum(queryset, field: str, summed: str):
+    """A correlated SUM subquery, part of the page query."""
+    return Coalesce(
+        Subquery(
+            queryset.filter(**{field: OuterRef("pk")}).order_by().values(field).annotate(n=Sum(summed)).values("n")[:1],
+            output_field=BigIntegerField(),
+        ),
+        Value(0),
+    )
+
+
+class ProjectModelLimitForm(forms.ModelForm):
+    class Meta:
+        model = ProjectModelLimit
+        fields = ("model", "enqueued_tokens")
+
+    def clean_model(self):
+        model = self.cleaned_data["model"].strip()
+        unchanged = self.instance.pk is not None and self.instance.model == model
+        if model not in settings.BATCHSERVER_MODELS and not unchanged:
+            raise forms.ValidationError(
+                f"No model named “{model}” is served here. Served models: "
+                + ", ".join(sorted(settings.BATCHSERVER_MODELS))
+                + "."
+            )
+        return model
+
+
+class ProjectModelLimitInline(admin.TabularInline):
+    """A project's enqueued-token limit per model (a model without one gets BATCHSERVER_ENQUEUED_TOKENS_LIMIT)."""
+
+    model = ProjectModelLimit
+    form = ProjectModelLimitForm
+    extra = 0
+    verbose_name_plural = "enqueued-token limits per model (others: the server's default)"
+
+
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at", "weight", "priority", "active_keys", "batch_count", "file_count")
+    list_display = (
+        "name",
+        "created_at",
+        "weight",
+        "priority",
+        "active_keys",
+        "batch_count",
+        "in_flight",
+        "enqueued",
+        "file_count",
+        "stored",
+    )
     list_filter = ("priority",)
     search_fields = ("name",)
     ordering = ("name",)
-    fieldsets = (
+    fieldsets = [
         (None, {"fields": ("name", "created_at")}),
         (
             "Sharing the engines",
@@ -84,10 +135,13 @@ class ProjectAdmin(admin.ModelAdmin):
                 "they have waited BATCHSERVER_PRIORITY_AGING_SECONDS).",
             },
         ),
-    )
-    readonly_fields = ("created_at",)
+        ("Limits (empty: the server's default)", {"fields": ("max_batches_in_flight", "max_stored_bytes", "usage")}),
+    ]
+    readonly_fields = ("created_at", "usage")
+    inlines = [ProjectModelLimitInline]
 
     def get_queryset(self, request):
+        in_flight = Batch.objects.filter(status__in=Batch.IN_FLIGHT_STATUSES)
         return (
             super()
             .get_queryset(request)
@@ -95,8 +149,41 @@ class ProjectAdmin(admin.ModelAdmin):
                 _active_keys=_count(ApiKey.objects.filter(revoked_at__isnull=True), "project"),
                 _batches=_count(Batch.objects.all(), "project"),
                 _files=_count(File.objects.all(), "project"),
+                _in_flight=_count(in_flight, "project"),
+                _enqueued=_sum(in_flight, "project", "enqueued_tokens"),
+                _stored=_sum(File.objects.all(), "project", "bytes"),
             )
         )
+
+    @admin.display(description="in flight", ordering="_in_flight")
+    def in_flight(self, obj):
+        limit = batches_in_flight_limit(obj)
+        return f"{obj._in_flight:,}" + ("" if limit is None else f" / {limit:,}")
+
+    @admin.display(description="enqueued tokens", ordering="_enqueued")
+    def enqueued(self, obj):
+        return f"{obj._enqueued:,}"
+
+    @admin.display(description="stored", ordering="_stored")
+    def stored(self, obj):
+        limit = stored_bytes_limit(obj)
+        return human_bytes(obj._stored) + ("" if limit is None else f" / {human_bytes(limit)}")
+
+    @admin.display(description="usage now")
+    def usage(self, obj):
+        if obj.pk is None:
+            return "—"
+        usage = project_usage(obj)
+
+        def shown(value, limit, unit=lambda n: f"{n:,}"):
+            return f"{unit(value)} of {'unlimited' if limit is None else unit(limit)}"
+
+        rows = [
+            ("batches in flight", shown(usage.batches_in_flight, usage.batches_in_flight_limit)),
+            ("stored", shown(usage.stored_bytes, usage.stored_bytes_limit, human_bytes)),
+            *((f"enqueued tokens, {model}", shown(*values)) for model, values in usage.enqueued_tokens.items()),
+        ]
+        return table(rows, "<tr><th>{}</th><td>{}</td></tr>")
 
     @admin.display(description="API keys", ordering="_active_keys")
     def active_keys(self, obj):

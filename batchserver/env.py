@@ -59,3 +59,17 @@ def env_json(name: str, default: Any) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+
+
+def env_limit(name: str, minimum: int = 0) -> int | None:
+    """An optional limit: a whole number of at least `minimum`; unset, empty or `none` is None (unlimited)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip().lower() in ("", "none"):
+        return None
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number: give one, or `none` for no limit.") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum} (or `none` for no limit).")
+    return value

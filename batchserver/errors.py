@@ -26,11 +26,20 @@ class ApiError(Exception):
     code: str | None = None
 
     def __init__(
-        self, message: str, *, param: str | None = None, code: str | None = None, status_code: int | None = None
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+        type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers: dict[str, str] = {}  # sent with the answer (e.g. retry-after)
+        if type is not None:
+            self.type = type
         if code is not None:
             self.code = code
         if status_code is not None:
@@ -62,6 +71,13 @@ class TooLarge(ApiError):
     status_code = 413
 
 
+class TooManyRequests(ApiError):
+    """A limit that time lifts: OpenAI answers these with a 429, whose `type` names what is limited."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+
 def error_body(
     message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
 ) -> dict:
@@ -77,7 +93,7 @@ NO_KEY_MESSAGE = (
 def openai_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's exception handler: every client error in OpenAI's envelope; unexpected errors stay 500s."""
     if isinstance(exc, ApiError):
-        return Response(exc.body(), status=exc.status_code)
+        return Response(exc.body(), status=exc.status_code, headers=exc.headers)
     if isinstance(exc, OperationalError | InterfaceError):  # the database is down or restarting
         logger.warning("database unavailable: %s", exc)
         return Response(

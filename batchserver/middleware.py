@@ -54,6 +54,22 @@ class RequestLogMiddleware:
         return response
 
 
+class RateLimitHeadersMiddleware:
+    """OpenAI's x-ratelimit-*-requests headers on every /v1/ answer to a key with a request rate limit (the 429
+    included), from what batchserver.ratelimit.ApiKeyRateThrottle left on the request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        state = getattr(request, "rate_limit", None)
+        if state is not None:
+            for name, value in state.headers().items():
+                response[name] = value
+        return response
+
+
 class RejectNulInUrlMiddleware:
     """A NUL character (%00) in the path or the query string is a 400 for every view at once.
 

@@ -44,5 +44,5 @@ def inline_enums(result: dict, **kwargs) -> dict:
 
 
 ERROR = ErrorResponseSerializer
-ERRORS = {400: ERROR, 401: ERROR, 404: ERROR}
+ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 429: ERROR}
 FILE_CONTENT = {(200, "application/octet-stream"): OpenApiTypes.BINARY, 401: ERROR, 404: ERROR}

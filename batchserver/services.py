@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from batchserver.models import KEY_PREFIX_SHOWN, ApiKey, Deployment, Project, hash_key
+from batchserver.models import KEY_PREFIX_SHOWN, ApiKey, Deployment, Project, ProjectModelLimit, hash_key
 
 LAST_USED_PRECISION = timedelta(minutes=1)
 
@@ -87,3 +87,44 @@ def api_key_ensure(*, raw_key: str, name: str = "local", project_name: str = "lo
     project = Project.objects.filter(name=project_name).first()
     key, _ = api_key_create(name=name, raw_key=raw_key, project=project, new_project=None if project else project_name)
     return key, True
+
+
+# ------------------------------------------------------------------------------------------------ limits
+KEEP = object()  # a limit left as it is
+
+
+@transaction.atomic
+def project_set_limits(
+    *,
+    project: Project,
+    enqueued_tokens: dict[str, int | None] | None = None,
+    max_batches_in_flight: int | None | object = KEEP,
+    max_stored_bytes: int | None | object = KEEP,
+) -> Project:
+    """Set a project's own limits. `enqueued_tokens`: model -> its enqueued-token limit, None to fall back to the
+    server's default for that model. The others: a number, None for the server's default, KEEP to leave it."""
+    for model, limit in (enqueued_tokens or {}).items():
+        if limit is None:
+            ProjectModelLimit.objects.filter(project=project, model=model).delete()
+        else:
+            ProjectModelLimit.objects.update_or_create(
+                project=project, model=model, defaults={"enqueued_tokens": limit}
+            )
+    fields = {
+        name: value
+        for name, value in (("max_batches_in_flight", max_batches_in_flight), ("max_stored_bytes", max_stored_bytes))
+        if value is not KEEP
+    }
+    if fields:
+        Project.objects.filter(pk=project.pk).update(**fields)
+    project.refresh_from_db()
+    return project
+
+
+def api_key_set_rate_limit(*, key: ApiKey, requests_per_minute: int | None) -> ApiKey:
+    """The key's own request rate limit (None: the server's default, BATCHSERVER_RATE_LIMIT_RPM)."""
+    if requests_per_minute is not None and requests_per_minute < 1:
+        raise ValueError("A rate limit is at least 1 request per minute.")
+    ApiKey.objects.filter(pk=key.pk).update(rate_limit_rpm=requests_per_minute)
+    key.refresh_from_db()
+    return key

@@ -18,7 +18,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from batchserver.env import env_bool, env_float, env_int, env_json, env_list
+from batchserver.env import env_bool, env_float, env_int, env_json, env_limit, env_list
 from inference.engines.base import ENDPOINTS, default_endpoints
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -128,6 +128,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "batchserver.middleware.RequestLogMiddleware",
+    "batchserver.middleware.RateLimitHeadersMiddleware",
     "batchserver.middleware.RejectNulInUrlMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -229,6 +230,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "batchserver.errors.openai_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["batchserver.ratelimit.ApiKeyRateThrottle"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "batchserver.views.JsonOnlyNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -323,6 +325,17 @@ BATCHSERVER_MAX_UPLOAD_PART_BYTES = env_int("BATCHSERVER_MAX_UPLOAD_PART_BYTES",
 BATCHSERVER_MAX_UPLOAD_PARTS = env_int("BATCHSERVER_MAX_UPLOAD_PARTS", 10_000)
 # JSON request bodies (batches, uploads); the largest real one, a long part_ids list, is far smaller.
 BATCHSERVER_MAX_JSON_BODY_BYTES = env_int("BATCHSERVER_MAX_JSON_BODY_BYTES", 4 * 1024 * 1024)
+
+# Limits for many projects on one server: the defaults of every project and API key (each may have its own, set
+# in the admin or with `manage.py project set-limits` / `manage.py apikey set-rate-limit`). None: unlimited.
+# Input tokens of a project's unfinished batches (validating, in_progress, finalizing), per model.
+BATCHSERVER_ENQUEUED_TOKENS_LIMIT = env_limit("BATCHSERVER_ENQUEUED_TOKENS_LIMIT")
+# Batches of a project that may be validating, in_progress or finalizing at once.
+BATCHSERVER_MAX_BATCHES_IN_FLIGHT = env_limit("BATCHSERVER_MAX_BATCHES_IN_FLIGHT")
+# Bytes of files (and of parts of pending Uploads) a project may store.
+BATCHSERVER_MAX_STORED_BYTES = env_limit("BATCHSERVER_MAX_STORED_BYTES")
+# Requests to /v1/ per minute and API key.
+BATCHSERVER_RATE_LIMIT_RPM = env_limit("BATCHSERVER_RATE_LIMIT_RPM", minimum=1)
 
 # Worker tuning.
 # A worker is lost when its heartbeat is older than this; its work is handed out again.

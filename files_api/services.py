@@ -18,6 +18,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from batchserver.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from batchserver.limits import human_bytes, lock_project, stored_bytes_limit
 from batchserver.models import Project
 from files_api.models import File, Upload, UploadPart
 from files_api.usage import files_in_use
@@ -52,6 +53,38 @@ def check_batch_input_name(*, purpose: str, filename: str, param: str = "file") 
         raise InvalidRequest(
             f"Invalid file format for Batch API: '{filename}'. Must be .jsonl (one JSON request per line).",
             param=param,
+        )
+
+
+def stored_bytes(project_id: int) -> int:
+    """What a project stores: its files, and the parts of its pending Uploads."""
+    files = File.objects.filter(project_id=project_id).aggregate(total=Sum("bytes"))["total"] or 0
+    parts = (
+        UploadPart.objects.filter(upload__project_id=project_id, upload__status=Upload.Status.PENDING).aggregate(
+            total=Sum("bytes")
+        )["total"]
+        or 0
+    )
+    return files + parts
+
+
+def check_storage(*, project: Project, size: int, param: str, locked: bool = False, counted: bool = False) -> None:
+    """Refuse `size` more bytes that would take the project past its storage limit. `locked`: inside the transaction
+    that records them, with the project's row locked first, so that two uploads take turns and the second counts the
+    first (without it: an early check, before any byte is written). `counted`: the bytes are in the sum already."""
+    if locked:
+        project = lock_project(project.pk)
+    limit = stored_bytes_limit(project)
+    if limit is None:
+        return
+    stored = stored_bytes(project.pk) - (size if counted else 0)
+    if stored + size > limit:
+        raise InvalidRequest(
+            f"Project '{project.name}' stores {human_bytes(stored)} of files; {human_bytes(size)} more would take it "
+            f"past its storage limit of {human_bytes(limit)}. Delete files it no longer needs (DELETE "
+            "/v1/files/{file_id}), or ask the server's operator for a higher limit, then upload again.",
+            param=param,
+            code="storage_limit_exceeded",
         )
 
 
@@ -140,12 +173,18 @@ def file_create(*, project: Project, content: DjangoFile, purpose: str, expires_
     assert filename is not None  # DRF's FileField refuses a file without a name
     check_batch_input_name(purpose=purpose, filename=filename)
     check_size(purpose=purpose, size=content.size, filename=filename)
+    check_storage(project=project, size=content.size, param="file")  # early: before the bytes are written
     if purpose == File.Purpose.BATCH:
         check_utf8(content.chunks(CHUNK), filename=filename)
         content.seek(0)
+
+    def within_storage(file: File) -> None:
+        check_storage(project=project, size=file.bytes, param="file", locked=True, counted=True)
+
     return _store(
         _new_file(project=project, purpose=purpose, filename=filename, size=content.size, expires_after=expires_after),
         content,
+        then=within_storage,
     )
 
 
@@ -213,6 +252,7 @@ def upload_create(
     if size > settings.BATCHSERVER_MAX_UPLOAD_BYTES:
         raise TooLarge(f"An Upload may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_BYTES)}.", param="bytes")
     check_size(purpose=purpose, size=size, filename=filename, param="bytes")
+    check_storage(project=project, size=size, param="bytes")  # its parts are checked as they come
     now = timezone.now()
     return Upload.objects.create(
         project=project,
@@ -276,6 +316,7 @@ def upload_add_part(*, upload: Upload, data: DjangoFile) -> UploadPart:
     if data.size > settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES:
         raise TooLarge(f"A part may be at most {_mb(settings.BATCHSERVER_MAX_UPLOAD_PART_BYTES)}.", param="data")
     _check_part_fits(upload, data.size)  # early, before the bytes are written
+    check_storage(project=upload.project, size=data.size, param="data")
     part = UploadPart(upload=upload, bytes=data.size)
 
     def insert(stored: str) -> UploadPart:
@@ -284,6 +325,7 @@ def upload_add_part(*, upload: Upload, data: DjangoFile) -> UploadPart:
             locked = Upload.objects.select_for_update().get(pk=upload.pk)
             _require_pending(locked)
             _check_part_fits(locked, data.size)
+            check_storage(project=upload.project, size=data.size, param="data", locked=True)
             part.storage_name = stored
             part.save(force_insert=True)
         return part

@@ -30,7 +30,7 @@ from webhooks.serializers import (
 )
 
 ERROR = OpenApiResponse(description='OpenAI\'s error envelope: {"error": {message, type, param, code}}')
-ERRORS = {400: ERROR, 401: ERROR, 404: ERROR}
+ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 429: ERROR}
 
 
 def endpoint_dict(endpoint: WebhookEndpoint) -> dict:

@@ -185,6 +185,14 @@ class Engine(ABC):
         """Pids of the engine processes this engine started (watched by the watchdog)."""
         return []
 
+    @classmethod
+    def count_input_tokens(cls, spec: ModelSpec, endpoint: str, bodies: list[dict]) -> list[int | None]:
+        """The input tokens of each request body, as this engine will count them (its usage.prompt_tokens),
+        without loading the model: a validation job calls it in a process that runs no engine. None for a body it
+        cannot count (one the engine will refuse, say), or for every body when it does not count at all (this
+        default): the caller estimates those."""
+        return [None] * len(bodies)
+
     def is_dead(self) -> bool:
         """True when the engine cannot serve any more (its processes died): it must be loaded again."""
         return False

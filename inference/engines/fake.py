@@ -71,6 +71,18 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
+def chat_prompt(messages: list) -> str:
+    """The prompt of a chat: the text of each message's content, one message per line (the engine's "template")."""
+    texts = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "\n".join(texts)
+
+
 def _validation_error(loc: str, type_: str, msg: str, value: Any) -> EngineResponse:
     """A 400 shaped like `vllm serve`'s answer to a body that fails validation."""
     shown = value if isinstance(value, (str, int, float, bool)) or value is None else f"<{type(value).__name__}>"
@@ -240,16 +252,10 @@ class FakeEngine(Engine):
             return _validation_error("messages", "list_type", "Input should be a valid list", messages)
         if not messages:
             return error_response("The messages list must not be empty.", param="messages")
-        texts = []
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or "role" not in message:
                 return _validation_error(f"messages.{i}.role", "missing", "Field required", None)
-            content = message.get("content")
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):
-                texts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
-        prompt = "\n".join(texts)
+        prompt = chat_prompt(messages)
         if self.raise_on and self.raise_on in prompt:
             raise RuntimeError(f"fake engine failure (raise_on={self.raise_on!r})")
         prompt_tokens = count_tokens(prompt)
@@ -495,6 +501,21 @@ class FakeEngine(Engine):
         return success_response(out, aborted=self._abort_events[request_id].is_set())
 
     # ---- Engine API ----
+
+    @classmethod
+    def count_input_tokens(cls, spec: ModelSpec, endpoint: str, bodies: list[dict]) -> list[int | None]:
+        """Whitespace-separated words, as usage.prompt_tokens counts them."""
+        return [cls._input_tokens(endpoint, body) for body in bodies]
+
+    @classmethod
+    def _input_tokens(cls, endpoint: str, body: dict) -> int | None:
+        if endpoint == CHAT_COMPLETIONS:
+            messages = body.get("messages")
+            return count_tokens(chat_prompt(messages)) if isinstance(messages, list) else None
+        if endpoint in (COMPLETIONS, EMBEDDINGS):
+            prompts = cls._prompts(body.get("prompt" if endpoint == COMPLETIONS else "input"), "prompt")
+            return None if isinstance(prompts, EngineResponse) else sum(count_tokens(p) for p in prompts)
+        return None
 
     def is_dead(self) -> bool:
         return self.dead

@@ -487,6 +487,13 @@ class VLLMEngine(Engine):
             )
         return routes
 
+    @classmethod
+    def count_input_tokens(cls, spec: ModelSpec, endpoint: str, bodies: list[dict]) -> list[int | None]:
+        """The model's tokenizer and chat template, as vLLM applies them (see inference.engines.tokenizer)."""
+        from .tokenizer import count_input_tokens
+
+        return count_input_tokens(spec, endpoint, bodies)
+
     def _find_child_pids(self) -> list[int]:
         pids: list[int] = []
         try:

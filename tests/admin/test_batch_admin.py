@@ -128,6 +128,7 @@ def test_batch_page_shows_timeline_counts_usage_files_and_metadata(admin_client,
         input_tokens=60,
         output_tokens=30,
         cached_tokens=7,
+        enqueued_tokens=58,
         finalizing_at=timezone.now() - timedelta(minutes=2),
         completed_at=timezone.now() - timedelta(minutes=1),
         metadata={"job": "<script>alert('meta')</script>"},
@@ -152,7 +153,7 @@ def test_batch_page_shows_timeline_counts_usage_files_and_metadata(admin_client,
     breakdown = html[html.index('data-live="breakdown"') :].split("</table>")[0]
     assert re.findall(r'<td class="bs-num">([\d,]+)</td>', breakdown) == ["0", "0", "3", "2", "1"]
     usage = html[html.index('data-live="usage"') :].split("</table>")[0]
-    assert re.findall(r'<td class="bs-num">([\d,]+)</td>', usage) == ["60", "7", "30", "0", "90"]
+    assert re.findall(r'<td class="bs-num">([\d,]+)</td>', usage) == ["60", "7", "30", "0", "90", "58"]
     files = html[html.index('data-live="files"') :].split("</table>")[0]
     assert reverse("admin:files_api_file_change", args=[quote(batch.input_file_id)]) in files
     assert reverse("admin:files_api_file_download", args=[quote(batch.input_file_id)]) in files

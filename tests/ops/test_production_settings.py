@@ -76,6 +76,9 @@ def test_production_values_from_the_environment(tmp_path):
         ("DJANGO_SECURE_HSTS_PRELOAD", "preload", "is not a boolean"),
         ("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto", "use e.g. HTTP_X_FORWARDED_PROTO"),
         ("DJANGO_SECURE_SSL_REDIRECT", "always", "is not a boolean"),
+        ("BATCHSERVER_ENQUEUED_TOKENS_LIMIT", "2M", "is not a whole number: give one, or `none` for no limit"),
+        ("BATCHSERVER_MAX_STORED_BYTES", "-5", "must be at least 0"),
+        ("BATCHSERVER_RATE_LIMIT_RPM", "0", "must be at least 1 (or `none` for no limit)"),
     ],
 )
 def test_a_bad_value_stops_the_process_and_says_what_to_write(tmp_path, name, value, message):

@@ -36,3 +36,31 @@ def test_bulk_result_writes_work_on_sqlite_and_are_conditional(tmp_path):
     result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "['a3', 'b2']"
+
+
+LIMITS_SCRIPT = """
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.db import transaction
+from batchserver.limits import lock_project
+from batchserver.ratelimit import take
+from batchserver.services import api_key_create
+key, _ = api_key_create(name="k", new_project="p")
+states = [take(key.pk, 5) for _ in range(6)]
+print([s.allowed for s in states], [s.remaining for s in states])
+with transaction.atomic():
+    print(lock_project(key.project_id).name)
+"""
+
+
+def test_request_rate_and_project_lock_work_on_sqlite(tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "batchserver.settings",
+        "BATCHSERVER_DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run([sys.executable, "-c", LIMITS_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-2:] == ["[True, True, True, True, True, False] [4, 3, 2, 1, 0, 0]", "p"]

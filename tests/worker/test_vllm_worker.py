@@ -81,6 +81,36 @@ def test_chat_batch_answers_and_usage_adds_up(client, vllm_worker):
     assert batch.usage.output_tokens == sum(c.usage.completion_tokens for c in completions.values()) > 0
 
 
+def test_validation_counts_the_prompt_tokens_vllm_counts(client, vllm_worker, db_access):
+    """The enqueued tokens of a batch are counted while it is validated, with the model's tokenizer and chat
+    template: line by line, exactly what vLLM reports as prompt_tokens."""
+    from batches_api.models import Batch
+    from batches_api.tokens import count_input_tokens
+
+    lines = [
+        chat("plain", "What is 2+2?", max_tokens=2),
+        request_line(
+            "system-parts-turns",
+            body={
+                "model": CHAT_MODEL,
+                "max_tokens": 2,
+                "messages": [
+                    {"role": "system", "content": "You answer in one word."},
+                    {"role": "user", "content": "Name a fruit."},
+                    {"role": "assistant", "content": "Apple."},
+                    {"role": "user", "content": [{"type": "text", "text": t} for t in ("Another?", "Red.")]},
+                ],
+            },
+        ),
+    ]
+    batch = run(client, lines)
+    output, errors = outputs(client, batch)
+    assert errors == []
+    prompt_tokens = [line["response"]["body"]["usage"]["prompt_tokens"] for line in output]
+    assert count_input_tokens(CHAT_MODEL, "/v1/chat/completions", [line["body"] for line in lines]) == prompt_tokens
+    assert Batch.objects.get(pk=batch.id).enqueued_tokens == sum(prompt_tokens) == batch.usage.input_tokens
+
+
 def test_too_long_request_gets_its_own_400_line(client, vllm_worker):
     lines = [
         chat("fine", "Say hi.", max_tokens=8),

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batchserver', '0003_deployment'),
+        ('batchserver', '0004_limits'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batches_api', '0005_worker_models'),
+        ('batches_api', '0006_batch_enqueued_tokens'),
     ]
 
     operations = [

@@ -7,8 +7,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batches_api', '0006_batch_priority'),
-        ('batchserver', '0004_project_scheduling'),
+        ('batches_api', '0007_batch_priority'),
+        ('batchserver', '0005_project_scheduling'),
     ]
 
     operations = [
