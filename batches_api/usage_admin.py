@@ -3,7 +3,7 @@ of what is shown, a daily chart of tokens and a CSV export of the same rows (bat
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -11,9 +11,21 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.urls import path, reverse
 
-from batches_api.accounting import usage_csv, usage_per_day, usage_totals
+from batches_api.accounting import UsageTotals, usage_csv, usage_per_day, usage_totals
 from batches_api.models import UsageDay
 from batchserver.admin_kit import ConsoleMedia, ReadOnlyAdmin, bar_chart, human_duration
+
+
+def every_day(per_day: list[tuple[date, UsageTotals]]) -> list[tuple[date, UsageTotals]]:
+    """The days from the first to the last, those without usage at zero (a chart's bars, one a day)."""
+    if not per_day:
+        return []
+    known = dict(per_day)
+    first, last = per_day[0][0], per_day[-1][0]
+    return [
+        (first + timedelta(days=i), known.get(first + timedelta(days=i), UsageTotals()))
+        for i in range((last - first).days + 1)
+    ]
 
 
 class UsageModelFilter(admin.SimpleListFilter):
@@ -32,18 +44,7 @@ class UsageModelFilter(admin.SimpleListFilter):
 class UsageDayAdmin(ReadOnlyAdmin):
     """Read-only: the rows are added by accounting as batches end."""
 
-    list_display = (
-        "day",
-        "project",
-        "model_name",
-        "batches",
-        "requests_succeeded",
-        "requests_failed",
-        "input_tokens",
-        "cached_input_tokens",
-        "output_tokens",
-        "engine_time",
-    )
+    list_display = ("day", "project", "model_name", "batches", "requests", "tokens", "engine_time")
     list_filter = (("project", admin.RelatedFieldListFilter), UsageModelFilter, "day")
     list_select_related = ("project",)
     ordering = ("-day", "project__name", "model")
@@ -57,9 +58,17 @@ class UsageDayAdmin(ReadOnlyAdmin):
     def model_name(self, obj):
         return obj.model or "—"
 
-    @admin.display(description="batches (completed / failed / expired / cancelled)")
+    @admin.display(description="batches: completed / failed / expired / cancelled")
     def batches(self, obj):
         return f"{obj.batches_completed} / {obj.batches_failed} / {obj.batches_expired} / {obj.batches_cancelled}"
+
+    @admin.display(description="requests: succeeded / failed")
+    def requests(self, obj):
+        return f"{obj.requests_succeeded:,} / {obj.requests_failed:,}"
+
+    @admin.display(description="tokens: input (cached) / output", ordering="input_tokens")
+    def tokens(self, obj):
+        return f"{obj.input_tokens:,} ({obj.cached_input_tokens:,}) / {obj.output_tokens:,}"
 
     @admin.display(description="engine time", ordering="engine_seconds")
     def engine_time(self, obj):
@@ -74,7 +83,7 @@ class UsageDayAdmin(ReadOnlyAdmin):
         per_day = usage_per_day(rows)
         context["usage_totals"] = usage_totals(rows)
         context["usage_chart"] = bar_chart(
-            [(day.isoformat(), totals.input_tokens + totals.output_tokens) for day, totals in per_day],
+            [(day.isoformat(), totals.input_tokens + totals.output_tokens) for day, totals in every_day(per_day)],
             label="Tokens (input and output) per day",
             start=per_day[0][0].isoformat() if per_day else "",
             end=per_day[-1][0].isoformat() if per_day else "",

@@ -109,7 +109,7 @@ def bar_chart(
             (
                 f"{left + i * slot + 0.5:.1f}",
                 f"{top + plot_h - bar_h:.1f}",
-                f"{max(slot - 1.5, 1):.1f}",
+                f"{min(max(slot - 1.5, 1), 48):.1f}",  # a few bars stay bars
                 f"{bar_h:.1f}",
                 name,
                 f"{value:,.1f}",

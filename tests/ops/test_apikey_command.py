@@ -41,7 +41,7 @@ def test_a_key_named_like_a_project_does_not_join_it():
     Project.objects.create(name="team-a")
     with pytest.raises(CommandError, match="one of the arguments --project --new-project is required"):
         apikey_create("--name", "team-a")
-    assert not ApiKey.objects.exists()
+    assert not ApiKey.objects.filter(name="team-a").exists()  # (other tests' keys may be in the database)
 
 
 @pytest.mark.django_db
@@ -50,7 +50,7 @@ def test_project_that_does_not_exist_is_refused_naming_new_project():
 
     with pytest.raises(CommandError, match=r"No project named 'team a'.*--new-project 'team a' instead"):
         apikey_create("--name", "k", "--project", "team a")
-    assert not ApiKey.objects.exists() and not Project.objects.exists()
+    assert not ApiKey.objects.filter(name="k").exists() and not Project.objects.filter(name="team a").exists()
 
 
 @pytest.mark.django_db
@@ -60,7 +60,7 @@ def test_new_project_that_exists_is_refused_naming_project():
     Project.objects.create(name="team-a")
     with pytest.raises(CommandError, match="'team-a' exists already. To add the key to it, use --project team-a"):
         apikey_create("--name", "k", "--new-project", "team-a")
-    assert not ApiKey.objects.exists()
+    assert not ApiKey.objects.filter(name="k").exists()
 
 
 @pytest.mark.django_db
