@@ -42,9 +42,9 @@ from inference.writer import Results, ResultWriter
 
 logger = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 1.0  # results are written in small bulks about this often
+FLUSH_SECONDS = 0.5  # results are written in small bulks about this often
 CONTROL_SECONDS = 1.0  # how often cancellation and expiry of the batches being run are checked
-BUSY_CLAIM_SECONDS = 1.0  # how often a worker with half-full engines looks for more work
+BUSY_CLAIM_SECONDS = 0.5  # how often a worker with half-full engines looks for more work (a new batch waits no longer)
 HEARTBEAT_SECONDS = 2.0
 IDLE_POLL_SECONDS = 0.2
 TOKENS_PER_SECOND_WINDOW = 60.0  # the window of the throughput a worker reports

@@ -336,5 +336,5 @@ def test_high_starts_within_a_claim_interval_and_low_finishes_under_aging(client
     assert high_row.priority == "high" and Batch.objects.get(pk=low.id).priority == "low"
     waited = (first_claim - high_row.in_progress_at).total_seconds()
     print(f"the high batch's first request claimed {waited:.2f} s after its in_progress")
-    assert waited <= BUSY_CLAIM_SECONDS + 0.5
+    assert waited <= BUSY_CLAIM_SECONDS + 0.5  # one claim interval, and the slack of a busy machine
     assert normal_waiting > 0  # the low batch finished before the normal backlog, thanks to aging
