@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -69,7 +72,8 @@ def raw_engine(mode: str, lines: list[dict], model: str, models_file: Path | Non
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as tmp:
         tmp.write(to_jsonl(lines))
         tmp.flush()
-        raw = subprocess.run(
+        # A session of its own: if the benchmark stops half way, the engine's processes go with it.
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 str(ROOT / "bench" / "raw_engine.py"),
@@ -78,11 +82,19 @@ def raw_engine(mode: str, lines: list[dict], model: str, models_file: Path | Non
                 str(ROOT / "var" / "models" / spec["path"]),
                 json.dumps(spec["engine_args"]),
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=True,
+            start_new_session=True,
         )
-    return json.loads(next(line for line in raw.stdout.splitlines() if line.startswith("RESULT "))[7:])
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever the engine left behind
+        if proc.returncode:
+            raise RuntimeError(f"bench/raw_engine.py failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
 def server_seconds(database_url: str, batch_id: str) -> float:
