@@ -1,4 +1,5 @@
-"""Reads for the operator console (the admin overview). Each is one aggregate query, whatever the row counts."""
+"""Reads: for the operator console (the admin overview; each one aggregate query, whatever the row counts), and
+for the live view of a batch's result lines so far."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from batches_api.models import Batch, BatchRequest, Worker, stale_before
+from batches_api.services import result_file_line
+from batchserver.errors import InvalidRequest
 from files_api.usage import SHOWN, FileUse
 
 CHART_WINDOW = timedelta(hours=1)
@@ -144,3 +147,54 @@ def file_uses(file_ids: list[str], *, needed_only: bool) -> Iterator[FileUse]:
                     admin_url_name="admin:batches_api_batch_change",
                     blocks_deletion=needed,
                 )
+
+
+# ------------------------------------------------------------------------------------------------ live results
+RESULTS_CHUNK = 500  # lines read from the database at once while a page is sent
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """A page of a batch's result lines in completion order: those numbered after `after`, up to `last`."""
+
+    batch_id: str
+    status: str  # the batch's status before the lines were read: once final, no line comes after `last`
+    after: int
+    last: int  # the cursor of the next page (`after` when the page is empty)
+    has_more: bool  # more lines were there already past `last`
+
+    def lines(self) -> Iterator[bytes]:
+        """The page's lines, each exactly as the output or error file holds it, streamed a chunk at a time."""
+        start = self.after
+        while start < self.last:
+            rows = list(
+                BatchRequest.objects.filter(batch_id=self.batch_id, result_seq__gt=start, result_seq__lte=self.last)
+                .order_by("result_seq")
+                .values_list("result_seq", "result_line")[:RESULTS_CHUNK]
+            )
+            if not rows:
+                return
+            yield b"".join(result_file_line(line) for _, line in rows)
+            start = rows[-1][0]
+
+
+def results_page(*, batch_id: str, after: int, limit: int) -> ResultsPage:
+    """The next `limit` result lines of the batch after cursor `after`. Lines are numbered in commit order (see
+    services._number_lines) and never change once written, so a page read later holds the same lines, and the next
+    page starts exactly where this one ends."""
+    status, last_number = Batch.objects.filter(pk=batch_id).values_list("status", "last_result_seq").get()
+    if after > last_number:
+        raise InvalidRequest(
+            f"Invalid 'after': {after} is past the last result line of batch '{batch_id}' ({last_number}). Pass the "
+            "x-next-cursor header of a page of this batch, or leave 'after' out to start from its first line.",
+            param="after",
+        )
+    numbers = list(
+        BatchRequest.objects.filter(batch_id=batch_id, result_seq__gt=after)
+        .order_by("result_seq")
+        .values_list("result_seq", flat=True)[: limit + 1]
+    )
+    page = numbers[:limit]
+    return ResultsPage(
+        batch_id=batch_id, status=status, after=after, last=page[-1] if page else after, has_more=len(numbers) > limit
+    )

@@ -1,17 +1,23 @@
-"""/v1/batches and /v1/models. Each action validates its input serializer, calls a service and serializes the
-answer."""
+"""/v1/batches and /v1/models. Each action validates its input serializer, calls a service (or a selector) and
+serializes the answer. One action is an extension, not in OpenAI's API: a batch's result lines so far
+(`results`)."""
 
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from batches_api import services
+from batches_api import selectors, services
 from batches_api.models import Batch
 from batches_api.serializers import (
+    RESULTS_LIMIT_DEFAULT,
+    RESULTS_LIMIT_MAX,
+    BatchResultsParamsSerializer,
     BatchSerializer,
     CreateBatchSerializer,
     ListBatchesParamsSerializer,
@@ -24,6 +30,23 @@ from batchserver.openapi import ERROR, ERRORS
 from batchserver.pagination import cursor_page, list_page
 from batchserver.serializers import validated
 from batchserver.views import caller_project
+
+RESULTS_CONTENT_TYPE = "application/x-ndjson"
+
+
+def _header(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(name, str, OpenApiParameter.HEADER, response=[200], description=description)
+
+
+RESULTS_HEADERS = [
+    _header("x-next-cursor", "Pass it as `after` to get the lines that follow this page (`after` itself if empty)."),
+    _header("x-has-more", "`true` when more lines were there already past this page: ask again at once."),
+    _header(
+        "x-batch-status",
+        "The batch's status before the lines were read. Once it is completed, failed, expired or cancelled and "
+        "x-has-more is `false`, every line has been sent.",
+    ),
+]
 
 
 class BatchViewSet(viewsets.ViewSet):
@@ -60,6 +83,32 @@ class BatchViewSet(viewsets.ViewSet):
     def cancel(self, request, pk: str):
         batch = services.batch_get(project=caller_project(request), batch_id=pk)
         return Response(BatchSerializer(services.batch_cancel(batch=batch)).data)
+
+    @extend_schema(
+        summary="Stream the result lines of a batch so far (extension)",
+        description=(
+            "Not in OpenAI's API. The output and error lines of the requests that have ended, in the order they "
+            "ended, as JSON Lines: each line is byte for byte the line the batch's output file (a response) or "
+            "error file (a request that never ran) holds once it is finalized. Follow a batch by passing each "
+            "page's x-next-cursor as `after`: no line is skipped or repeated. "
+            f"`limit`: 1-{RESULTS_LIMIT_MAX:,} lines (default {RESULTS_LIMIT_DEFAULT:,})."
+        ),
+        parameters=[BatchResultsParamsSerializer, *RESULTS_HEADERS],
+        responses={
+            (200, RESULTS_CONTENT_TYPE): OpenApiResponse(OpenApiTypes.STR, description="One JSON object per line."),
+            **ERRORS,
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def results(self, request, pk: str):
+        params = validated(BatchResultsParamsSerializer, request.query_params)
+        batch = services.batch_get(project=caller_project(request), batch_id=pk)
+        page = selectors.results_page(batch_id=batch.id, after=params["after"], limit=params["limit"])
+        response = StreamingHttpResponse(page.lines(), content_type=RESULTS_CONTENT_TYPE)
+        response["x-next-cursor"] = str(page.last)
+        response["x-has-more"] = "true" if page.has_more else "false"
+        response["x-batch-status"] = page.status
+        return response
 
 
 def served_model(name: str) -> dict:
