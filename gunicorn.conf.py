@@ -33,6 +33,13 @@ def when_ready(server):
     watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
+def post_worker_init(worker):
+    # Streams of server-sent events hold a thread each: the process keeps half of its threads for the API.
+    from batchserver.streams import slots
+
+    slots.configure(threads=worker.cfg.threads)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

@@ -263,3 +263,21 @@ class BatchRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}:{self.line} ({self.custom_id})"
+
+
+# ------------------------------------------------------------------------------------------------ transitions
+class BatchTransition(models.Model):
+    """The batch object as GET /v1/batches/{id} answered right after a change of status, recorded in the
+    transaction of the change: GET /v1/batches/{id}/events sends every status the batch went through, however
+    short, from these."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="transitions")
+    status = models.CharField(max_length=16, choices=Batch.Status.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    body = models.TextField()  # the JSON text of the batch object, byte for byte
+
+    class Meta:
+        indexes = [models.Index(fields=["batch", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} {self.status}"

@@ -1,5 +1,5 @@
 """Reads: for the operator console (the admin overview; each one aggregate query, whatever the row counts), and
-for the live view of a batch's result lines so far."""
+for the live views of a batch (its result lines so far, its transitions)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncMinute
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
-from batches_api.models import Batch, BatchRequest, Worker, stale_before
+from batches_api.models import Batch, BatchRequest, BatchTransition, Worker, stale_before
 from batches_api.services import result_file_line
 from batchserver.errors import InvalidRequest
 from files_api.usage import SHOWN, FileUse
@@ -198,3 +198,23 @@ def results_page(*, batch_id: str, after: int, limit: int) -> ResultsPage:
     return ResultsPage(
         batch_id=batch_id, status=status, after=after, last=page[-1] if page else after, has_more=len(numbers) > limit
     )
+
+
+# ------------------------------------------------------------------------------------------------ transitions
+def batches_with_last_transition(batch_ids: list[str]) -> list[Batch]:
+    """The batches, each with `last_transition`: the id of its latest BatchTransition (0: none yet), read in the
+    same statement as the row, so that the two agree."""
+    latest = BatchTransition.objects.filter(batch=OuterRef("pk")).order_by("-id").values("id")[:1]
+    return list(Batch.objects.filter(pk__in=batch_ids).annotate(last_transition=Coalesce(Subquery(latest), 0)))
+
+
+def transitions_between(bounds: dict[str, tuple[int, int]]) -> list[BatchTransition]:
+    """The transitions of each batch whose id is in (after, up_to], given as {batch_id: (after, up_to)}, each
+    batch's oldest first. Ids of one batch follow the order in which its transitions committed (each one
+    updates the batch's row first), so none is skipped."""
+    if not bounds:
+        return []
+    wanted = Q()
+    for batch_id, (after, up_to) in bounds.items():
+        wanted |= Q(batch_id=batch_id, id__gt=after, id__lte=up_to)
+    return list(BatchTransition.objects.filter(wanted).order_by("batch_id", "id"))

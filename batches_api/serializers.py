@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 
 from batches_api.models import Batch
 from batches_api.services import COMPLETION_WINDOWS, served_endpoints
@@ -165,6 +166,11 @@ class BatchSerializer(ObjectSerializer):
 
 
 ListBatchesResponseSerializer = page_serializer("ListBatchesResponseSerializer", BatchSerializer)
+
+
+def batch_json(batch: Batch) -> str:
+    """The batch object as the JSON text GET /v1/batches/{id} answers, byte for byte."""
+    return JSONRenderer().render(BatchSerializer(batch).data).decode()
 
 
 @extend_schema_serializer(component_name="Model")

@@ -1,18 +1,18 @@
 """/v1/batches and /v1/models. Each action validates its input serializer, calls a service (or a selector) and
-serializes the answer. One action is an extension, not in OpenAI's API: a batch's result lines so far
-(`results`)."""
+serializes the answer. Two actions are extensions, not in OpenAI's API: a batch's result lines so far
+(`results`) and its changes as server-sent events (`events`)."""
 
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from batches_api import selectors, services
+from batches_api import live, selectors, services
 from batches_api.models import Batch
 from batches_api.serializers import (
     RESULTS_LIMIT_DEFAULT,
@@ -29,6 +29,7 @@ from batchserver.errors import NotFound
 from batchserver.openapi import ERROR, ERRORS
 from batchserver.pagination import cursor_page, list_page
 from batchserver.serializers import validated
+from batchserver.streams import peer_closed
 from batchserver.views import caller_project
 
 RESULTS_CONTENT_TYPE = "application/x-ndjson"
@@ -108,6 +109,46 @@ class BatchViewSet(viewsets.ViewSet):
         response["x-next-cursor"] = str(page.last)
         response["x-has-more"] = "true" if page.has_more else "false"
         response["x-batch-status"] = page.status
+        return response
+
+    @extend_schema(
+        summary="Follow a batch's status and request counts as server-sent events (extension)",
+        description=(
+            "Not in OpenAI's API. A text/event-stream: the batch object (the JSON of GET /v1/batches/{id}) as "
+            "each event's data, first as it is now, then each time its status or request_counts change; every "
+            "status the batch goes through is sent. The stream closes after a final status (completed, failed, "
+            "expired, cancelled), and after a while in any case: reconnect with the last event's id as "
+            "Last-Event-ID (EventSource does, after the `retry` the stream sets) to get what changed since. A "
+            "client that has the final state already gets a 204."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                str,
+                OpenApiParameter.HEADER,
+                description="The id of the last event received: the stream sends what changed since.",
+            )
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="Server-sent events."),
+            204: OpenApiResponse(description="The client has the final state already: nothing more will come."),
+            **ERRORS,
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk: str):
+        batch = services.batch_get(project=caller_project(request), batch_id=pk)
+        sock = request.META.get("gunicorn.socket")
+        stream = live.open_stream(
+            batch_id=batch.id,
+            last_event_id=request.headers.get("Last-Event-ID"),
+            client_gone=lambda: peer_closed(sock),
+        )
+        if stream is None:
+            return HttpResponse(status=204)
+        response = StreamingHttpResponse(stream, content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
         return response
 
 
