@@ -1,5 +1,6 @@
-"""gunicorn settings read from the working directory: HTTP metrics aggregated across gunicorn workers, and a
-stop that fits in the 5 s a process manager (honcho, systemd's TimeoutStopSec) grants."""
+"""gunicorn settings read from the working directory: HTTP metrics aggregated across gunicorn workers, streams of
+server-sent events that leave half of each worker's threads to the API, and a stop that fits in the 5 s a process
+manager (honcho, systemd's TimeoutStopSec) grants."""
 
 import os
 import shutil
