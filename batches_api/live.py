@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
-RETRY_MS = 2000
+# Longer than gunicorn's keep-alive (2 s): a client coming back finds its idle connection closed and opens a new
+# one, rather than sending on a connection that the server closes at that very moment.
+RETRY_MS = 3000
 
 
 # ------------------------------------------------------------------------------------------------ recording

@@ -334,7 +334,7 @@ BATCHSERVER_WORKER_MEMORY_GB = env_float("BATCHSERVER_WORKER_MEMORY_GB", 0) or N
 
 # GET /v1/batches/{id}/events (server-sent events). An open stream holds a thread of its web server process: at most
 # BATCHSERVER_EVENT_STREAMS of them per process (unset: half of its gunicorn threads, so that the other half answers
-# the API); other clients get the events due at once and come back 2 s later. A stream ends after
+# the API); other clients get the events due at once and come back 3 s later. A stream ends after
 # BATCHSERVER_EVENT_STREAM_SECONDS, and its client reconnects where it left off.
 BATCHSERVER_EVENT_STREAMS = env_int("BATCHSERVER_EVENT_STREAMS", -1)  # -1: half the threads
 BATCHSERVER_EVENT_STREAM_SECONDS = env_float("BATCHSERVER_EVENT_STREAM_SECONDS", 60.0)

@@ -153,7 +153,7 @@ def test_events_send_every_status_and_the_progress_then_close_at_the_final_one(c
         events = read_events(response)
     closed = time.monotonic()
 
-    assert events[0] == {"retry": "2000", "at": events[0]["at"]}
+    assert events[0] == {"retry": "3000", "at": events[0]["at"]}
     events = events[1:]
     objects = [json.loads(event["data"]) for event in events]
     statuses = [obj["status"] for obj in objects]
@@ -254,7 +254,7 @@ def test_streams_never_take_the_threads_the_api_needs(client, keys, small_server
         with open_events(http, batch.id) as response:
             second = read_events(response)
         assert time.monotonic() - started < 2
-        assert second[0]["retry"] == "2000" and '"status":"in_progress"' in second[1]["data"]
+        assert second[0]["retry"] == "3000" and '"status":"in_progress"' in second[1]["data"]
         # And the API answers meanwhile.
         started = time.monotonic()
         assert http.get(f"/v1/batches/{batch.id}").status_code == 200
