@@ -65,6 +65,7 @@ bench: install
 	$(BIN)/python bench/queue_burst.py
 	$(BIN)/python bench/claiming.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/live_readers.py
 
 clean:
 	rm -rf $(VENV) var
