@@ -224,6 +224,7 @@ def open_stream(*, batch_id: str, last_event_id: str | None, client_gone: Callab
 def _stream(
     batch_id: str, state: BatchState, due: list[Snapshot], sent: Snapshot | None, client_gone: Callable[[], bool]
 ) -> Iterator[bytes]:
+    """The events due first; then, if the batch is not final and a slot is free here, what comes next."""
     yield f"retry: {RETRY_MS}\n\n".encode() + b"".join(map(_event, due))
     if state.current.is_final or not slots.acquire():
         return  # the final state is sent; or no stream is free here: the client comes back after RETRY_MS
