@@ -116,21 +116,25 @@ class BatchState:
 def read_states(batch_ids: list[str], known: dict[str, BatchState]) -> dict[str, BatchState]:
     """The state of each batch, reading only the transitions that `known` does not hold yet."""
     batches = selectors.batches_with_last_transition(batch_ids)
-    had = {batch.id: known[batch.id].transitions if batch.id in known else () for batch in batches}
+    had = {batch.id: known[batch.id].transitions if batch.id in known else () for batch, _ in batches}
     read_up_to = {batch_id: transitions[-1].transition if transitions else 0 for batch_id, transitions in had.items()}
     new: dict[str, list[Snapshot]] = {}
     for transition in selectors.transitions_between(
-        {batch.id: (read_up_to[batch.id], batch.last_transition) for batch in batches}
+        {
+            batch.id: (read_up_to[batch.id], last_transition)
+            for batch, last_transition in batches
+            if last_transition > read_up_to[batch.id]
+        }
     ):
         new.setdefault(transition.batch_id, []).append(Snapshot.of_transition(transition))
     return {
         batch.id: BatchState(
             current=Snapshot(
-                batch.last_transition, batch.status, batch.completed_requests, batch.failed_requests, batch_json(batch)
+                last_transition, batch.status, batch.completed_requests, batch.failed_requests, batch_json(batch)
             ),
             transitions=(*had[batch.id], *new.get(batch.id, ())),
         )
-        for batch in batches
+        for batch, last_transition in batches
     }
 
 

@@ -201,11 +201,12 @@ def results_page(*, batch_id: str, after: int, limit: int) -> ResultsPage:
 
 
 # ------------------------------------------------------------------------------------------------ transitions
-def batches_with_last_transition(batch_ids: list[str]) -> list[Batch]:
-    """The batches, each with `last_transition`: the id of its latest BatchTransition (0: none yet), read in the
-    same statement as the row, so that the two agree."""
+def batches_with_last_transition(batch_ids: list[str]) -> list[tuple[Batch, int]]:
+    """The batches, each with the id of its latest BatchTransition (0: none yet), read in the same statement as
+    the row, so that the two agree."""
     latest = BatchTransition.objects.filter(batch=OuterRef("pk")).order_by("-id").values("id")[:1]
-    return list(Batch.objects.filter(pk__in=batch_ids).annotate(last_transition=Coalesce(Subquery(latest), 0)))
+    batches = Batch.objects.filter(pk__in=batch_ids).annotate(last_transition=Coalesce(Subquery(latest), 0))
+    return [(batch, batch.last_transition) for batch in batches]
 
 
 def transitions_between(bounds: dict[str, tuple[int, int]]) -> list[BatchTransition]:
