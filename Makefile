@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python bench/claiming.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/validation.py
+	$(BIN)/python bench/live_readers.py
 
 clean:
 	rm -rf $(VENV) var

@@ -1,5 +1,6 @@
-"""gunicorn settings read from the working directory: HTTP metrics aggregated across gunicorn workers, and a
-stop that fits in the 5 s a process manager (honcho, systemd's TimeoutStopSec) grants."""
+"""gunicorn settings read from the working directory: HTTP metrics aggregated across gunicorn workers, streams of
+server-sent events that leave half of each worker's threads to the API, and a stop that fits in the 5 s a process
+manager (honcho, systemd's TimeoutStopSec) grants."""
 
 import os
 import shutil
@@ -31,6 +32,13 @@ def when_ready(server):
     from batchserver.supervisor import watch_parent
 
     watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
+
+
+def post_worker_init(worker):
+    # Streams of server-sent events hold a thread each: the process keeps half of its threads for the API.
+    from batchserver.streams import slots
+
+    slots.configure(threads=worker.cfg.threads)
 
 
 def child_exit(server, worker):

@@ -164,6 +164,9 @@ class Batch(models.Model):
     validation_attempts = models.PositiveSmallIntegerField(default=0)
     # A batch made by "retry failed requests" in the admin points at the batch it retries.
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    # The last sequence number given to a result line of the batch (BatchRequest.result_seq): the cursor of
+    # GET /v1/batches/{id}/results never goes past it.
+    last_result_seq = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         verbose_name_plural = "batches"
@@ -243,11 +246,23 @@ class BatchRequest(models.Model):
     reasoning_tokens = models.PositiveIntegerField(default=0)
     # The exact JSONL line for the output file (RESPONDED) or the error file (ERRORED).
     result_line = models.TextField(null=True, blank=True)
+    # The line's place in the batch's completion order, given with the line while the batch's row is locked (see
+    # services.requests_record): a transaction that commits later always has higher numbers, so a reader that
+    # follows the numbers (GET /v1/batches/{id}/results) never skips a line committed late. Numbers may have
+    # gaps (a result the worker no longer held is not written); they never repeat.
+    result_seq = models.PositiveBigIntegerField(null=True, blank=True)
 
     objects = BatchRequestQuerySet.as_manager()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["batch", "line"], name="batch_request_line_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "line"], name="batch_request_line_unique"),
+            models.UniqueConstraint(
+                fields=["batch", "result_seq"],
+                condition=Q(result_seq__isnull=False),
+                name="batch_request_result_seq_unique",
+            ),
+        ]
         indexes = [
             models.Index(fields=["batch", "status", "line"]),
             models.Index(fields=["status", "worker"]),
@@ -289,3 +304,21 @@ class UsageDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project} · {self.model or '—'} · {self.day}"
+
+
+# ------------------------------------------------------------------------------------------------ transitions
+class BatchTransition(models.Model):
+    """The batch object as GET /v1/batches/{id} answered right after a change of status, recorded in the
+    transaction of the change: GET /v1/batches/{id}/events sends every status the batch went through, however
+    short, from these."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="transitions")
+    status = models.CharField(max_length=16, choices=Batch.Status.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    body = models.TextField()  # the JSON text of the batch object, byte for byte
+
+    class Meta:
+        indexes = [models.Index(fields=["batch", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} {self.status}"

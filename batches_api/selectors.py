@@ -1,4 +1,5 @@
-"""Reads for the operator console (the admin overview). Each is one aggregate query, whatever the row counts."""
+"""Reads: for the operator console (the admin overview; each one aggregate query, whatever the row counts), and
+for the live views of a batch (its result lines so far, its transitions)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncMinute
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
-from batches_api.models import Batch, BatchRequest, Worker, stale_before
+from batches_api.models import Batch, BatchRequest, BatchTransition, Worker, stale_before
+from batches_api.services import result_file_line
+from batchserver.errors import InvalidRequest
 from batchserver.limits import batches_in_flight_limit, enqueued_tokens_limit, stored_bytes_limit
 from batchserver.models import Project
 from files_api.services import stored_bytes
@@ -224,3 +227,75 @@ def project_usage(project: Project) -> ProjectUsage:
         stored_bytes_limit=stored_bytes_limit(project),
         enqueued_tokens={model: (tokens.get(model) or 0, enqueued_tokens_limit(project.pk, model)) for model in models},
     )
+
+
+# ------------------------------------------------------------------------------------------------ live results
+RESULTS_CHUNK = 500  # lines read from the database at once while a page is sent
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """A page of a batch's result lines in completion order: those numbered after `after`, up to `last`."""
+
+    batch_id: str
+    status: str  # the batch's status before the lines were read: once final, no line comes after `last`
+    after: int
+    last: int  # the cursor of the next page (`after` when the page is empty)
+    has_more: bool  # more lines were there already past `last`
+
+    def lines(self) -> Iterator[bytes]:
+        """The page's lines, each exactly as the output or error file holds it, streamed a chunk at a time."""
+        start = self.after
+        while start < self.last:
+            rows = list(
+                BatchRequest.objects.filter(batch_id=self.batch_id, result_seq__gt=start, result_seq__lte=self.last)
+                .order_by("result_seq")
+                .values_list("result_seq", "result_line")[:RESULTS_CHUNK]
+            )
+            if not rows:
+                return
+            yield b"".join(result_file_line(line) for _, line in rows)
+            start = rows[-1][0]
+
+
+def results_page(*, batch_id: str, after: int, limit: int) -> ResultsPage:
+    """The next `limit` result lines of the batch after cursor `after`. Lines are numbered in commit order (see
+    services._number_lines) and never change once written, so a page read later holds the same lines, and the next
+    page starts exactly where this one ends."""
+    status, last_number = Batch.objects.filter(pk=batch_id).values_list("status", "last_result_seq").get()
+    if after > last_number:
+        raise InvalidRequest(
+            f"Invalid 'after': {after} is past the last result line of batch '{batch_id}' ({last_number}). Pass the "
+            "x-next-cursor header of a page of this batch, or leave 'after' out to start from its first line.",
+            param="after",
+        )
+    numbers = list(
+        BatchRequest.objects.filter(batch_id=batch_id, result_seq__gt=after)
+        .order_by("result_seq")
+        .values_list("result_seq", flat=True)[: limit + 1]
+    )
+    page = numbers[:limit]
+    return ResultsPage(
+        batch_id=batch_id, status=status, after=after, last=page[-1] if page else after, has_more=len(numbers) > limit
+    )
+
+
+# ------------------------------------------------------------------------------------------------ transitions
+def batches_with_last_transition(batch_ids: list[str]) -> list[tuple[Batch, int]]:
+    """The batches, each with the id of its latest BatchTransition (0: none yet), read in the same statement as
+    the row, so that the two agree."""
+    latest = BatchTransition.objects.filter(batch=OuterRef("pk")).order_by("-id").values("id")[:1]
+    batches = Batch.objects.filter(pk__in=batch_ids).annotate(last_transition=Coalesce(Subquery(latest), 0))
+    return [(batch, batch.last_transition) for batch in batches]
+
+
+def transitions_between(bounds: dict[str, tuple[int, int]]) -> list[BatchTransition]:
+    """The transitions of each batch whose id is in (after, up_to], given as {batch_id: (after, up_to)}, each
+    batch's oldest first. Ids of one batch follow the order in which its transitions committed (each one
+    updates the batch's row first), so none is skipped."""
+    if not bounds:
+        return []
+    wanted = Q()
+    for batch_id, (after, up_to) in bounds.items():
+        wanted |= Q(batch_id=batch_id, id__gt=after, id__lte=up_to)
+    return list(BatchTransition.objects.filter(wanted).order_by("batch_id", "id"))

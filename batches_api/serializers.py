@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 
 from batches_api.models import Batch
 from batches_api.services import COMPLETION_WINDOWS, served_endpoints
 from batchserver.serializers import (
     ChoiceField,
     ConstantField,
+    IntegerField,
     ListParamsSerializer,
     ObjectSerializer,
     RequestSerializer,
@@ -75,6 +77,26 @@ class CreateBatchSerializer(RequestSerializer):
 
 class ListBatchesParamsSerializer(ListParamsSerializer):
     limit = limit_field(default=20, maximum=100)
+
+
+RESULTS_LIMIT_DEFAULT, RESULTS_LIMIT_MAX = 1_000, 10_000
+
+
+class BatchResultsParamsSerializer(RequestSerializer):
+    """The query of GET /v1/batches/{id}/results."""
+
+    after = IntegerField(
+        text=True,
+        required=False,
+        default=0,
+        min_value=0,
+        help_text="The cursor of the page before (its x-next-cursor header); 0, or left out, starts at the first line.",
+        error_messages={
+            "invalid": "expected the x-next-cursor header of the previous page (an integer), got '{input}'.",
+            "min_value": "%(value)s. A cursor is never negative: pass the x-next-cursor header of the previous page.",
+        },
+    )
+    limit = limit_field(default=RESULTS_LIMIT_DEFAULT, maximum=RESULTS_LIMIT_MAX)
 
 
 # ------------------------------------------------------------------------------------------------ objects
@@ -146,6 +168,11 @@ class BatchSerializer(ObjectSerializer):
 
 
 ListBatchesResponseSerializer = page_serializer("ListBatchesResponseSerializer", BatchSerializer)
+
+
+def batch_json(batch: Batch) -> str:
+    """The batch object as the JSON text GET /v1/batches/{id} answers, byte for byte."""
+    return JSONRenderer().render(BatchSerializer(batch).data).decode()
 
 
 @extend_schema_serializer(component_name="Model")

@@ -456,6 +456,12 @@ def _drop_requests_of_cancelled(batch_id: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ result lines
+def result_file_line(result_line: str) -> bytes:
+    """A request's line as the output or error file holds it, and as GET /v1/batches/{id}/results sends it: the
+    one place that turns a recorded line into bytes, so that both are the same byte for byte."""
+    return result_line.encode() + b"\n"
+
+
 def output_line(*, custom_id: str, status_code: int, body: dict) -> str:
     """A line of the output file, in OpenAI's format."""
     return json.dumps(
@@ -692,6 +698,7 @@ RECORDED_FIELDS = (
     "status_code",
     "error_code",
     "result_line",
+    "result_seq",
     "input_tokens",
     "cached_tokens",
     "output_tokens",
@@ -699,13 +706,33 @@ RECORDED_FIELDS = (
 )
 
 
+def _number_lines(batch_ids: list[str]) -> tuple[list[int], dict[str, int]]:
+    """Number result lines in their batches' completion order, given the batch of each line: returns the number of
+    each line and the new last number of each batch (for Batch.last_result_seq, which the caller sets in this
+    transaction). Inside a transaction: the batches' rows stay locked until it commits (taken in id order, so two
+    writers never deadlock), so a transaction that numbers lines after another commits after it, and numbers
+    follow commit order."""
+    last = dict(
+        Batch.objects.select_for_update()
+        .filter(pk__in=set(batch_ids))
+        .order_by("pk")
+        .values_list("pk", "last_result_seq")
+    )
+    numbers = []
+    for batch_id in batch_ids:
+        last[batch_id] += 1
+        numbers.append(last[batch_id])
+    return numbers, last
+
+
 def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
     """Write the outcomes of requests the worker still holds, and add them to their batches' counts and usage,
     in one transaction. A request the worker no longer holds (handed to another worker meanwhile) is left
     alone: theirs counts, never both. Returns the ids written."""
     now = timezone.now()
-    rows = [_recorded_row(outcome, now) for outcome in outcomes]
     with transaction.atomic():
+        numbers, last_numbers = _number_lines([outcome.request.batch_id for outcome in outcomes])
+        rows = [_recorded_row(outcome, now, number) for outcome, number in zip(outcomes, numbers, strict=True)]
         written = set(
             update_rows(
                 BatchRequest,
@@ -715,7 +742,7 @@ def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
                 where_params=[BatchRequest.Status.RUNNING, worker_id],
             )
         )
-        _add_to_counts([o for o in outcomes if o.request.id in written])
+        _add_to_counts([o for o in outcomes if o.request.id in written], last_numbers)
         output_tokens = sum(o.output_tokens for o in outcomes if o.request.id in written)
         Worker.objects.filter(pk=worker_id).update(
             requests_done=F("requests_done") + len(written), output_tokens=F("output_tokens") + output_tokens
@@ -723,8 +750,9 @@ def requests_record(*, worker_id: int, outcomes: list[Outcome]) -> set[int]:
     return written
 
 
-def _recorded_row(outcome: Outcome, now: datetime) -> tuple:
-    """The values of RECORDED_FIELDS for one outcome (after the request's id): its output or error line."""
+def _recorded_row(outcome: Outcome, now: datetime, number: int) -> tuple:
+    """The values of RECORDED_FIELDS for one outcome (after the request's id): its output or error line, and the
+    line's number in the batch's completion order."""
     request = outcome.request
     if outcome.status_code is not None:
         line = output_line(custom_id=request.custom_id, status_code=outcome.status_code, body=outcome.body or {})
@@ -735,6 +763,7 @@ def _recorded_row(outcome: Outcome, now: datetime) -> tuple:
             outcome.status_code,
             None,
             line,
+            number,
             outcome.input_tokens,
             outcome.cached_tokens,
             outcome.output_tokens,
@@ -742,11 +771,12 @@ def _recorded_row(outcome: Outcome, now: datetime) -> tuple:
         )
     not_run = outcome.not_run or engine_failed("unknown error")
     line = error_line(custom_id=request.custom_id, code=not_run.code, message=not_run.message)
-    return (request.id, BatchRequest.Status.ERRORED, now, None, not_run.code, line, 0, 0, 0, 0)
+    return (request.id, BatchRequest.Status.ERRORED, now, None, not_run.code, line, number, 0, 0, 0, 0)
 
 
-def _add_to_counts(outcomes: list[Outcome]) -> None:
-    """Progress of each batch as its requests end: request_counts and usage move while the batch runs."""
+def _add_to_counts(outcomes: list[Outcome], last_numbers: dict[str, int]) -> None:
+    """Progress of each batch as its requests end: request_counts and usage move while the batch runs, and the
+    last number given to its result lines."""
     per_batch: dict[str, dict[str, int]] = {}
     for outcome in outcomes:
         counts = per_batch.setdefault(
@@ -767,7 +797,9 @@ def _add_to_counts(outcomes: list[Outcome]) -> None:
         for name in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
             counts[name] += getattr(outcome, name)
     for batch_id, counts in per_batch.items():
-        Batch.objects.filter(pk=batch_id).update(**{name: F(name) + value for name, value in counts.items()})
+        Batch.objects.filter(pk=batch_id).update(
+            last_result_seq=last_numbers[batch_id], **{name: F(name) + value for name, value in counts.items()}
+        )
 
 
 def requests_not_run(*, batch_id: str | None, not_run: NotRun, extra: Q = Q()) -> int:
@@ -785,22 +817,24 @@ def requests_not_run(*, batch_id: str | None, not_run: NotRun, extra: Q = Q()) -
         if not chunk:
             return ended
         now = timezone.now()
-        rows = [
-            (
-                pk,
-                BatchRequest.Status.ERRORED,
-                not_run.code,
-                now,
-                None,
-                error_line(custom_id=custom_id, code=not_run.code, message=not_run.message),
-            )
-            for pk, _, custom_id in chunk
-        ]
         batch_of = {pk: batch for pk, batch, _ in chunk}
         with transaction.atomic():
+            numbers, last_numbers = _number_lines([batch for _, batch, _ in chunk])
+            rows = [
+                (
+                    pk,
+                    BatchRequest.Status.ERRORED,
+                    not_run.code,
+                    now,
+                    None,
+                    error_line(custom_id=custom_id, code=not_run.code, message=not_run.message),
+                    number,
+                )
+                for (pk, _, custom_id), number in zip(chunk, numbers, strict=True)
+            ]
             written = update_rows(
                 BatchRequest,
-                ("status", "error_code", "finished_at", "worker", "result_line"),
+                ("status", "error_code", "finished_at", "worker", "result_line", "result_seq"),
                 rows,
                 where="t.status IN (%s, %s)",
                 where_params=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING],
@@ -809,7 +843,9 @@ def requests_not_run(*, batch_id: str | None, not_run: NotRun, extra: Q = Q()) -
             for pk in written:
                 per_batch[batch_of[pk]] = per_batch.get(batch_of[pk], 0) + 1
             for batch, count in per_batch.items():
-                Batch.objects.filter(pk=batch).update(failed_requests=F("failed_requests") + count)
+                Batch.objects.filter(pk=batch).update(
+                    failed_requests=F("failed_requests") + count, last_result_seq=last_numbers[batch]
+                )
         ended += len(written)  # rows that changed state meanwhile are not candidates any more
 
 
@@ -916,8 +952,7 @@ def _write_results(batch: Batch, status: str, kind: str) -> File | None:
     with tempfile.NamedTemporaryFile("w+b", suffix=".jsonl") as tmp:
         count = 0
         for line in lines.iterator(chunk_size=2000):
-            tmp.write(line.encode())
-            tmp.write(b"\n")
+            tmp.write(result_file_line(line))
             count += 1
         if not count:
             return None

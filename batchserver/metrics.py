@@ -16,7 +16,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import HttpResponse
-from prometheus_client import CollectorRegistry, Counter, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -27,6 +27,13 @@ HTTP_REQUESTS = Counter(
     "HTTP requests by endpoint and status code.",
     ["method", "endpoint", "status"],
     registry=None,
+)
+
+EVENT_STREAMS = Gauge(
+    "batchserver_event_streams",
+    "Streams of GET /v1/batches/{id}/events open now, summed over the web server's processes.",
+    registry=None,
+    multiprocess_mode="livesum",
 )
 
 WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
@@ -264,6 +271,7 @@ def _registry() -> CollectorRegistry:
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(HTTP_REQUESTS)
+        registry.register(EVENT_STREAMS)
     return registry
 
 

@@ -358,6 +358,15 @@ BATCHSERVER_WORKER_MEMORY_GB = env_float("BATCHSERVER_WORKER_MEMORY_GB", 0) or N
 # A `low` batch in progress for longer than this is fed as `normal` (batches_api.scheduling).
 BATCHSERVER_PRIORITY_AGING_SECONDS = env_float("BATCHSERVER_PRIORITY_AGING_SECONDS", 600.0)
 
+# GET /v1/batches/{id}/events (server-sent events). An open stream holds a thread of its web server process: at most
+# BATCHSERVER_EVENT_STREAMS of them per process (unset: half of its gunicorn threads, so that the other half answers
+# the API); other clients get the events due at once and come back 3 s later. A stream ends after
+# BATCHSERVER_EVENT_STREAM_SECONDS, and its client reconnects where it left off.
+BATCHSERVER_EVENT_STREAMS = env_int("BATCHSERVER_EVENT_STREAMS", -1)  # -1: half the threads
+BATCHSERVER_EVENT_STREAM_SECONDS = env_float("BATCHSERVER_EVENT_STREAM_SECONDS", 60.0)
+if BATCHSERVER_EVENT_STREAM_SECONDS <= 0:
+    raise ImproperlyConfigured("BATCHSERVER_EVENT_STREAM_SECONDS must be a positive number of seconds.")
+
 # ---------------------------------------------------------------------------------------------------------
 # django-q2. The "batchserver" cluster runs short jobs (validation, finalizing, retention); `manage.py
 # runtasks` supervises it and sweeps for lost work every few seconds. Each inference worker runs a cluster of its

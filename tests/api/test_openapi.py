@@ -202,7 +202,23 @@ def test_paths_and_the_api_key_scheme(schema):
         "/v1/uploads/{id}/complete",
         "/v1/batches",
         "/v1/batches/{id}/cancel",
+        "/v1/batches/{id}/results",
+        "/v1/batches/{id}/events",
         "/v1/models",
     ):
         assert path in schema["paths"], path
     assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+
+
+def test_the_live_views_are_described_as_extensions(schema):
+    results = schema["paths"]["/v1/batches/{id}/results"]["get"]
+    assert results["summary"].endswith("(extension)") and "Not in OpenAI's API" in results["description"]
+    assert list(results["responses"]["200"]["content"]) == ["application/x-ndjson"]
+    assert set(results["responses"]["200"]["headers"]) == {"x-next-cursor", "x-has-more", "x-batch-status"}
+    limit = next(p for p in results["parameters"] if p["name"] == "limit")["schema"]
+    assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 10_000, 1_000)
+    events = schema["paths"]["/v1/batches/{id}/events"]["get"]
+    assert events["summary"].endswith("(extension)") and "Not in OpenAI's API" in events["description"]
+    assert list(events["responses"]["200"]["content"]) == ["text/event-stream"]
+    assert "204" in events["responses"]
+    assert any(p["name"] == "Last-Event-ID" and p["in"] == "header" for p in events["parameters"])

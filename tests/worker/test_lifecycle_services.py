@@ -234,6 +234,68 @@ def test_a_result_that_comes_after_not_run_is_dropped(project):
     assert batch.completed_requests == 0 and batch.failed_requests == 1
 
 
+# ------------------------------------------------------------------------------------------------ numbering
+def test_result_lines_are_numbered_in_commit_order_so_a_reader_never_skips_one(project):
+    """Two writers record lines of one batch at once, the first one slow to commit. The second numbers its lines
+    only once the first has committed, so no reader that follows the numbers (GET /v1/batches/{id}/results) can
+    see the second's lines and then miss the first's."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from batches_api import selectors, services
+    from batches_api.models import Batch, BatchRequest
+
+    worker = live_worker()
+    batch = make_batch(project, total=4, with_requests=True)
+    BatchRequest.objects.filter(batch=batch).update(status="running", worker=worker, attempts=1)
+    rows = list(batch.requests.order_by("line"))
+    first_recorded, first_may_commit = threading.Event(), threading.Event()
+    commits: list[str] = []
+
+    def record(requests) -> None:
+        services.requests_record(
+            worker_id=worker.pk,
+            outcomes=[services.Outcome(request=claimed(r), status_code=200, body={"ok": r.line}) for r in requests],
+        )
+
+    def slow_writer() -> None:
+        try:
+            with transaction.atomic():
+                record(rows[:2])
+                first_recorded.set()
+                first_may_commit.wait(10)
+                commits.append("first")
+        finally:
+            connection.close()
+
+    def fast_writer() -> None:
+        try:
+            first_recorded.wait(10)
+            record(rows[2:])
+            commits.append("second")
+        finally:
+            connection.close()
+
+    writers = [threading.Thread(target=slow_writer), threading.Thread(target=fast_writer)]
+    for writer in writers:
+        writer.start()
+    first_recorded.wait(10)
+    time.sleep(1)
+    assert commits == []  # the second waits for the first, rather than committing higher numbers before it
+    assert selectors.results_page(batch_id=batch.id, after=0, limit=10).last == 0
+    first_may_commit.set()
+    for writer in writers:
+        writer.join(10)
+    assert commits == ["first", "second"]
+    numbers = dict(BatchRequest.objects.filter(batch=batch).values_list("line", "result_seq"))
+    assert sorted(numbers[line] for line in (1, 2)) == [1, 2] and sorted(numbers[line] for line in (3, 4)) == [3, 4]
+    assert Batch.objects.get(pk=batch.pk).last_result_seq == 4
+    page = selectors.results_page(batch_id=batch.id, after=2, limit=10)
+    assert (page.last, page.has_more) == (4, False) and len(b"".join(page.lines()).splitlines()) == 2
+
+
 # ------------------------------------------------------------------------------------------------ poison
 def test_requests_that_were_in_flight_when_engines_died_are_quarantined_then_ended(project):
     from batches_api import services
