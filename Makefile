@@ -67,6 +67,12 @@ bench: install
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/validation.py
 	$(BIN)/python bench/live_readers.py
+	$(BIN)/python bench/first_batch.py
+	$(BIN)/python bench/models_mix.py
+	$(BIN)/python bench/embeddings.py
+	$(BIN)/python bench/finalize.py
+	$(BIN)/python bench/fairness.py
+	$(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf $(VENV) var
