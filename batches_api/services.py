@@ -31,6 +31,7 @@ from batches_api.models import Batch, BatchRequest, Worker, gone_worker, succeed
 from batches_api.signals import batch_status_changed
 from batches_api.tokens import count_input_tokens
 from batches_api.validation import InputValidator, ValidationResult, iter_lines
+from batchserver.background import soon
 from batchserver.db import update_rows
 from batchserver.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from batchserver.ids import new_id
@@ -56,6 +57,7 @@ MAX_VALIDATION_ATTEMPTS = 3
 SUSPECT_AFTER = 2
 QUARANTINE_GROUPS = {2: 16, 3: 1}  # tries so far -> requests run together
 MAX_ATTEMPTS = 4
+INLINE_VALIDATION_BYTES = 1_000_000  # inputs up to this size are validated by the process that created the batch
 CLAIM_PASSES = 3  # shares left by batches with fewer requests than their share go to the others
 
 
@@ -145,8 +147,18 @@ def batch_create(
             job_enqueued_at=now,
             expires_at=now + COMPLETION_WINDOWS[completion_window],
         )
-        enqueue("batches_api.tasks.validate_batch", batch.id)
+        _validate_soon(batch.id, file.bytes)
     return batch
+
+
+def _validate_soon(batch_id: str, size: int) -> None:
+    """Once the batch is committed, validate its input: a small one at once on a thread of this process (no task
+    queue's round trip), a large one on the task cluster. Either way a claimed job; if this process never gets to
+    it, the sweep has the task cluster do it."""
+    if size <= INLINE_VALIDATION_BYTES:
+        transaction.on_commit(lambda: soon(batch_validate, batch_id=batch_id))
+    else:
+        enqueue("batches_api.tasks.validate_batch", batch_id)
 
 
 def batch_priority(project: Project, metadata: dict[str, str] | None) -> str:
@@ -297,16 +309,20 @@ def _not_just_enqueued() -> Q:
     )
 
 
-def batch_enqueue_finalize(batch_id: str, *, force: bool = False) -> bool:
-    """Ask the task cluster to finalize the batch, unless that was asked a moment ago (`force`: ask anyway).
-    Safe inside or outside a transaction; the task is queued when it commits."""
+def batch_enqueue_finalize(batch_id: str, *, force: bool = False, here: bool = False) -> bool:
+    """Ask for the batch to be finalized, unless that was asked a moment ago (`force`: ask anyway): by the task
+    cluster, or (`here`) on a background thread of this process (batchserver.background). Safe inside or outside
+    a transaction; the job starts when it commits."""
     batches = Batch.objects.filter(pk=batch_id)
     if not force:
         batches = batches.filter(_not_just_enqueued())
     with transaction.atomic():
         if not batches.update(job_enqueued_at=timezone.now()):
             return False
-        enqueue("batches_api.tasks.finalize_batch", batch_id)
+        if here:
+            transaction.on_commit(lambda: soon(batch_finalize, batch_id=batch_id))
+        else:
+            enqueue("batches_api.tasks.finalize_batch", batch_id)
     return True
 
 

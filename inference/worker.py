@@ -105,6 +105,7 @@ class ServingLoop:
         self.writer = ResultWriter(worker_name)
         self._inputs: dict[str, BatchInput] = {}
         self._finalize_asked: set[str] = set()
+        self.full_with_work_waiting = False  # a model's engine is full while it has work waiting (see _fill)
 
     @property
     def worker_id(self) -> int:
@@ -238,7 +239,8 @@ class ServingLoop:
             low = inflight <= self.max_inflight // 2
             # Refill at once when the engines run half empty while there is work; otherwise now and then.
             if now >= next_claim or (found_work and low):
-                found_work = bool(self._fill())
+                # Work found: claimed now, or waiting for the room the engines will make as their requests end.
+                found_work = bool(self._fill()) or self.full_with_work_waiting
                 busy = len(self.inflight) > self.max_inflight // 2
                 next_claim = now + (BUSY_CLAIM_SECONDS if busy else 0.0 if found_work else IDLE_POLL_SECONDS)
             # Sleep until a result arrives (or a stop), or the next timer is due: on a small machine every
@@ -303,6 +305,9 @@ class ServingLoop:
         with_work = services.models_with_work(self.models)
         for state in self.state.values():
             state.draining = False
+        self.full_with_work_waiting = any(
+            len(self.state[m].inflight) >= self.max_inflight for m in with_work if m in self.state
+        )
         claimed = 0
         for position, model in enumerate(with_work):
             if model not in self.state:
@@ -486,7 +491,7 @@ class ServingLoop:
         return outcomes, clean, failed
 
     def _ask_finalize(self, batch_ids: set[str]) -> None:
-        """Ask the task cluster to finish every batch that has nothing left for this worker to run."""
+        """Finalize every batch that has nothing left for this worker to run, on a background thread."""
         busy = {item.request.batch_id for item in self.inflight}
         quiet = batch_ids - busy
         if not quiet:
@@ -502,7 +507,7 @@ class ServingLoop:
         for batch_id in quiet:
             if (batch_id not in still_open or batch_id in stopped) and batch_id not in self._finalize_asked:
                 self._finalize_asked.add(batch_id)
-                services.batch_enqueue_finalize(batch_id, force=True)
+                services.batch_enqueue_finalize(batch_id, force=True, here=True)  # no task queue's round trip
             if batch_id not in still_open:
                 self._close_input(batch_id)
 

@@ -30,14 +30,14 @@ def big_tables(project, other_project):
             INSERT INTO batches_api_batch (id, project_id, endpoint, model, completion_window, status, input_file_id,
                 metadata, created_at, in_progress_at, expires_at, total_requests, completed_requests,
                 failed_requests, input_tokens, cached_tokens, output_tokens, reasoning_tokens, validation_attempts,
-                priority)
+                priority, last_result_seq)
             SELECT 'batch_' || md5(%(salt)s || i), CASE WHEN i %% 3 = 0 THEN %(other)s ELSE %(project)s END,
                 '/v1/chat/completions', 'fake-echo', '24h',
                 (ARRAY['completed','completed','completed','completed','completed','completed','failed',
                        'cancelled','expired','in_progress'])[i %% 10 + 1],
                 %(file)s, jsonb_build_object('n', i::text), now() - i * interval '30 seconds',
                 now() - i * interval '30 seconds', now() + interval '1 day', 100, 90, 10, 1000, 0, 5000, 0, 1,
-                'normal'
+                'normal', 0
             FROM generate_series(1, %(n)s) AS i
             """,
             {

@@ -128,13 +128,14 @@ def test_a_request_that_kills_the_engine_not_its_process_spares_the_requests_in_
 
 
 def test_a_killed_idle_task_worker_does_not_jam_validation(client, task_cluster):
+    from batches_api.services import INLINE_VALIDATION_BYTES
+
     idle = [p for p in task_workers(task_cluster) if "idle" in " ".join(p.cmdline())]
     assert idle, "the task cluster should have an idle worker"
     idle[0].kill()  # an idle django-q2 worker holds the cluster's task queue lock while it waits
     started = time.monotonic()
-    batch = wait_for_status(
-        client, run_batch(client, [chat("after-kill")]).id, {"in_progress", "completed"}, timeout=RESUME_SECONDS
-    )
+    big = chat("after-kill", content="x " * INLINE_VALIDATION_BYTES)  # validated by the task cluster, not inline
+    batch = wait_for_status(client, run_batch(client, [big]).id, {"in_progress", "completed"}, timeout=RESUME_SECONDS)
     print(f"validated {time.monotonic() - started:.1f} s after the kill")
     assert batch.request_counts.total == 1
     client.batches.cancel(batch.id)
