@@ -318,6 +318,53 @@ class _Route:
     dump: Callable[[Any], dict]
 
 
+def _plain_dump(result) -> dict:  # the chat, completions and pooling routers: model_dump()
+    return _json_body(result.model_dump())
+
+
+def _alias_dump(result) -> dict:  # the responses router: model_dump(mode="json", by_alias=True)
+    return _json_body(result.model_dump(mode="json", by_alias=True))
+
+
+# Each endpoint: the attribute of vLLM's app state holding its serving object, the method that serves a request
+# (None: the object is called), the request's pydantic class, how vLLM derives its engine request ids from ours
+# ("{}" is our id; to abort them), and whether its router dumps by alias. Score and rerank share one serving
+# object: embedding models score a pair by the cosine of its embeddings, cross-encoders by their output, and
+# rerank results come sorted by relevance.
+_ROUTES: dict[str, tuple[str, str | None, str, str, bool]] = {
+    CHAT_COMPLETIONS: (
+        "openai_serving_chat",
+        "create_chat_completion",
+        "vllm.entrypoints.openai.chat_completion.protocol.ChatCompletionRequest",
+        r"chatcmpl-{}(_\d+)?",
+        False,
+    ),
+    COMPLETIONS: (
+        "openai_serving_completion",
+        "create_completion",
+        "vllm.entrypoints.openai.completion.protocol.CompletionRequest",
+        r"cmpl-{}(-\d+)?",
+        False,
+    ),
+    RESPONSES: (
+        "openai_serving_responses",
+        "create_responses",
+        "vllm.entrypoints.openai.responses.protocol.ResponsesRequest",
+        r"resp_{}_\d+",
+        True,
+    ),
+    EMBEDDINGS: (
+        "serving_embedding",
+        None,
+        "vllm.entrypoints.pooling.embed.protocol.EmbeddingRequest",
+        r"embd-{}-\d+",
+        False,
+    ),
+    SCORE: ("serving_scores", None, "vllm.entrypoints.pooling.scoring.protocol.ScoreRequest", r"score-{}-\d+", False),
+    RERANK: ("serving_scores", None, "vllm.entrypoints.pooling.scoring.protocol.RerankRequest", r"score-{}-\d+", False),
+}
+
+
 class VLLMEngine(Engine):
     """vLLM's OpenAI serving classes over a warm AsyncLLM (one model)."""
 
@@ -414,76 +461,23 @@ class VLLMEngine(Engine):
         return engine
 
     def _build_routes(self) -> dict[str, _Route]:
+        """A route for each endpoint whose serving object vLLM's init_app_state made for this model."""
+        import importlib
+
         from pydantic import TypeAdapter
 
-        state = self.state
         routes: dict[str, _Route] = {}
-
-        def plain_dump(result) -> dict:  # chat / completions routers: model_dump()
-            return _json_body(result.model_dump())
-
-        def alias_dump(result) -> dict:  # responses router: model_dump(mode="json", by_alias=True)
-            return _json_body(result.model_dump(mode="json", by_alias=True))
-
-        chat = getattr(state, "openai_serving_chat", None)
-        if chat is not None:
-            from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-
-            routes[CHAT_COMPLETIONS] = _Route(
-                validate=ChatCompletionRequest.model_validate,
-                call=chat.create_chat_completion,
-                engine_id_pattern=lambda rid: rf"chatcmpl-{re.escape(rid)}(_\d+)?",
-                dump=plain_dump,
-            )
-        completion = getattr(state, "openai_serving_completion", None)
-        if completion is not None:
-            from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-
-            routes[COMPLETIONS] = _Route(
-                validate=CompletionRequest.model_validate,
-                call=completion.create_completion,
-                engine_id_pattern=lambda rid: rf"cmpl-{re.escape(rid)}(-\d+)?",
-                dump=plain_dump,
-            )
-        responses = getattr(state, "openai_serving_responses", None)
-        if responses is not None:
-            from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
-
-            routes[RESPONSES] = _Route(
-                validate=ResponsesRequest.model_validate,
-                call=responses.create_responses,
-                engine_id_pattern=lambda rid: rf"resp_{re.escape(rid)}_\d+",
-                dump=alias_dump,
-            )
-        embedding = getattr(state, "serving_embedding", None)
-        if embedding is not None:
-            from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
-
-            adapter = TypeAdapter(EmbeddingRequest)
-            routes[EMBEDDINGS] = _Route(
-                validate=adapter.validate_python,
-                call=embedding,
-                engine_id_pattern=lambda rid: rf"embd-{re.escape(rid)}-\d+",
-                dump=plain_dump,
-            )
-        scores = getattr(state, "serving_scores", None)
-        if scores is not None:
-            # vLLM's score and rerank APIs: embedding models score a pair by the cosine similarity of its
-            # embeddings, cross-encoders (sequence classification with one label) by their output. Both
-            # routers call the same serving object, which sorts rerank results by relevance.
-            from vllm.entrypoints.pooling.scoring.protocol import RerankRequest, ScoreRequest
-
-            routes[SCORE] = _Route(
-                validate=TypeAdapter(ScoreRequest).validate_python,
-                call=scores,
-                engine_id_pattern=lambda rid: rf"score-{re.escape(rid)}-\d+",
-                dump=plain_dump,
-            )
-            routes[RERANK] = _Route(
-                validate=RerankRequest.model_validate,
-                call=scores,
-                engine_id_pattern=lambda rid: rf"score-{re.escape(rid)}-\d+",
-                dump=plain_dump,
+        for endpoint, (attribute, method, request_class, id_format, by_alias) in _ROUTES.items():
+            serving = getattr(self.state, attribute, None)
+            if serving is None:
+                continue
+            module, name = request_class.rsplit(".", 1)
+            request_type = getattr(importlib.import_module(module), name)
+            routes[endpoint] = _Route(
+                validate=TypeAdapter(request_type).validate_python,
+                call=getattr(serving, method) if method else serving,
+                engine_id_pattern=lambda rid, id_format=id_format: id_format.format(re.escape(rid)),
+                dump=_alias_dump if by_alias else _plain_dump,
             )
         return routes
 
