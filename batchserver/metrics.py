@@ -86,115 +86,130 @@ def _project_families():
 
 class DatabaseCollector:
     def collect(self) -> Iterator[Metric]:
-        from batches_api.models import Batch, BatchRequest, Worker
-        from inference.models import EngineLoad
-
-        batches = GaugeMetricFamily("batchserver_batches", "Batches by status and model.", labels=["status", "model"])
-        requests = CounterMetricFamily(
-            "batchserver_requests", "Requests finished, by model and outcome.", labels=["model", "outcome"]
-        )
-        tokens = CounterMetricFamily(
-            "batchserver_tokens", "Tokens of finished requests, by model and kind.", labels=["model", "kind"]
-        )
-        per_model: dict[str, list[int]] = {}  # model -> [completed, failed, input tokens, output tokens]
-        for row in (
-            Batch.objects.values("status", "model")
-            .annotate(
-                n=Count("pk"),
-                ok=Sum("completed_requests"),
-                failed=Sum("failed_requests"),
-                tin=Sum("input_tokens"),
-                tout=Sum("output_tokens"),
-            )
-            .order_by()
-        ):
-            model = row["model"] or ""
-            batches.add_metric([row["status"], model], row["n"])
-            sums = per_model.setdefault(model, [0, 0, 0, 0])
-            for i, key in enumerate(("ok", "failed", "tin", "tout")):
-                sums[i] += row[key] or 0
-        for model, (ok, failed, tin, tout) in per_model.items():
-            requests.add_metric([model, "completed"], ok)
-            requests.add_metric([model, "failed"], failed)
-            tokens.add_metric([model, "input"], tin)
-            tokens.add_metric([model, "output"], tout)
-        yield batches
-        yield requests
-        yield tokens
-
-        pending = GaugeMetricFamily(
-            "batchserver_pending_requests", "Requests waiting or running, by model.", labels=["model"]
-        )
-        pending_by_model = dict(
-            BatchRequest.objects.filter(
-                status__in=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING],
-                batch__status=Batch.Status.IN_PROGRESS,
-            )
-            .values_list("batch__model")
-            .annotate(n=Count("pk"))
-            .order_by()
-        )
-        for model in settings.BATCHSERVER_MODELS:
-            pending.add_metric([model], pending_by_model.get(model, 0))
-        yield pending
-
-        alive = list(Worker.objects.alive())
-        served = Worker.objects.alive().served_models()
-        orphaned = GaugeMetricFamily(
-            "batchserver_batches_without_worker",
-            "In-progress batches whose model no live worker serves: they wait.",
-            labels=["model"],
-        )
-        waiting = dict(
-            Batch.objects.filter(status=Batch.Status.IN_PROGRESS)
-            .values_list("model")
-            .annotate(n=Count("pk"))
-            .order_by()
-        )
-        for model in settings.BATCHSERVER_MODELS:
-            orphaned.add_metric([model], 0 if model in served else waiting.get(model, 0))
-        yield orphaned
-
+        yield from _batch_families()
+        yield from _queue_families()
         yield from _project_families()
+        yield from _worker_families()
+        yield from _timing_families()
 
-        workers = GaugeMetricFamily("batchserver_workers", "Inference workers by state.", labels=["state"])
-        workers.add_metric(["alive"], len(alive))
-        workers.add_metric(["lost"], Worker.objects.lost().count())
-        yield workers
-        rate = GaugeMetricFamily(
-            "batchserver_worker_output_tokens_per_second",
-            "Output tokens per second of each live worker over the last minute.",
-            labels=["worker", "model"],
-        )
-        for worker in alive:
-            rate.add_metric([worker.name, ",".join(worker.loaded_models)], worker.tokens_per_second)
-        yield rate
 
-        yield _histogram(
-            "batchserver_batch_queue_wait_seconds",
-            "From created to in_progress.",
-            Batch.objects.filter(in_progress_at__isnull=False),
-            F("in_progress_at") - F("created_at"),
-            WAIT_BUCKETS,
-        )
-        yield _histogram(
-            "batchserver_batch_run_seconds",
-            "From in_progress to completed.",
-            Batch.objects.filter(completed_at__isnull=False, in_progress_at__isnull=False),
-            F("completed_at") - F("in_progress_at"),
-            RUN_BUCKETS,
-        )
-        loads = EngineLoad.objects.aggregate(
+def _batch_families() -> Iterator[Metric]:
+    from batches_api.models import Batch
+
+    batches = GaugeMetricFamily("batchserver_batches", "Batches by status and model.", labels=["status", "model"])
+    requests = CounterMetricFamily(
+        "batchserver_requests", "Requests finished, by model and outcome.", labels=["model", "outcome"]
+    )
+    tokens = CounterMetricFamily(
+        "batchserver_tokens", "Tokens of finished requests, by model and kind.", labels=["model", "kind"]
+    )
+    per_model: dict[str, list[int]] = {}  # model -> [completed, failed, input tokens, output tokens]
+    for row in (
+        Batch.objects.values("status", "model")
+        .annotate(
             n=Count("pk"),
-            total=Sum("seconds"),
-            **{f"le{i}": Count("pk", filter=Q(seconds__lte=le)) for i, le in enumerate(LOAD_BUCKETS)},
+            ok=Sum("completed_requests"),
+            failed=Sum("failed_requests"),
+            tin=Sum("input_tokens"),
+            tout=Sum("output_tokens"),
         )
-        yield HistogramMetricFamily(
-            "batchserver_engine_load_seconds",
-            "Seconds a worker took to load a model.",
-            buckets=[(str(float(le)), loads[f"le{i}"]) for i, le in enumerate(LOAD_BUCKETS)] + [("+Inf", loads["n"])],
-            sum_value=loads["total"] or 0.0,
+        .order_by()
+    ):
+        model = row["model"] or ""
+        batches.add_metric([row["status"], model], row["n"])
+        sums = per_model.setdefault(model, [0, 0, 0, 0])
+        for i, key in enumerate(("ok", "failed", "tin", "tout")):
+            sums[i] += row[key] or 0
+    for model, (ok, failed, tin, tout) in per_model.items():
+        requests.add_metric([model, "completed"], ok)
+        requests.add_metric([model, "failed"], failed)
+        tokens.add_metric([model, "input"], tin)
+        tokens.add_metric([model, "output"], tout)
+    yield batches
+    yield requests
+    yield tokens
+
+
+def _queue_families() -> Iterator[Metric]:
+    from batches_api.models import Batch, BatchRequest, Worker
+
+    pending = GaugeMetricFamily(
+        "batchserver_pending_requests", "Requests waiting or running, by model.", labels=["model"]
+    )
+    pending_by_model = dict(
+        BatchRequest.objects.filter(
+            status__in=[BatchRequest.Status.PENDING, BatchRequest.Status.RUNNING],
+            batch__status=Batch.Status.IN_PROGRESS,
         )
+        .values_list("batch__model")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    for model in settings.BATCHSERVER_MODELS:
+        pending.add_metric([model], pending_by_model.get(model, 0))
+    yield pending
+
+    served = Worker.objects.alive().served_models()
+    orphaned = GaugeMetricFamily(
+        "batchserver_batches_without_worker",
+        "In-progress batches whose model no live worker serves: they wait.",
+        labels=["model"],
+    )
+    waiting = dict(
+        Batch.objects.filter(status=Batch.Status.IN_PROGRESS).values_list("model").annotate(n=Count("pk")).order_by()
+    )
+    for model in settings.BATCHSERVER_MODELS:
+        orphaned.add_metric([model], 0 if model in served else waiting.get(model, 0))
+    yield orphaned
+
+
+def _worker_families() -> Iterator[Metric]:
+    from batches_api.models import Worker
+
+    alive = list(Worker.objects.alive())
+    workers = GaugeMetricFamily("batchserver_workers", "Inference workers by state.", labels=["state"])
+    workers.add_metric(["alive"], len(alive))
+    workers.add_metric(["lost"], Worker.objects.lost().count())
+    yield workers
+    rate = GaugeMetricFamily(
+        "batchserver_worker_output_tokens_per_second",
+        "Output tokens per second of each live worker over the last minute.",
+        labels=["worker", "model"],
+    )
+    for worker in alive:
+        rate.add_metric([worker.name, ",".join(worker.loaded_models)], worker.tokens_per_second)
+    yield rate
+
+
+def _timing_families() -> Iterator[Metric]:
+    from batches_api.models import Batch
+    from inference.models import EngineLoad
+
+    yield _histogram(
+        "batchserver_batch_queue_wait_seconds",
+        "From created to in_progress.",
+        Batch.objects.filter(in_progress_at__isnull=False),
+        F("in_progress_at") - F("created_at"),
+        WAIT_BUCKETS,
+    )
+    yield _histogram(
+        "batchserver_batch_run_seconds",
+        "From in_progress to completed.",
+        Batch.objects.filter(completed_at__isnull=False, in_progress_at__isnull=False),
+        F("completed_at") - F("in_progress_at"),
+        RUN_BUCKETS,
+    )
+    loads = EngineLoad.objects.aggregate(
+        n=Count("pk"),
+        total=Sum("seconds"),
+        **{f"le{i}": Count("pk", filter=Q(seconds__lte=le)) for i, le in enumerate(LOAD_BUCKETS)},
+    )
+    yield HistogramMetricFamily(
+        "batchserver_engine_load_seconds",
+        "Seconds a worker took to load a model.",
+        buckets=[(str(float(le)), loads[f"le{i}"]) for i, le in enumerate(LOAD_BUCKETS)] + [("+Inf", loads["n"])],
+        sum_value=loads["total"] or 0.0,
+    )
 
 
 class WebhookCollector:
