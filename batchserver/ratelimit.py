@@ -61,23 +61,28 @@ class RateState:
 
 
 def take(api_key_id: int, limit: int) -> RateState:
-    """Count one request of the key against its limit of `limit` requests per minute (one atomic statement)."""
+    """Count one request of the key against its limit of `limit` requests per minute (one atomic statement).
+
+    On PostgreSQL the time is the database server's (the statement's start, one instant for the whole statement),
+    so web machines whose clocks disagree still share one exact allowance; SQLite is one machine's anyway."""
     interval = PERIOD / limit
-    now = time.time()
     table = connection.ops.quote_name(RequestRate._meta.db_table)
-    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"  # SQLite's MAX of two values
-    start = f"{greatest}({table}.tat, %(now)s)"
-    fits = f"({start} + %(interval)s - %(now)s <= %(period)s)"
+    if connection.vendor == "postgresql":
+        now, greatest = "EXTRACT(EPOCH FROM statement_timestamp())::float8", "GREATEST"
+    else:
+        now, greatest = "%(now)s", "MAX"  # SQLite's MAX of two values
+    start = f"{greatest}({table}.tat, {now})"
+    fits = f"({start} + %(interval)s - {now} <= %(period)s)"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (api_key_id, tat, allowed) VALUES (%(key)s, %(now)s + %(interval)s, TRUE) "
+            f"INSERT INTO {table} (api_key_id, tat, allowed) VALUES (%(key)s, {now} + %(interval)s, TRUE) "
             f"ON CONFLICT (api_key_id) DO UPDATE SET allowed = {fits}, "
             f"tat = CASE WHEN {fits} THEN {start} + %(interval)s ELSE {table}.tat END "
-            "RETURNING tat, allowed",
-            {"key": api_key_id, "now": now, "interval": interval, "period": PERIOD + EPSILON},
+            f"RETURNING tat, allowed, {now}",
+            {"key": api_key_id, "now": time.time(), "interval": interval, "period": PERIOD + EPSILON},
         )
-        tat, allowed = cursor.fetchone()
-    ahead = max(0.0, tat - now)  # how far the key has run ahead of a steady pace
+        tat, allowed, now_seconds = cursor.fetchone()
+    ahead = max(0.0, tat - now_seconds)  # how far the key has run ahead of a steady pace
     remaining = max(0, min(limit, math.floor((PERIOD - ahead) / interval + EPSILON)))
     return RateState(
         limit=limit,
