@@ -59,13 +59,14 @@ def mixed_lines(rng: random.Random, n: int, tag: str) -> list[dict]:
 
 class Progress:
     """Requests ended so far, sampled twice a second straight from the database; the longest time without an
-    increase while work remained is the longest stall."""
+    increase while work remained, from the first result on (before it, the workers load their models), is the
+    longest stall; it is kept with the wall-clock time it ended, to read beside the kills."""
 
     def __init__(self, database_url: str, batch_ids: list[str], total: int) -> None:
         self.url, self.batch_ids, self.total = database_url, batch_ids, total
         self.done = 0
         self.longest_stall = 0.0
-        self.stall_at = 0.0
+        self.stall_ended = ""
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
@@ -90,8 +91,8 @@ class Progress:
             now = time.monotonic()
             if count is not None and count > self.done:
                 self.done, last_change = count, now
-            if self.done < self.total and now - last_change > self.longest_stall:
-                self.longest_stall, self.stall_at = now - last_change, now
+            if 0 < self.done < self.total and now - last_change > self.longest_stall:
+                self.longest_stall, self.stall_ended = now - last_change, time.strftime("%H:%M:%S")
             self.stop.wait(0.5)
 
 
@@ -224,8 +225,9 @@ def main() -> None:
                 ".venv/bin/python",
                 "manage.py",
                 "shell",
+                "--verbosity=0",
                 "-c",
-                "from inference.models import EngineLoad; import statistics; "
+                "from inference.models import EngineLoad; "
                 "s=[l.seconds for l in EngineLoad.objects.all()]; "
                 "print(len(s), round(max(s), 1) if s else 0)",
             ],
@@ -233,7 +235,7 @@ def main() -> None:
             env=stack.env,
             capture_output=True,
             text=True,
-        ).stdout.split()
+        ).stdout.split()[-2:]
     time.sleep(2)
     leftovers = stack_leftovers(data_dir)
     print("\n".join(chaos.log))
@@ -241,8 +243,8 @@ def main() -> None:
     print(f"batches completed: {completed}/{args.batches}")
     print(f"requests lost: {lost}; duplicated: {duplicated}")
     print(
-        f"longest stall: {progress.longest_stall:.1f} s (engine loads: {loads[0] if loads else '?'}, "
-        f"the longest {loads[1] if len(loads) > 1 else '?'} s)"
+        f"longest stall after the first result: {progress.longest_stall:.1f} s, ended {progress.stall_ended} "
+        f"(engine loads: {loads[0] if loads else '?'}, the longest {loads[1] if len(loads) > 1 else '?'} s)"
     )
     print(f"processes left at the end: {len(leftovers)}" + "".join(f"\n  {line}" for line in leftovers))
 
