@@ -1,6 +1,6 @@
 """Queue: 1,000 small batches created in a burst by 16 clients, two workers on the test engine with no delay
 (no model: the figure is the queue's own overhead). Prints batches per second finished and the p50/p99 wait from
-created to in_progress.
+created to in_progress, and where the machine's CPU went meanwhile (per batch).
 
 Targets: p99 created -> in_progress <= 2 s; >= 100 batches/s finished.
 Usage: .venv/bin/python bench/queue_burst.py [--batches 1000] [--clients 16]
@@ -12,9 +12,37 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 from common import ROOT, chat_lines, submit
 
 from tests.stack import Stack
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time (user + system) so far of each part of the stack, of this process (the clients) and of the whole
+    machine; what the machine spent beyond them is mostly PostgreSQL."""
+
+    def tree(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                root = psutil.Process(pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    machine = psutil.cpu_times()
+    me = psutil.Process().cpu_times()
+    return {
+        "clients": me.user + me.system,
+        "web": tree([p.pid for p in stack.procs if p.name.endswith("-server")]),
+        "task cluster": tree([p.pid for p in stack.procs if p.name.endswith("-tasks")]),
+        "workers": tree([p.pid for p in stack.procs if "worker" in p.name]),
+        "machine": machine.user + machine.system + getattr(machine, "irq", 0) + getattr(machine, "softirq", 0),
+    }
 
 
 def main() -> None:
@@ -28,6 +56,7 @@ def main() -> None:
             stack.start_worker(name, ["fake-fast"])
         client = stack.client()
         lines = chat_lines(2, max_tokens=4, model="fake-fast")
+        cpu_before = cpu_seconds(stack)
         started = time.monotonic()
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(lambda _: submit(client, lines).id, range(args.batches)))
@@ -44,6 +73,7 @@ def main() -> None:
 
             while finished() < args.batches:
                 time.sleep(0.5)
+            cpu = {part: seconds - cpu_before[part] for part, seconds in cpu_seconds(stack).items()}
             span, p99, p50, failed = conn.execute(
                 "SELECT EXTRACT(EPOCH FROM max(completed_at) - min(created_at)), "
                 "percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM in_progress_at - created_at)), "
@@ -59,6 +89,13 @@ def main() -> None:
         f"not completed: {failed}"
     )
     print(f"wait created -> in_progress: p50 {p50:.2f} s, p99 {p99:.2f} s")
+    machine = cpu.pop("machine")
+    parts = {**cpu, "PostgreSQL and the rest": machine - sum(cpu.values())}
+    print(
+        f"CPU per batch: {machine / args.batches * 1000:.0f} ms in all on {psutil.cpu_count()} cores ("
+        + ", ".join(f"{part} {seconds / args.batches * 1000:.0f} ms" for part, seconds in parts.items())
+        + ")"
+    )
 
 
 if __name__ == "__main__":
