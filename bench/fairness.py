@@ -4,11 +4,12 @@
    project B submits one batch of 10. Prints B's time from in_progress to its first result and to completed, and
    how much of A's work was still waiting then.
 2. Shares: weights A 1, B 3, both with more work than the engine holds; prints each project's share of the
-   requests answered over a window of --window seconds (target 25/75 within 10%).
+   requests answered over a window of --window seconds (target 25/75 within 10%), opened once the engine's first
+   fill (A's, which came first) has turned over.
 
-Each is run twice: vLLM's default first-come-first-served queue, then `"scheduling_policy": "priority"` (the
-worker gives each request its project's place: batches_api.scheduling), so the output says whether vLLM's
-priority scheduling helps.
+Each is run twice: with vLLM's first-come-first-served queue (`"scheduling_policy": "fcfs"`), then with its
+priority scheduling (the worker's default for vLLM engines: each request gets its project's place from
+batches_api.scheduling), so the output says what vLLM's priority scheduling adds.
 
 Usage: .venv/bin/python bench/fairness.py [--window 60] [--policies fcfs,priority]
 """
@@ -32,11 +33,13 @@ MODELS = {"fcfs": CHAT_MODEL, "priority": f"{CHAT_MODEL}-priority"}
 
 
 def models_file():
-    """The test models plus SmolLM2 again under another name, with vLLM's priority scheduling."""
+    """SmolLM2 twice: with vLLM's first-come-first-served queue, and with its priority scheduling (the worker's
+    default for vLLM engines)."""
     models = json.loads((ROOT / "tests" / "models.json").read_text())
-    models[MODELS["priority"]] = {
-        **models[CHAT_MODEL],
-        "engine_args": {**models[CHAT_MODEL]["engine_args"], "scheduling_policy": "priority"},
+    chat = models[CHAT_MODEL]
+    models = {
+        MODELS[policy]: {**chat, "engine_args": {**chat["engine_args"], "scheduling_policy": policy}}
+        for policy in ("fcfs", "priority")
     }
     path = ROOT / "var" / "bench_fairness_models.json"
     path.write_text(json.dumps(models))
@@ -127,9 +130,23 @@ def shares(stack, a, b, model: str, rng: random.Random, policy: str, window: flo
     a_batches = [submit(a, mixed_lines(model, f"{policy}-wa{i}", 400, rng)) for i in range(2)]
     b_batches = [submit(b, mixed_lines(model, f"{policy}-wb{i}", 600, rng)) for i in range(3)]
     ids = {batch.id: "A" for batch in a_batches} | {batch.id: "B" for batch in b_batches}
-    while requests_of(stack, list(ids), "responded") < 100:
+    # The window opens once the engine's first fill has turned over: A's batches came first and took every slot,
+    # so the requests claimed before B's first one must all have ended before the shares can show.
+    while not (
+        first_b := query(
+            stack,
+            "SELECT min(claimed_at) FROM batches_api_batchrequest WHERE batch_id = ANY(%s)",
+            [[i for i, who in ids.items() if who == "B"]],
+        )[0][0]
+    ):
         time.sleep(0.5)
-    time.sleep(10)  # past the start
+    while query(
+        stack,
+        "SELECT count(*) FROM batches_api_batchrequest WHERE batch_id = ANY(%s) AND claimed_at < %s "
+        "AND status = 'running'",
+        [list(ids), first_b],
+    )[0][0]:
+        time.sleep(0.5)
     (since,) = query(stack, "SELECT now()")[0]
     time.sleep(window)
     rows = query(

@@ -175,7 +175,13 @@ def engine_environment(
 # Arguments
 # --------------------------------------------------------------------------------------
 
-# Defaults we apply unless the spec says otherwise.
+# Defaults we apply unless the model's engine_args say otherwise: for every engine, then for CPU engines.
+DEFAULT_ENGINE_ARGS: dict[str, Any] = {
+    # The worker gives each request its project's place (batches_api.scheduling). With vLLM's priority queue, the
+    # requests of a project below its share go ahead of other projects' requests already waiting inside the
+    # engine; first come, first served would make them wait until those have started (bench/fairness.py).
+    "scheduling_policy": "priority",
+}
 DEFAULT_ENGINE_ARGS_CPU: dict[str, Any] = {
     # Without it every start compiles for 75-107 s on CPU and the compile cache does
     # not reload (ENGINE_NOTES).
@@ -406,9 +412,7 @@ class VLLMEngine(Engine):
 
         started = time.monotonic()
         namespace = _serve_namespace()
-        user_args = dict(spec.engine_args)
-        if is_cpu_build():
-            user_args = {**DEFAULT_ENGINE_ARGS_CPU, **user_args}
+        user_args = {**DEFAULT_ENGINE_ARGS, **(DEFAULT_ENGINE_ARGS_CPU if is_cpu_build() else {}), **spec.engine_args}
         engine_kwargs, frontend_kwargs = split_engine_args(user_args, namespace)
         engine_args = AsyncEngineArgs(model=spec.path, served_model_name=[spec.name], **engine_kwargs)
         # Scheduler defaults of vLLM's offline LLM class (larger batches than the API
