@@ -106,3 +106,40 @@ def server_seconds(database_url: str, batch_id: str) -> float:
             "SELECT EXTRACT(EPOCH FROM completed_at - created_at) FROM batches_api_batch WHERE id = %s", [batch_id]
         ).fetchone()
     return float(seconds)
+
+
+def cpu_seconds(stack) -> dict[str, float]:
+    """CPU time (user + system) so far of each part of a tests.stack.Stack, of this process (the benchmark's
+    clients) and of the whole machine; what the machine spent beyond them is mostly PostgreSQL and the engines'
+    own processes (counted with their worker)."""
+    import psutil
+
+    def tree(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                root = psutil.Process(pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    machine = psutil.cpu_times()
+    me = psutil.Process().cpu_times()
+    return {
+        "clients": me.user + me.system,
+        "web": tree([p.pid for p in stack.procs if p.name.endswith("-server")]),
+        "task cluster": tree([p.pid for p in stack.procs if p.name.endswith("-tasks")]),
+        "workers": tree([p.pid for p in stack.procs if "worker" in p.name]),
+        "machine": machine.user + machine.system + getattr(machine, "irq", 0) + getattr(machine, "softirq", 0),
+    }
+
+
+def cpu_since(stack, before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds of each part since `before` (cpu_seconds), with the machine's rest as "PostgreSQL and the rest"."""
+    now = cpu_seconds(stack)
+    spent = {part: now[part] - before[part] for part in now}
+    machine = spent.pop("machine")
+    return {**spent, "PostgreSQL and the rest": machine - sum(spent.values())}

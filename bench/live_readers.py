@@ -21,7 +21,7 @@ import threading
 import time
 
 import httpx
-from common import CHAT_MODEL, server_seconds, submit, wait_done
+from common import CHAT_MODEL, cpu_seconds, cpu_since, server_seconds, submit, wait_done
 
 from tests.stack import Stack
 
@@ -145,17 +145,20 @@ class Readers:
         )
 
 
-def run(stack: Stack, client, batch_lines: list[dict], with_readers: bool) -> tuple[float, str]:
-    """One batch, created -> completed; returns its output tokens/s on the server's clock and what readers got."""
+def run(stack: Stack, client, batch_lines: list[dict], with_readers: bool) -> tuple[float, str, dict[str, float]]:
+    """One batch, created -> completed; returns its output tokens/s on the server's clock, what readers got, and
+    the CPU seconds each part of the machine spent meanwhile."""
+    cpu_before = cpu_seconds(stack)
     batch = submit(client, batch_lines)
     readers = Readers(stack.url, stack.api_key, batch.id).start() if with_readers else None
     batch = wait_done(client, batch.id, poll=0.5)
     assert batch.status == "completed" and batch.request_counts.completed == len(batch_lines), batch
+    cpu = cpu_since(stack, cpu_before)
     seen = ""
     if readers:
         readers.join(timeout=60)
         seen = readers.check(len(batch_lines))
-    return batch.usage.output_tokens / server_seconds(stack.env["DATABASE_URL"], batch.id), seen
+    return batch.usage.output_tokens / server_seconds(stack.env["DATABASE_URL"], batch.id), seen, cpu
 
 
 def main() -> None:
@@ -176,11 +179,15 @@ def main() -> None:
             order = (False, True) if round_ % 2 else (True, False)
             for with_readers in order:
                 tag = f"r{round_}{'w' if with_readers else 'n'}"
-                rates[with_readers], seen = run(
+                rates[with_readers], seen, cpu = run(
                     stack, client, lines(tag, args.requests, args.max_tokens, args.model), with_readers
                 )
                 if seen:
                     print(f"round {round_}: readers got {seen}")
+                print(
+                    f"round {round_} {'with' if with_readers else 'without'} readers, CPU seconds: "
+                    + ", ".join(f"{part} {seconds:.1f}" for part, seconds in cpu.items())
+                )
             ratios.append(rates[True] / rates[False])
             print(
                 f"round {round_}: without readers {rates[False]:.0f} tok/s, with {EVENT_READERS} event streams and "

@@ -13,36 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
-from common import ROOT, chat_lines, submit
+from common import ROOT, chat_lines, cpu_seconds, cpu_since, submit
 
 from tests.stack import Stack
-
-
-def cpu_seconds(stack: Stack) -> dict[str, float]:
-    """CPU time (user + system) so far of each part of the stack, of this process (the clients) and of the whole
-    machine; what the machine spent beyond them is mostly PostgreSQL."""
-
-    def tree(pids: list[int]) -> float:
-        total = 0.0
-        for pid in pids:
-            try:
-                root = psutil.Process(pid)
-                for proc in [root, *root.children(recursive=True)]:
-                    times = proc.cpu_times()
-                    total += times.user + times.system
-            except psutil.Error:
-                continue
-        return total
-
-    machine = psutil.cpu_times()
-    me = psutil.Process().cpu_times()
-    return {
-        "clients": me.user + me.system,
-        "web": tree([p.pid for p in stack.procs if p.name.endswith("-server")]),
-        "task cluster": tree([p.pid for p in stack.procs if p.name.endswith("-tasks")]),
-        "workers": tree([p.pid for p in stack.procs if "worker" in p.name]),
-        "machine": machine.user + machine.system + getattr(machine, "irq", 0) + getattr(machine, "softirq", 0),
-    }
 
 
 def main() -> None:
@@ -73,7 +46,7 @@ def main() -> None:
 
             while finished() < args.batches:
                 time.sleep(0.5)
-            cpu = {part: seconds - cpu_before[part] for part, seconds in cpu_seconds(stack).items()}
+            cpu = cpu_since(stack, cpu_before)
             span, p99, p50, failed = conn.execute(
                 "SELECT EXTRACT(EPOCH FROM max(completed_at) - min(created_at)), "
                 "percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM in_progress_at - created_at)), "
@@ -89,11 +62,9 @@ def main() -> None:
         f"not completed: {failed}"
     )
     print(f"wait created -> in_progress: p50 {p50:.2f} s, p99 {p99:.2f} s")
-    machine = cpu.pop("machine")
-    parts = {**cpu, "PostgreSQL and the rest": machine - sum(cpu.values())}
     print(
-        f"CPU per batch: {machine / args.batches * 1000:.0f} ms in all on {psutil.cpu_count()} cores ("
-        + ", ".join(f"{part} {seconds / args.batches * 1000:.0f} ms" for part, seconds in parts.items())
+        f"CPU per batch: {sum(cpu.values()) / args.batches * 1000:.0f} ms in all on {psutil.cpu_count()} cores ("
+        + ", ".join(f"{part} {seconds / args.batches * 1000:.0f} ms" for part, seconds in cpu.items())
         + ")"
     )
 
