@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CHAT_MODEL = "SmolLM2-135M-Instruct"
+EMBED_MODEL = "all-MiniLM-L6-v2"
 
 
 def chat_lines(n: int, *, max_tokens: int, model: str = CHAT_MODEL, ignore_eos: bool = True, prefix: str = "q"):
@@ -33,6 +34,16 @@ def chat_lines(n: int, *, max_tokens: int, model: str = CHAT_MODEL, ignore_eos: 
         }
         for i in range(n)
     ]
+
+
+def default_models_file() -> Path:
+    """A models file with make run's two models only, SmolLM2 and MiniLM as tests/models.json sets them up: /readyz
+    says ready once every served model is loaded, so a stack that waits for it serves no test models."""
+    models = json.loads((ROOT / "tests" / "models.json").read_text())
+    path = ROOT / "var" / "bench_default_models.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({name: models[name] for name in (CHAT_MODEL, EMBED_MODEL)}))
+    return path
 
 
 def to_jsonl(lines) -> bytes:

@@ -11,11 +11,11 @@ import argparse
 import random
 import statistics
 
-from common import raw_engine, server_seconds, submit, wait_done
+from common import EMBED_MODEL, raw_engine, server_seconds, submit, wait_done
 
 from tests.stack import Stack
 
-MODEL = "all-MiniLM-L6-v2"
+MODEL = EMBED_MODEL
 WORDS = "the sea a lighthouse keeps watch over ships that pass in the night while the wind carries salt".split()
 
 

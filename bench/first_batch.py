@@ -8,24 +8,17 @@ Usage: .venv/bin/python bench/first_batch.py
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
 import psycopg
-from common import CHAT_MODEL, ROOT, chat_lines, run_batch
+from common import CHAT_MODEL, EMBED_MODEL, chat_lines, default_models_file, run_batch
 
 from tests.stack import Stack, wait_for
 
-EMBED_MODEL = "all-MiniLM-L6-v2"
-
 
 def main() -> None:
-    # make run's models: SmolLM2 and MiniLM only (/readyz waits for every served model)
-    models = json.loads((ROOT / "tests" / "models.json").read_text())
-    models_file = ROOT / "var" / "bench_first_models.json"
-    models_file.write_text(json.dumps({name: models[name] for name in (CHAT_MODEL, EMBED_MODEL)}))
-    with Stack("bench_first", models_file=models_file) as stack:
+    with Stack("bench_first", models_file=default_models_file()) as stack:
         url = stack.start_server()
         started = time.monotonic()
         stack.start_worker("w", [CHAT_MODEL, EMBED_MODEL])

@@ -13,11 +13,10 @@ import time
 
 import httpx
 import psycopg
-from common import CHAT_MODEL, submit, wait_done
+from common import CHAT_MODEL, EMBED_MODEL, default_models_file, submit, wait_done
 
 from tests.stack import Stack, wait_for
 
-EMBED_MODEL = "all-MiniLM-L6-v2"
 BATCHES = 6
 
 
@@ -63,7 +62,7 @@ def main() -> None:
     parser.add_argument("--chat", type=int, default=40, help="requests per chat batch")
     parser.add_argument("--inputs", type=int, default=200, help="inputs per embedding batch")
     args = parser.parse_args()
-    with Stack("bench_mix") as stack:
+    with Stack("bench_mix", models_file=default_models_file()) as stack:
         url = stack.start_server()
         stack.start_worker("w", [CHAT_MODEL, EMBED_MODEL])
         wait_for(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 600, interval=0.5)
