@@ -80,10 +80,15 @@ def raw_engine(mode: str, lines: list[dict], model: str, models_file: Path | Non
     import tempfile
 
     spec = json.loads((models_file or ROOT / "tests" / "models.json").read_text())[model]
-    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as tmp:
+    with (
+        tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as tmp,
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+    ):
         tmp.write(to_jsonl(lines))
         tmp.flush()
-        # A session of its own: if the benchmark stops half way, the engine's processes go with it.
+        # A session of its own: the engine's processes (which outlive the script when it ends without its teardown,
+        # and would hold a pipe open) are ended with it. Output goes to files: waiting for the script is enough.
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -93,16 +98,19 @@ def raw_engine(mode: str, lines: list[dict], model: str, models_file: Path | Non
                 str(ROOT / "var" / "models" / spec["path"]),
                 json.dumps(spec["engine_args"]),
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
             text=True,
             start_new_session=True,
         )
         try:
-            stdout, stderr = proc.communicate()
+            proc.wait()
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # whatever the engine left behind
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
         if proc.returncode:
             raise RuntimeError(f"bench/raw_engine.py failed ({proc.returncode}):\n{stderr[-3000:]}")
     return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
