@@ -120,7 +120,9 @@ def share_out(group: list[Candidate], running: dict[tuple[int, str], int], slots
     rank = RANK[Priority(group[0].priority)]
     allotments = []
     for unit, batches in units.items():
-        share = running.get(unit, 0) / entitled[unit] if entitled[unit] else 1.0
+        # Its share once these slots are taken: a project that fills the engine alone ranks behind a newcomer's
+        # first requests, which would otherwise tie with them and wait behind them in the engine's queue.
+        share = (running.get(unit, 0) + per_unit[unit]) / entitled[unit] if entitled[unit] else 1.0
         engine_priority = rank * 1000 + min(999, int(1000 * share))
         batches = batches[:BATCHES_PER_PROJECT]
         base, extra = divmod(per_unit[unit], len(batches))

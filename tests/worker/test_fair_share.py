@@ -51,7 +51,16 @@ def test_a_project_below_its_share_gets_the_slots_that_free_up():
     running = {(1, "normal"): 246}
     allotments = share_out(group((1, 1, 20), (2, 1, 1)), running, 10)
     assert per_project(allotments) == {2: 10}
-    assert allotments[0].engine_priority == 1000  # normal (1000) + none of its share yet: first among normal
+    assert allotments[0].engine_priority == 1078  # normal (1000) + 10 of its 128 slots once these are taken
+
+
+def test_a_newcomer_ranks_ahead_of_a_project_that_filled_the_engine_alone():
+    """In an engine that schedules by priority, B's first requests go ahead of A's, still waiting in the engine
+    since A filled every slot alone; they must not tie and wait behind them."""
+    a_first = share_out(group((1, 1, 6)), {}, 256)
+    b_first = share_out(group((1, 1, 6), (2, 1, 1)), {(1, "normal"): 256}, 10)
+    assert per_project(b_first) == {2: 10}
+    assert max(a.engine_priority for a in b_first) < min(a.engine_priority for a in a_first)
 
 
 @given(
