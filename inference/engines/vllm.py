@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import logging
@@ -324,6 +325,10 @@ class _Route:
     dump: Callable[[Any], dict]
 
 
+def _engine_id_pattern(id_format: str, request_id: str) -> str:
+    return id_format.format(re.escape(request_id))
+
+
 def _plain_dump(result) -> dict:  # the chat, completions and pooling routers: model_dump()
     return _json_body(result.model_dump())
 
@@ -480,7 +485,7 @@ class VLLMEngine(Engine):
             routes[endpoint] = _Route(
                 validate=TypeAdapter(request_type).validate_python,
                 call=getattr(serving, method) if method else serving,
-                engine_id_pattern=lambda rid, id_format=id_format: id_format.format(re.escape(rid)),
+                engine_id_pattern=functools.partial(_engine_id_pattern, id_format),
                 dump=_alias_dump if by_alias else _plain_dump,
             )
         return routes
