@@ -18,7 +18,11 @@ CHAT_MODEL = "SmolLM2-135M-Instruct"
 EMBED_MODEL = "all-MiniLM-L6-v2"
 
 
-def chat_lines(n: int, *, max_tokens: int, model: str = CHAT_MODEL, ignore_eos: bool = True, prefix: str = "q"):
+def chat_lines(
+    n: int, *, max_tokens: int, model: str = CHAT_MODEL, ignore_eos: bool = True, prefix: str = "q", tag: str = ""
+):
+    """`n` greedy chat requests, custom ids `prefix`0, 1, …; a `tag` opens every prompt (fresh prompts per round)."""
+    opening = f"[{tag}] " if tag else ""
     return [
         {
             "custom_id": f"{prefix}{i}",
@@ -29,7 +33,7 @@ def chat_lines(n: int, *, max_tokens: int, model: str = CHAT_MODEL, ignore_eos: 
                 "max_tokens": max_tokens,
                 "temperature": 0,
                 "ignore_eos": ignore_eos,
-                "messages": [{"role": "user", "content": f"Tell me a story about the number {i}."}],
+                "messages": [{"role": "user", "content": f"{opening}Tell me a story about the number {i}."}],
             },
         }
         for i in range(n)

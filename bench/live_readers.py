@@ -21,7 +21,7 @@ import threading
 import time
 
 import httpx
-from common import CHAT_MODEL, cpu_seconds, cpu_since, server_seconds, submit, wait_done
+from common import CHAT_MODEL, chat_lines, cpu_seconds, cpu_since, server_seconds, submit, wait_done
 
 from tests.stack import Stack
 
@@ -31,21 +31,7 @@ RESULTS_PAUSE_SECONDS = 1.0  # a results follower that has caught up asks again 
 
 
 def lines(tag: str, n: int, max_tokens: int, model: str) -> list[dict]:
-    return [
-        {
-            "custom_id": f"{tag}-{i}",
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {
-                "model": model,
-                "max_tokens": max_tokens,
-                "temperature": 0,
-                "ignore_eos": True,
-                "messages": [{"role": "user", "content": f"[{tag}] Tell me a story about the number {i}."}],
-            },
-        }
-        for i in range(n)
-    ]
+    return chat_lines(n, max_tokens=max_tokens, model=model, prefix=f"{tag}-", tag=tag)
 
 
 class Readers:

@@ -18,7 +18,7 @@ import argparse
 import random
 import statistics
 
-from common import CHAT_MODEL, raw_engine, server_seconds, submit, wait_done
+from common import CHAT_MODEL, chat_lines, raw_engine, server_seconds, submit, wait_done
 
 from tests.stack import Stack
 
@@ -27,21 +27,7 @@ TOPICS = ["the sea", "a lighthouse", "prime numbers", "an old map", "the moon", 
 
 
 def equal_lines(tag: str, n: int = 200) -> list[dict]:
-    return [
-        {
-            "custom_id": f"{tag}-{i}",
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {
-                "model": CHAT_MODEL,
-                "max_tokens": 64,
-                "temperature": 0,
-                "ignore_eos": True,
-                "messages": [{"role": "user", "content": f"[{tag}] Tell me a story about the number {i}."}],
-            },
-        }
-        for i in range(n)
-    ]
+    return chat_lines(n, max_tokens=64, prefix=f"{tag}-", tag=tag)
 
 
 def mixed_lines(tag: str, n: int = 200) -> list[dict]:
