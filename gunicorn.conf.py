@@ -1,6 +1,6 @@
 """gunicorn settings read from the working directory: HTTP metrics aggregated across gunicorn workers, streams of
-server-sent events that leave half of each worker's threads to the API, and a stop that fits in the 5 s a process
-manager (honcho, systemd's TimeoutStopSec) grants."""
+server-sent events that leave half of each worker's threads to the API, the models' tokenizers loaded at start, and
+a stop that fits in the 5 s a process manager (honcho, systemd's TimeoutStopSec) grants."""
 
 import os
 import shutil
@@ -39,6 +39,10 @@ def post_worker_init(worker):
     from batchserver.streams import slots
 
     slots.configure(threads=worker.cfg.threads)
+    # The models' tokenizers load now, not while the first batch is validated (inline, in this process).
+    from inference.tokens import warm_up_in_background
+
+    warm_up_in_background()
 
 
 def child_exit(server, worker):
