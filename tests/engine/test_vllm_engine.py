@@ -11,10 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -413,70 +409,3 @@ def engine_children(known: list[int]) -> list[tuple[int, str]]:
         except psutil.Error:
             continue
     return found
-
-
-def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until the processes are gone (zombies count as gone: they are not our
-    children, so we cannot reap them). Returns those still alive."""
-
-    def alive(p: psutil.Process) -> bool:
-        try:
-            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(alive(p) for p in procs):
-            return []
-        time.sleep(0.2)
-    return [p for p in procs if alive(p)]
-
-
-WATCHED_WORKER = textwrap.dedent(
-    """
-    import json, os, sys, time
-    from pathlib import Path
-    sys.path.insert(0, {root!r})
-    from inference.engines.base import ModelSpec
-    from inference.engines.host import get_host
-
-    if __name__ == "__main__":
-        host = get_host()
-        host.ensure_loaded(ModelSpec(name={name!r}, path={path!r}, engine_args={args!r}))
-        print("WATCHED " + json.dumps({{"pids": host.child_pids(), "watchdog": host.watchdog_pid({name!r})}}),
-              flush=True)
-        time.sleep(600)
-    """
-)
-
-
-def test_watchdog_reaps_engine_of_killed_worker(models, engine_env, tmp_path):
-    spec = embed_spec()
-    script = tmp_path / "worker.py"
-    script.write_text(WATCHED_WORKER.format(root=str(ROOT), name=spec.name, path=spec.path, args=spec.engine_args))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        # vLLM logs to stdout too: wait for our line (blocks until the engine is loaded)
-        info = None
-        for line in proc.stdout:
-            if line.startswith("WATCHED "):
-                info = json.loads(line[len("WATCHED ") :])
-                break
-        assert info is not None, "worker died before loading"
-        engine_pids, watchdog_pid = info["pids"], info["watchdog"]
-        assert engine_pids and watchdog_pid
-        family = [psutil.Process(p) for p in engine_pids]
-        for p in list(family):
-            family.extend(p.children(recursive=True))
-        watchdog = psutil.Process(watchdog_pid)
-
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=5)
-        alive = wait_gone(family, timeout=12)
-        assert alive == [], f"engine processes survived their worker: {alive}"
-        assert wait_gone([watchdog], timeout=5) == []  # and the watchdog exits too
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
