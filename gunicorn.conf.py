@@ -1,6 +1,6 @@
 """gunicorn settings read from the working directory: HTTP metrics aggregated across gunicorn workers, streams of
-server-sent events that leave half of each worker's threads to the API, the models' tokenizers loaded at start, and
-a stop that fits in the 5 s a process manager (honcho, systemd's TimeoutStopSec) grants."""
+server-sent events that leave 4 threads of each worker (half, with fewer) to the API, the models' tokenizers loaded
+at start, and a stop that fits in the 5 s a process manager (honcho, systemd's TimeoutStopSec) grants."""
 
 import os
 import shutil
@@ -35,7 +35,7 @@ def when_ready(server):
 
 
 def post_worker_init(worker):
-    # Streams of server-sent events hold a thread each: the process keeps half of its threads for the API.
+    # Streams of server-sent events hold a thread each: the process keeps 4 of its threads for the API.
     from batchserver.streams import slots
 
     slots.configure(threads=worker.cfg.threads)

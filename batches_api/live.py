@@ -35,7 +35,7 @@ from batchserver.streams import slots
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 1.0  # progress once a second: enough for a page, and few wake-ups beside the engines
 KEEPALIVE_SECONDS = 15.0
 # Longer than gunicorn's keep-alive (2 s): a client coming back finds its idle connection closed and opens a new
 # one, rather than sending on a connection that the server closes at that very moment.

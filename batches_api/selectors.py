@@ -258,25 +258,28 @@ class ResultsPage:
             start = rows[-1][0]
 
 
-def results_page(*, batch_id: str, after: int, limit: int) -> ResultsPage:
-    """The next `limit` result lines of the batch after cursor `after`. Lines are numbered in commit order (see
-    services._number_lines) and never change once written, so a page read later holds the same lines, and the next
-    page starts exactly where this one ends."""
-    status, last_number = Batch.objects.filter(pk=batch_id).values_list("status", "last_result_seq").get()
-    if after > last_number:
+def results_page(*, batch: Batch, after: int, limit: int) -> ResultsPage:
+    """The next `limit` result lines of the batch (its row as just read) after cursor `after`. Lines are numbered
+    in commit order (see services._number_lines) and never change once written, so a page read later holds the
+    same lines, and the next page starts exactly where this one ends."""
+    if after > batch.last_result_seq:
         raise InvalidRequest(
-            f"Invalid 'after': {after} is past the last result line of batch '{batch_id}' ({last_number}). Pass the "
-            "x-next-cursor header of a page of this batch, or leave 'after' out to start from its first line.",
+            f"Invalid 'after': {after} is past the last result line of batch '{batch.id}' ({batch.last_result_seq}). "
+            "Pass the x-next-cursor header of a page of this batch, or leave 'after' out to start from its first line.",
             param="after",
         )
     numbers = list(
-        BatchRequest.objects.filter(batch_id=batch_id, result_seq__gt=after)
+        BatchRequest.objects.filter(batch_id=batch.id, result_seq__gt=after)
         .order_by("result_seq")
         .values_list("result_seq", flat=True)[: limit + 1]
     )
     page = numbers[:limit]
     return ResultsPage(
-        batch_id=batch_id, status=status, after=after, last=page[-1] if page else after, has_more=len(numbers) > limit
+        batch_id=batch.id,
+        status=batch.status,
+        after=after,
+        last=page[-1] if page else after,
+        has_more=len(numbers) > limit,
     )
 
 

@@ -104,7 +104,7 @@ class BatchViewSet(viewsets.ViewSet):
     def results(self, request, pk: str):
         params = validated(BatchResultsParamsSerializer, request.query_params)
         batch = services.batch_get(project=caller_project(request), batch_id=pk)
-        page = selectors.results_page(batch_id=batch.id, after=params["after"], limit=params["limit"])
+        page = selectors.results_page(batch=batch, after=params["after"], limit=params["limit"])
         response = StreamingHttpResponse(page.lines(), content_type=RESULTS_CONTENT_TYPE)
         response["x-next-cursor"] = str(page.last)
         response["x-has-more"] = "true" if page.has_more else "false"

@@ -359,10 +359,10 @@ BATCHSERVER_WORKER_MEMORY_GB = env_float("BATCHSERVER_WORKER_MEMORY_GB", 0) or N
 BATCHSERVER_PRIORITY_AGING_SECONDS = env_float("BATCHSERVER_PRIORITY_AGING_SECONDS", 600.0)
 
 # GET /v1/batches/{id}/events (server-sent events). An open stream holds a thread of its web server process: at most
-# BATCHSERVER_EVENT_STREAMS of them per process (unset: half of its gunicorn threads, so that the other half answers
-# the API); other clients get the events due at once and come back 3 s later. A stream ends after
-# BATCHSERVER_EVENT_STREAM_SECONDS, and its client reconnects where it left off.
-BATCHSERVER_EVENT_STREAMS = env_int("BATCHSERVER_EVENT_STREAMS", -1)  # -1: half the threads
+# BATCHSERVER_EVENT_STREAMS of them per process (unset: all of its gunicorn threads but 4, or half of them with fewer
+# than 8, which answer the API); other clients get the events due at once and come back 3 s later. A stream ends
+# after BATCHSERVER_EVENT_STREAM_SECONDS, and its client reconnects where it left off.
+BATCHSERVER_EVENT_STREAMS = env_int("BATCHSERVER_EVENT_STREAMS", -1)  # -1: batchserver.streams.StreamSlots decides
 BATCHSERVER_EVENT_STREAM_SECONDS = env_float("BATCHSERVER_EVENT_STREAM_SECONDS", 60.0)
 if BATCHSERVER_EVENT_STREAM_SECONDS <= 0:
     raise ImproperlyConfigured("BATCHSERVER_EVENT_STREAM_SECONDS must be a positive number of seconds.")

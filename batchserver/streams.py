@@ -16,10 +16,14 @@ from batchserver.metrics import EVENT_STREAMS
 DEFAULT_THREADS = 4  # outside gunicorn (runserver), as if it ran with --threads 4
 
 
+API_THREADS = 4  # threads of a process that streams never take (half of them, in a process with fewer than 8)
+
+
 class StreamSlots:
-    """How many streams this process may hold open at once: BATCHSERVER_EVENT_STREAMS, or half the threads of the
-    gunicorn process (gunicorn.conf.py tells it their number), so that the other half always answers the API. A
-    sync worker (one thread) holds none open."""
+    """How many streams this process may hold open at once: BATCHSERVER_EVENT_STREAMS, or every thread of the
+    gunicorn process (gunicorn.conf.py tells it their number) but API_THREADS (half, with fewer than 8), which
+    always answer the API. A thread that holds a stream waits for the process's one watch, so a process with many
+    threads holds many streams for little. A sync worker (one thread) holds none open."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -32,7 +36,7 @@ class StreamSlots:
     @property
     def limit(self) -> int:
         configured = settings.BATCHSERVER_EVENT_STREAMS
-        return configured if configured >= 0 else self._threads // 2
+        return configured if configured >= 0 else self._threads - min(API_THREADS, self._threads // 2)
 
     def acquire(self) -> bool:
         """Take a slot if one is free (True): the caller releases it when its stream ends."""

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -38,6 +39,37 @@ def chat_lines(
         }
         for i in range(n)
     ]
+
+
+SYSTEM = "You are a helpful assistant. Answer clearly."
+TOPICS = ["the sea", "a lighthouse", "prime numbers", "an old map", "the moon", "bread", "winter", "chess", "rivers"]
+
+
+def mixed_chat_lines(tag: str, n: int = 200, model: str = CHAT_MODEL) -> list[dict]:
+    """`n` greedy chat requests of mixed lengths, as a real batch holds them: prompts of varied lengths (each opened by
+    `tag`-i: fresh prompts per round), a system prompt on some, max_tokens 16-160 and natural stops, so that they end
+    all along the run rather than together."""
+    rng = random.Random(tag)
+    lines = []
+    for i in range(n):
+        words = " ".join(rng.choice(TOPICS) for _ in range(rng.randint(0, 120)))
+        messages = [{"role": "user", "content": f"[{tag}-{i}] Tell me about {rng.choice(TOPICS)}. {words}"}]
+        if rng.random() < 0.4:
+            messages.insert(0, {"role": "system", "content": SYSTEM})
+        lines.append(
+            {
+                "custom_id": f"{tag}-{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": model,
+                    "messages": messages,
+                    "max_tokens": rng.randint(16, 160),
+                    "temperature": 0,
+                },
+            }
+        )
+    return lines
 
 
 def default_models_file() -> Path:

@@ -1,6 +1,8 @@
 """Live readers: the throughput of a batch while 16 clients follow it on GET /v1/batches/{id}/events and 4 on
 GET /v1/batches/{id}/results, against the same batch with nobody watching. The server side is bench/throughput.py's
-(the server, the task cluster and one warm worker on SmolLM2, a fresh database).
+(the server, the task cluster and one warm worker on SmolLM2, a fresh database), and so is the workload: its mixed
+chat requests, which end all along the run, so that the readers have new lines and new counts to read all along
+(requests of one length end together, and the readers would have nothing to do until then).
 
 Each round runs both batches (fresh prompts each, the order alternating from round to round) and compares them as a
 pair; the median of the paired ratios (with readers / without) is reported. Target: >= 0.95. The readers behave as
@@ -9,7 +11,7 @@ after a network error too (as EventSource does); the results followers read page
 have caught up, and ask again after a network error. Each reader must end with everything (every line once; the
 final status), or the round fails; network errors are counted and shown.
 
-Usage: .venv/bin/python bench/live_readers.py [--rounds 3] [--requests 200] [--max-tokens 64] [--model NAME]
+Usage: .venv/bin/python bench/live_readers.py [--rounds 5] [--requests 200] [--model NAME]
 """
 
 from __future__ import annotations
@@ -21,17 +23,13 @@ import threading
 import time
 
 import httpx
-from common import CHAT_MODEL, chat_lines, cpu_seconds, cpu_since, server_seconds, submit, wait_done
+from common import CHAT_MODEL, cpu_seconds, cpu_since, mixed_chat_lines, server_seconds, submit, wait_done
 
 from tests.stack import Stack
 
 FINAL = ("completed", "failed", "expired", "cancelled")
 EVENT_READERS, RESULT_READERS = 16, 4
 RESULTS_PAUSE_SECONDS = 1.0  # a results follower that has caught up asks again after this long
-
-
-def lines(tag: str, n: int, max_tokens: int, model: str) -> list[dict]:
-    return chat_lines(n, max_tokens=max_tokens, model=model, prefix=f"{tag}-", tag=tag)
 
 
 class Readers:
@@ -149,16 +147,15 @@ def run(stack: Stack, client, batch_lines: list[dict], with_readers: bool) -> tu
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--model", default=CHAT_MODEL, help="a model of tests/models.json (fake-echo: no real engine)")
     args = parser.parse_args()
     with Stack("bench_live_readers") as stack:
         stack.start_server()
         stack.start_worker("w", [args.model])
         client = stack.client()
-        wait_done(client, submit(client, lines("warm", 2, 8, args.model)).id, poll=0.5)  # loaded and warm
+        wait_done(client, submit(client, mixed_chat_lines("warm", 2, args.model)).id, poll=0.5)  # loaded and warm
         ratios = []
         for round_ in range(1, args.rounds + 1):
             rates = {}
@@ -166,7 +163,7 @@ def main() -> None:
             for with_readers in order:
                 tag = f"r{round_}{'w' if with_readers else 'n'}"
                 rates[with_readers], seen, cpu = run(
-                    stack, client, lines(tag, args.requests, args.max_tokens, args.model), with_readers
+                    stack, client, mixed_chat_lines(tag, args.requests, args.model), with_readers
                 )
                 if seen:
                     print(f"round {round_}: readers got {seen}")

@@ -15,46 +15,18 @@ Usage: .venv/bin/python bench/throughput.py [--rounds 3] [--workload equal,mixed
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 
-from common import CHAT_MODEL, chat_lines, raw_engine, server_seconds, submit, wait_done
+from common import CHAT_MODEL, chat_lines, mixed_chat_lines, raw_engine, server_seconds, submit, wait_done
 
 from tests.stack import Stack
-
-SYSTEM = "You are a helpful assistant. Answer clearly."
-TOPICS = ["the sea", "a lighthouse", "prime numbers", "an old map", "the moon", "bread", "winter", "chess", "rivers"]
 
 
 def equal_lines(tag: str, n: int = 200) -> list[dict]:
     return chat_lines(n, max_tokens=64, prefix=f"{tag}-", tag=tag)
 
 
-def mixed_lines(tag: str, n: int = 200) -> list[dict]:
-    rng = random.Random(tag)
-    lines = []
-    for i in range(n):
-        words = " ".join(rng.choice(TOPICS) for _ in range(rng.randint(0, 120)))
-        messages = [{"role": "user", "content": f"[{tag}-{i}] Tell me about {rng.choice(TOPICS)}. {words}"}]
-        if rng.random() < 0.4:
-            messages.insert(0, {"role": "system", "content": SYSTEM})
-        lines.append(
-            {
-                "custom_id": f"{tag}-{i}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {
-                    "model": CHAT_MODEL,
-                    "messages": messages,
-                    "max_tokens": rng.randint(16, 160),
-                    "temperature": 0,
-                },
-            }
-        )
-    return lines
-
-
-WORKLOADS = {"equal": equal_lines, "mixed": mixed_lines}
+WORKLOADS = {"equal": equal_lines, "mixed": mixed_chat_lines}
 
 
 def main() -> None:

@@ -121,7 +121,7 @@ def finished(proc: subprocess.Popen, *, ok: bool = True) -> str:
     return (out if ok else err).strip()
 
 
-def start_web(name: str, env: dict[str, str], *, workers: int = 2, threads: int = 4) -> tuple[Proc, str]:
+def start_web(name: str, env: dict[str, str], *, workers: int = 2, threads: int = 12) -> tuple[Proc, str]:
     """gunicorn serving the project, as in production; returns the process and its base URL once it answers."""
     import httpx
 

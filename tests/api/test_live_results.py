@@ -275,3 +275,15 @@ def test_streams_never_take_the_threads_the_api_needs(client, keys, small_server
         wait_for(lambda: open_streams(small_server) == 0, 5, interval=0.05, message="the stream of a client gone")
         assert time.monotonic() - gone < 2
     client.batches.cancel(batch.id)
+
+
+@pytest.mark.parametrize(("threads", "streams"), [(1, 0), (2, 1), (4, 2), (8, 4), (12, 8), (32, 28)])
+def test_a_process_keeps_four_threads_for_the_api_and_half_when_it_has_fewer_than_eight(threads, streams, settings):
+    from batchserver.streams import StreamSlots
+
+    settings.BATCHSERVER_EVENT_STREAMS = -1
+    slots = StreamSlots()
+    slots.configure(threads=threads)
+    assert slots.limit == streams
+    settings.BATCHSERVER_EVENT_STREAMS = 3  # set: that many, whatever the threads
+    assert slots.limit == 3

@@ -284,7 +284,7 @@ def test_result_lines_are_numbered_in_commit_order_so_a_reader_never_skips_one(p
     first_recorded.wait(10)
     time.sleep(1)
     assert commits == []  # the second waits for the first, rather than committing higher numbers before it
-    assert selectors.results_page(batch_id=batch.id, after=0, limit=10).last == 0
+    assert selectors.results_page(batch=Batch.objects.get(pk=batch.pk), after=0, limit=10).last == 0
     first_may_commit.set()
     for writer in writers:
         writer.join(10)
@@ -292,7 +292,7 @@ def test_result_lines_are_numbered_in_commit_order_so_a_reader_never_skips_one(p
     numbers = dict(BatchRequest.objects.filter(batch=batch).values_list("line", "result_seq"))
     assert sorted(numbers[line] for line in (1, 2)) == [1, 2] and sorted(numbers[line] for line in (3, 4)) == [3, 4]
     assert Batch.objects.get(pk=batch.pk).last_result_seq == 4
-    page = selectors.results_page(batch_id=batch.id, after=2, limit=10)
+    page = selectors.results_page(batch=Batch.objects.get(pk=batch.pk), after=2, limit=10)
     assert (page.last, page.has_more) == (4, False) and len(b"".join(page.lines()).splitlines()) == 2
 
 
