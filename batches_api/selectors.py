@@ -242,20 +242,27 @@ class ResultsPage:
     after: int
     last: int  # the cursor of the next page (`after` when the page is empty)
     has_more: bool  # more lines were there already past `last`
+    head: tuple[tuple[int, str], ...] = ()  # the page's first lines, read with it: (number, line)
 
     def lines(self) -> Iterator[bytes]:
         """The page's lines, each exactly as the output or error file holds it, streamed a chunk at a time."""
-        start = self.after
+        if self.head:
+            yield b"".join(result_file_line(line) for _, line in self.head)
+        start = self.head[-1][0] if self.head else self.after
         while start < self.last:
             rows = list(
-                BatchRequest.objects.filter(batch_id=self.batch_id, result_seq__gt=start, result_seq__lte=self.last)
-                .order_by("result_seq")
+                _lines_after(self.batch_id, start)
+                .filter(result_seq__lte=self.last)
                 .values_list("result_seq", "result_line")[:RESULTS_CHUNK]
             )
             if not rows:
                 return
             yield b"".join(result_file_line(line) for _, line in rows)
             start = rows[-1][0]
+
+
+def _lines_after(batch_id: str, after: int):
+    return BatchRequest.objects.filter(batch_id=batch_id, result_seq__gt=after).order_by("result_seq")
 
 
 def results_page(*, batch: Batch, after: int, limit: int) -> ResultsPage:
@@ -268,18 +275,20 @@ def results_page(*, batch: Batch, after: int, limit: int) -> ResultsPage:
             "Pass the x-next-cursor header of a page of this batch, or leave 'after' out to start from its first line.",
             param="after",
         )
-    numbers = list(
-        BatchRequest.objects.filter(batch_id=batch.id, result_seq__gt=after)
-        .order_by("result_seq")
-        .values_list("result_seq", flat=True)[: limit + 1]
-    )
-    page = numbers[:limit]
+    # A client following a batch asks for the few lines that ended since its last page: one query reads them.
+    first = min(limit, RESULTS_CHUNK)
+    head = list(_lines_after(batch.id, after).values_list("result_seq", "result_line")[: first + 1])
+    if len(head) <= first:  # every line there is, within the limit
+        last, has_more = (head[-1][0] if head else after), False
+    elif limit == first:  # one more line than the page holds
+        head = head[:limit]
+        last, has_more = head[-1][0], True
+    else:  # a page of many chunks: where it ends, from the numbers alone; its lines are read as it is sent
+        head = head[:first]
+        numbers = list(_lines_after(batch.id, after).values_list("result_seq", flat=True)[: limit + 1])
+        last, has_more = numbers[:limit][-1], len(numbers) > limit
     return ResultsPage(
-        batch_id=batch.id,
-        status=batch.status,
-        after=after,
-        last=page[-1] if page else after,
-        has_more=len(numbers) > limit,
+        batch_id=batch.id, status=batch.status, after=after, last=last, has_more=has_more, head=tuple(head)
     )
 
 

@@ -36,7 +36,7 @@ class StreamSlots:
     @property
     def limit(self) -> int:
         configured = settings.BATCHSERVER_EVENT_STREAMS
-        return configured if configured >= 0 else self._threads - min(API_THREADS, self._threads // 2)
+        return configured if configured >= 0 else max(self._threads - API_THREADS, self._threads // 2)
 
     def acquire(self) -> bool:
         """Take a slot if one is free (True): the caller releases it when its stream ends."""

@@ -5,11 +5,13 @@ change of status or request counts). The SDK's raw requests reach the paths it h
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from tests.conftest import start_web, start_worker, wait_for, wait_for_status
@@ -119,14 +121,16 @@ def test_lines_of_requests_that_never_ran_come_too_when_a_batch_is_cancelled(cli
 
 
 # ------------------------------------------------------------------------------------------------ events
-def read_events(response: httpx.Response) -> list[dict]:
+def read_events(response: httpx.Response, on_event=None) -> list[dict]:
     """The server-sent events of a response until the server closes it: each a dict of its fields, with the time
-    it arrived; a block with only `retry` counts as one too."""
+    it arrived; a block with only `retry` counts as one too. `on_event(event)` is called as each one arrives."""
     events, fields = [], {}
     for line in response.iter_lines():
         if line == "":
             if fields:
                 events.append({**fields, "at": time.monotonic()})
+                if on_event is not None:
+                    on_event(events[-1])
             fields = {}
         elif not line.startswith(":"):
             name, _, value = line.partition(":")
@@ -141,16 +145,30 @@ def open_events(http: httpx.Client, batch_id: str, last_event_id: str | None = N
     return http.stream("GET", f"/v1/batches/{batch_id}/events", headers=headers, timeout=60)
 
 
-def test_events_send_every_status_and_the_progress_then_close_at_the_final_one(client, http, live_worker):
+def test_events_send_every_status_and_the_progress_then_close_at_the_final_one(client, http, live_worker, task_cluster):
     import json
+    import signal
 
-    # Long messages make validation take a moment: the stream opens while the batch is still validating.
-    batch = create(client, [chat(f"e{i}", 30 + (i * 37) % 400, content="pad " * 2000) for i in range(100)])
-    with open_events(http, batch.id) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"] == "text/event-stream"
-        assert response.headers["cache-control"] == "no-cache"
-        events = read_events(response)
+    # An input over INLINE_VALIDATION_BYTES is validated by the task cluster, paused until the stream has sent
+    # its first event: the stream opens while the batch is validating, however fast validation is.
+    cluster = task_cluster.tree()
+    for proc in cluster:
+        proc.send_signal(signal.SIGSTOP)
+
+    def resume(_event=None) -> None:
+        for proc in cluster:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGCONT)
+
+    try:
+        batch = create(client, [chat(f"e{i}", 30 + (i * 37) % 400, content="pad " * 3000) for i in range(100)])
+        with open_events(http, batch.id) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            assert response.headers["cache-control"] == "no-cache"
+            events = read_events(response, on_event=resume)
+    finally:
+        resume()
     closed = time.monotonic()
 
     assert events[0] == {"retry": "3000", "at": events[0]["at"]}

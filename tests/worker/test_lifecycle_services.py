@@ -296,6 +296,31 @@ def test_result_lines_are_numbered_in_commit_order_so_a_reader_never_skips_one(p
     assert (page.last, page.has_more) == (4, False) and len(b"".join(page.lines()).splitlines()) == 2
 
 
+def test_result_pages_of_any_size_hold_each_line_once_in_order(project, monkeypatch):
+    """Pages of one chunk (read in the page's own query), of exactly a chunk and of many chunks (streamed as they are
+    sent) follow each other with no gap and no repeat."""
+    from batches_api import selectors, services
+    from batches_api.models import Batch, BatchRequest
+
+    monkeypatch.setattr(selectors, "RESULTS_CHUNK", 4)
+    worker = live_worker()
+    batch = make_batch(project, total=23, with_requests=True)
+    BatchRequest.objects.filter(batch=batch).update(status="running", worker=worker, attempts=1)
+    requests = list(batch.requests.order_by("line"))
+    services.requests_record(
+        worker_id=worker.pk,
+        outcomes=[services.Outcome(request=claimed(r), status_code=200, body={"line": r.line}) for r in requests],
+    )
+    got, cursor = [], 0
+    for limit, has_more in [(3, True), (4, True), (5, True), (9, True), (100, False), (5, False)]:
+        page = selectors.results_page(batch=Batch.objects.get(pk=batch.pk), after=cursor, limit=limit)
+        lines = b"".join(page.lines()).splitlines()
+        assert len(lines) == min(limit, 23 - cursor) and page.has_more == has_more
+        got += [json.loads(line)["response"]["body"]["line"] for line in lines]
+        cursor = page.last
+    assert got == [r.line for r in requests] and cursor == 23
+
+
 # ------------------------------------------------------------------------------------------------ poison
 def test_requests_that_were_in_flight_when_engines_died_are_quarantined_then_ended(project):
     from batches_api import services
