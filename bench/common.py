@@ -45,16 +45,24 @@ SYSTEM = "You are a helpful assistant. Answer clearly."
 TOPICS = ["the sea", "a lighthouse", "prime numbers", "an old map", "the moon", "bread", "winter", "chess", "rivers"]
 
 
-def mixed_chat_lines(tag: str, n: int = 200, model: str = CHAT_MODEL) -> list[dict]:
+def mixed_chat_lines(
+    tag: str,
+    n: int = 200,
+    model: str = CHAT_MODEL,
+    *,
+    rng: random.Random | None = None,
+    max_words: int = 120,
+    system_share: float = 0.4,
+) -> list[dict]:
     """`n` greedy chat requests of mixed lengths, as a real batch holds them: prompts of varied lengths (each opened by
     `tag`-i: fresh prompts per round), a system prompt on some, max_tokens 16-160 and natural stops, so that they end
-    all along the run rather than together."""
-    rng = random.Random(tag)
+    all along the run rather than together. `rng`: draw from it (default: a generator seeded with `tag`)."""
+    rng = rng or random.Random(tag)
     lines = []
     for i in range(n):
-        words = " ".join(rng.choice(TOPICS) for _ in range(rng.randint(0, 120)))
+        words = " ".join(rng.choice(TOPICS) for _ in range(rng.randint(0, max_words)))
         messages = [{"role": "user", "content": f"[{tag}-{i}] Tell me about {rng.choice(TOPICS)}. {words}"}]
-        if rng.random() < 0.4:
+        if system_share and rng.random() < system_share:
             messages.insert(0, {"role": "system", "content": SYSTEM})
         lines.append(
             {

@@ -24,11 +24,10 @@ import sys
 import time
 
 import psycopg
-from common import CHAT_MODEL, ROOT, submit, wait_done
+from common import CHAT_MODEL, ROOT, mixed_chat_lines, submit, wait_done
 
 from tests.stack import Stack
 
-TOPICS = ["the sea", "a lighthouse", "prime numbers", "an old map", "the moon", "bread", "winter", "chess", "rivers"]
 MODELS = {"fcfs": CHAT_MODEL, "priority": f"{CHAT_MODEL}-priority"}
 
 
@@ -47,25 +46,8 @@ def models_file():
 
 
 def mixed_lines(model: str, tag: str, n: int, rng: random.Random) -> list[dict]:
-    lines = []
-    for i in range(n):
-        words = " ".join(rng.choice(TOPICS) for _ in range(rng.randint(0, 80)))
-        lines.append(
-            {
-                "custom_id": f"{tag}-{i}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {
-                    "model": model,
-                    "max_tokens": rng.randint(16, 160),
-                    "temperature": 0,
-                    "messages": [
-                        {"role": "user", "content": f"[{tag}-{i}] Tell me about {rng.choice(TOPICS)}. {words}"}
-                    ],
-                },
-            }
-        )
-    return lines
+    """Mixed chat requests with no system prompt, drawn from the run's one generator."""
+    return mixed_chat_lines(tag, n, model, rng=rng, max_words=80, system_share=0)
 
 
 def second_key(stack: Stack, project: str) -> str:
