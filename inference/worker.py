@@ -491,8 +491,14 @@ class ServingLoop:
         return outcomes, clean, failed
 
     def _ask_finalize(self, batch_ids: set[str]) -> None:
-        """Finalize every batch that has nothing left for this worker to run, on a background thread."""
-        busy = {item.request.batch_id for item in self.inflight}
+        """Finalize every batch that has nothing left for this worker to run or to write, on a background thread.
+        A batch with results not written yet is not asked for: finalizing would find requests still held by this
+        worker and leave the batch to the sweep, and this worker would not ask again."""
+        busy = (
+            {item.request.batch_id for item in self.inflight}
+            | {item.request.batch_id for item, _ in self.finished}
+            | self.writer.pending_batch_ids
+        )
         quiet = batch_ids - busy
         if not quiet:
             return

@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from django.db import close_old_connections, connection
@@ -46,6 +47,7 @@ class ResultWriter:
         self._jobs: queue.SimpleQueue[Results | None] = queue.SimpleQueue()
         self.written: queue.SimpleQueue[Written] = queue.SimpleQueue()  # read by the loop: batches to finalize
         self._pending = 0
+        self._batches: Counter[str] = Counter()  # batches with results handed over and not written yet
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
@@ -57,11 +59,18 @@ class ResultWriter:
         """Requests handed over and not written yet."""
         return self._pending
 
+    @property
+    def pending_batch_ids(self) -> set[str]:
+        """Batches with results handed over and not written yet: not finished as far as this worker knows."""
+        with self._lock:
+            return set(self._batches)
+
     def submit(self, results: Results) -> None:
         if not results.size:
             return
         with self._lock:
             self._pending += results.size
+            self._batches.update(results.batch_ids)
             self._idle.clear()
         self._jobs.put(results)
 
@@ -76,15 +85,21 @@ class ResultWriter:
     def _run(self) -> None:
         try:
             while (job := self._jobs.get()) is not None:
-                self._write(job)
+                written = self._write(job)
                 with self._lock:
                     self._pending -= job.size
+                    self._batches.subtract(job.batch_ids)
+                    for batch_id in job.batch_ids:
+                        if self._batches[batch_id] <= 0:
+                            del self._batches[batch_id]
                     if not self._pending:
                         self._idle.set()
+                # Reported once it no longer counts as pending: the loop then sees the batch done, if it is.
+                self.written.put(written)
         finally:
             connection.close()
 
-    def _write(self, job: Results) -> None:
+    def _write(self, job: Results) -> Written:
         while True:
             try:
                 written = (
@@ -101,10 +116,7 @@ class ResultWriter:
                 close_old_connections()
                 time.sleep(RETRY_PAUSE_SECONDS)
                 continue
-            self.written.put(
-                Written(
-                    batch_ids=job.batch_ids,
-                    output_tokens=sum(o.output_tokens for o in job.outcomes if o.request.id in written),
-                )
+            return Written(
+                batch_ids=job.batch_ids,
+                output_tokens=sum(o.output_tokens for o in job.outcomes if o.request.id in written),
             )
-            return
