@@ -43,7 +43,7 @@ def count_input_tokens(model: str, endpoint: str, bodies: list[dict]) -> list[in
 
 
 # A request of each endpoint to count once at start: what loads a model's tokenizer and compiles its chat template.
-_SAMPLES = {
+_SAMPLES: dict[str, dict] = {
     "/v1/chat/completions": {"messages": [{"role": "user", "content": "Hello."}]},
     "/v1/responses": {"input": "Hello."},
     "/v1/completions": {"prompt": "Hello."},
