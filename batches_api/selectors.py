@@ -277,16 +277,13 @@ def results_page(*, batch: Batch, after: int, limit: int) -> ResultsPage:
         )
     # A client following a batch asks for the few lines that ended since its last page: one query reads them.
     first = min(limit, RESULTS_CHUNK)
-    head = list(_lines_after(batch.id, after).values_list("result_seq", "result_line")[: first + 1])
-    if len(head) <= first:  # every line there is, within the limit
-        last, has_more = (head[-1][0] if head else after), False
-    elif limit == first:  # one more line than the page holds
-        head = head[:limit]
-        last, has_more = head[-1][0], True
-    else:  # a page of many chunks: where it ends, from the numbers alone; its lines are read as it is sent
-        head = head[:first]
+    rows = list(_lines_after(batch.id, after).values_list("result_seq", "result_line")[: first + 1])
+    head, beyond = rows[:first], len(rows) > first
+    if beyond and limit > first:  # a page of many chunks: where it ends, from the numbers; lines read as it is sent
         numbers = list(_lines_after(batch.id, after).values_list("result_seq", flat=True)[: limit + 1])
         last, has_more = numbers[:limit][-1], len(numbers) > limit
+    else:
+        last, has_more = (head[-1][0] if head else after), beyond
     return ResultsPage(
         batch_id=batch.id, status=batch.status, after=after, last=last, has_more=has_more, head=tuple(head)
     )

@@ -149,19 +149,23 @@ def test_events_send_every_status_and_the_progress_then_close_at_the_final_one(c
     import json
     import signal
 
+    from batches_api.services import INLINE_VALIDATION_BYTES
+
     # An input over INLINE_VALIDATION_BYTES is validated by the task cluster, paused until the stream has sent
     # its first event: the stream opens while the batch is validating, however fast validation is.
+    lines = [chat(f"e{i}", 30 + (i * 37) % 400, content="pad " * (INLINE_VALIDATION_BYTES // 400)) for i in range(100)]
+    assert len(json.dumps(lines)) > INLINE_VALIDATION_BYTES
     cluster = task_cluster.tree()
     for proc in cluster:
         proc.send_signal(signal.SIGSTOP)
 
-    def resume(_event=None) -> None:
-        for proc in cluster:
+    def resume(_event=None) -> None:  # once: the list empties
+        while cluster:
             with contextlib.suppress(psutil.Error):
-                proc.send_signal(signal.SIGCONT)
+                cluster.pop().send_signal(signal.SIGCONT)
 
     try:
-        batch = create(client, [chat(f"e{i}", 30 + (i * 37) % 400, content="pad " * 3000) for i in range(100)])
+        batch = create(client, lines)
         with open_events(http, batch.id) as response:
             assert response.status_code == 200
             assert response.headers["content-type"] == "text/event-stream"
