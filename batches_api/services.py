@@ -34,7 +34,7 @@ from batches_api.signals import batch_status_changed
 from batches_api.tokens import count_input_tokens
 from batches_api.validation import InputValidator, ValidationResult, iter_lines
 from batchserver.background import soon
-from batchserver.db import update_rows
+from batchserver.db import lock_timed_out, update_rows
 from batchserver.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from batchserver.ids import new_id
 from batchserver.limits import batches_in_flight_limit, enqueued_tokens_limit, lock_project
@@ -1013,13 +1013,15 @@ class SweepReport:
     finalizations: int = 0
     failed: int = 0
     errors: int = 0
+    busy: int = 0  # locked by another transaction past the sweep's lock wait: the next sweep tries again
 
 
 def sweep() -> SweepReport:
     """Enqueue what nobody is doing, each batch on its own (one failing batch never stalls the others):
     validations whose job was lost, batches whose requests have all ended (their worker died before asking),
     cancelled and expired batches; and end requests that keep killing their worker."""
-    report = SweepReport(poisoned=requests_end_poisoned())
+    report = SweepReport()
+    _each(report, None, _end_poisoned)
     quiet = _job_free() & _not_just_enqueued()
     now = timezone.now()
     lost = Batch.objects.filter(quiet, status=Batch.Status.VALIDATING).values_list("id", "validation_attempts")
@@ -1041,13 +1043,27 @@ def sweep() -> SweepReport:
 SWEPT = 1000  # batches of each kind handled per sweep (the next sweep takes the rest)
 
 
-def _each(report: SweepReport, batch_id: str, handle, *args) -> None:
-    """Handle one batch of the sweep: a failure is logged with its id, and the sweep goes on with the others."""
+def _each(report: SweepReport, batch_id: str | None, handle, *args) -> None:
+    """Handle one batch of the sweep (None: a step over all batches): a failure is logged with its id, and the
+    sweep goes on with the others."""
+    subject = f"batch {batch_id}" if batch_id else f"step {handle.__name__}"
     try:
         handle(report, batch_id, *args)
-    except Exception:
+    except Exception as error:
+        if lock_timed_out(error):
+            report.busy += 1
+            logger.warning(
+                "sweep: %s has rows locked by a transaction that has not ended (a process stalled in it?); the "
+                "next sweep tries again",
+                subject,
+            )
+            return
         report.errors += 1
-        logger.exception("sweep: could not handle batch %s", batch_id, extra={"batch_id": batch_id})
+        logger.exception("sweep: could not handle %s", subject, extra={"batch_id": batch_id})
+
+
+def _end_poisoned(report: SweepReport, _batch_id: None) -> None:
+    report.poisoned += requests_end_poisoned()
 
 
 def _retry_validation(report: SweepReport, batch_id: str, attempts: int, quiet: Q) -> None:

@@ -1,9 +1,11 @@
-"""Database helpers the ORM lacks: many rows written in one statement, conditionally."""
+"""Database helpers the ORM lacks: many rows written in one statement, conditionally; a bounded wait for row
+locks."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from django.db import connections, models
 
@@ -78,3 +80,30 @@ def update_rows(
             )
             changed.extend(row[0] for row in cursor.fetchall())
     return changed
+
+
+@contextmanager
+def lock_wait_at_most(seconds: float, using: str = "default") -> Iterator[None]:
+    """Statements run inside (outside any transaction) wait at most `seconds` for a lock that another
+    transaction holds, then fail with an error that `lock_timed_out` recognizes (PostgreSQL's lock_timeout;
+    elsewhere, nothing changes). For housekeeping that must go on when a process stalls in the middle of a
+    transaction, holding its rows: it skips them this time rather than waiting with them."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('lock_timeout', %s, false)", [f"{round(seconds * 1000)}ms"])
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('lock_timeout', '0', false)")
+        except Exception:  # a broken connection: the next use opens a new one, with the default
+            connection.close()
+
+
+def lock_timed_out(error: BaseException) -> bool:
+    """Whether `error` is a statement that gave up waiting for a lock (see lock_wait_at_most)."""
+    return getattr(error.__cause__, "sqlstate", None) == "55P03"

@@ -33,6 +33,42 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "c
         time.sleep(interval)
 
 
+def pause(procs: list[psutil.Process], *, tries: int = 200) -> list[psutil.Process]:
+    """SIGSTOP `procs` at a moment when none of them is inside a database transaction, and return those paused
+    (resume them with SIGCONT). A process stopped in a transaction would hold its row locks for the whole
+    pause, and a test's own statements on those rows would wait on it forever."""
+    import psycopg
+
+    for _ in range(tries):
+        paused = []
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGSTOP)
+                paused.append(proc)
+            except psutil.Error:
+                pass
+        ports = set()
+        for proc in paused:
+            try:
+                ports.update(c.laddr.port for c in proc.net_connections(kind="tcp") if c.raddr and c.raddr.port == 5432)
+            except psutil.Error:
+                pass
+        with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY(%s) AND xact_start IS NOT NULL",
+                [list(ports)],
+            ).fetchone()[0]
+        if not busy:
+            return paused
+        for proc in paused:
+            try:
+                proc.send_signal(signal.SIGCONT)
+            except psutil.Error:
+                pass
+        time.sleep(0.02)
+    raise AssertionError(f"no moment in {tries} tries when {procs} held no database transaction")
+
+
 class Proc:
     """A process of the stack, with its output in a log file under test-artifacts/."""
 

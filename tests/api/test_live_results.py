@@ -6,6 +6,7 @@ change of status or request counts). The SDK's raw requests reach the paths it h
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 
@@ -16,6 +17,7 @@ import pytest
 
 from tests.conftest import start_web, start_worker, wait_for, wait_for_status
 from tests.helpers import request_line, upload_batch_file
+from tests.stack import pause
 
 FAKE = "fake-echo"  # 2 ms per output token
 FINAL = {"completed", "failed", "expired", "cancelled"}
@@ -147,7 +149,6 @@ def open_events(http: httpx.Client, batch_id: str, last_event_id: str | None = N
 
 def test_events_send_every_status_and_the_progress_then_close_at_the_final_one(client, http, live_worker, task_cluster):
     import json
-    import signal
 
     from batches_api.services import INLINE_VALIDATION_BYTES
 
@@ -155,9 +156,7 @@ def test_events_send_every_status_and_the_progress_then_close_at_the_final_one(c
     # its first event: the stream opens while the batch is validating, however fast validation is.
     lines = [chat(f"e{i}", 30 + (i * 37) % 400, content="pad " * (INLINE_VALIDATION_BYTES // 400)) for i in range(100)]
     assert len(json.dumps(lines)) > INLINE_VALIDATION_BYTES
-    cluster = task_cluster.tree()
-    for proc in cluster:
-        proc.send_signal(signal.SIGSTOP)
+    cluster = pause(task_cluster.tree())
 
     def resume(_event=None) -> None:  # once: the list empties
         while cluster:

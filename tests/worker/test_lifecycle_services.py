@@ -16,27 +16,23 @@ import pytest
 from django.utils import timezone
 
 from tests.helpers import make_batch, request_json, write_file
-from tests.stack import ROOT
+from tests.stack import ROOT, pause
 
 
 @pytest.fixture(autouse=True)
 def quiet_stack():
-    """The suite's task clusters and workers, paused (SIGSTOP) for the test: each test here plays every part
-    itself, and a real sweep or worker acting on its rows at the same moment would make it a different test."""
-    paused = []
+    """The suite's task clusters and workers, paused (SIGSTOP) for the test, outside any transaction of theirs:
+    each test here plays every part itself, and a real sweep or worker acting on its rows at the same moment
+    would make it a different test."""
+    family = []
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
         if proc.info["cwd"] == str(ROOT) and ("manage.py runtasks" in cmdline or "manage.py runworker" in cmdline):
             try:
-                family = [proc, *proc.children(recursive=True)]
+                family += [proc, *proc.children(recursive=True)]
             except psutil.Error:
                 continue
-            for member in family:
-                try:
-                    member.send_signal(signal.SIGSTOP)
-                    paused.append(member)
-                except psutil.Error:
-                    pass
+    paused = pause(family)
     yield
     for member in paused:
         try:
@@ -397,3 +393,50 @@ def test_one_failing_batch_does_not_stall_the_sweep(project, monkeypatch, caplog
     assert (fine.id,) in enqueued
     assert report.errors >= 1
     assert any(broken.id in record.getMessage() and record.exc_info for record in caplog.records)
+
+
+def test_a_batch_locked_by_a_stalled_transaction_is_left_for_the_next_sweep(project, monkeypatch, caplog):
+    """A process stalled in the middle of a transaction holds its batch's row; the task cluster's sweeps skip
+    that batch after a bounded wait and heal the others, rather than wait with it."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from batches_api import services
+    from batches_api.models import Batch
+    from batchserver import sweeps
+
+    stuck, fine = (
+        make_batch(project, status="cancelling", total=1, with_requests=True, cancelling_at=timezone.now())
+        for _ in range(2)
+    )
+    enqueued = []
+    monkeypatch.setattr(services, "enqueue", lambda func, *args: enqueued.append(args))
+    monkeypatch.setattr(sweeps, "LOCK_WAIT_SECONDS", 0.5)
+    locked, release = threading.Event(), threading.Event()
+
+    def stall() -> None:
+        try:
+            with transaction.atomic():
+                Batch.objects.select_for_update().get(pk=stuck.pk)
+                locked.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=stall)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        with caplog.at_level(logging.WARNING, logger="batches_api.services"):
+            report = sweeps.run_all()["batches"]
+    finally:
+        release.set()
+        holder.join()
+    assert (fine.id,) in enqueued and (stuck.id,) not in enqueued
+    assert report.busy >= 1
+    assert any(f"batch {stuck.id} has rows locked" in record.getMessage() for record in caplog.records)
+    with connection.cursor() as cursor:  # the sweep's connection is back to waiting as long as it takes
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "0"
+    assert services.sweep().finalizations >= 1  # once the row is free, the next sweep takes it
