@@ -357,6 +357,31 @@ def test_requests_that_were_in_flight_when_engines_died_are_quarantined_then_end
     assert BatchRequest.objects.filter(batch=batch, status="errored").count() == 1  # nobody else
 
 
+def test_a_claim_takes_what_gone_workers_held_first_then_pending_lines_in_order(project):
+    from batches_api import services
+    from batches_api.models import BatchRequest, Worker
+
+    model = f"only-{project.name}"
+    batch = make_batch(project, total=8, with_requests=True, model=model)
+    rows = list(batch.requests.order_by("line"))
+    stopped, busy = dead_worker(), live_worker()
+    silent = live_worker()
+    Worker.objects.filter(pk=silent.pk).update(last_heartbeat_at=timezone.now() - timedelta(hours=1))
+    held = {5: stopped, 6: busy, 7: silent}
+    for line, holder in held.items():
+        BatchRequest.objects.filter(pk=rows[line - 1].pk).update(status="running", worker=holder, attempts=1)
+    BatchRequest.objects.filter(pk=rows[7].pk).update(status="running", worker=None, attempts=1)  # its worker deleted
+
+    worker = live_worker()
+    first = services.requests_claim(worker_id=worker.pk, model=model, limit=4)
+    assert [r.custom_id for r in first] == ["r4", "r6", "r7", "r0"]  # lines 5, 7, 8 orphaned, then line 1
+    assert [r.attempts for r in first] == [2, 2, 2, 1]
+    rest = services.requests_claim(worker_id=worker.pk, model=model, limit=10)
+    assert [r.custom_id for r in rest] == ["r1", "r2", "r3"]  # line 6 stays with its live worker
+    assert BatchRequest.objects.get(pk=rows[5].pk).worker_id == busy.pk
+    assert services.requests_claim(worker_id=worker.pk, model=model, limit=10) == []
+
+
 def test_a_clean_give_back_does_not_count_as_a_try(project):
     from batches_api import services
     from batches_api.models import BatchRequest
