@@ -308,6 +308,38 @@ def test_embeddings(host):
     assert r.input_tokens > 0 and r.output_tokens == 0
 
 
+@pytest.mark.parametrize("encoding_format", ["float", "base64"])
+def test_an_embedding_body_is_the_json_vllm_serve_sends(host, encoding_format):
+    """The engine keeps vLLM's embedding body rather than rendering it as JSON and parsing it back: the same
+    body, float for float, as vLLM's own JSONResponse gives."""
+    from starlette.responses import JSONResponse
+
+    from inference.engines.vllm import _EmbeddingBody
+
+    serving = host._slot(EMBED_MODEL).engine.state.serving_embedding
+    assert serving.json_response_cls is _EmbeddingBody
+    body = {"model": EMBED_MODEL, "input": ["The cat sits.", "word " * 50], "encoding_format": encoding_format}
+    ours = call(host, EMBED_MODEL, EMBEDDINGS, body)
+    serving.json_response_cls = JSONResponse
+    try:
+        theirs = call(host, EMBED_MODEL, EMBEDDINGS, body)
+    finally:
+        serving.json_response_cls = _EmbeddingBody
+    assert ours.status_code == theirs.status_code == 200
+    assert json.dumps(ours.body["data"]) == json.dumps(theirs.body["data"])
+    assert {k: v for k, v in ours.body.items() if k not in ("id", "created")} == {
+        k: v for k, v in theirs.body.items() if k not in ("id", "created")
+    }
+
+
+def test_an_embedding_with_no_number_json_can_write_fails_as_vllm_serve_fails_it():
+    from inference.engines.vllm import _EmbeddingBody
+
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        _EmbeddingBody({"data": [{"index": 0, "object": "embedding", "embedding": [0.5, math.nan]}]})
+    assert _EmbeddingBody({"data": [{"embedding": "AAAA"}]}).content == {"data": [{"embedding": "AAAA"}]}
+
+
 def test_embedding_errors(host):
     assert_error(
         call(host, EMBED_MODEL, EMBEDDINGS, {"model": EMBED_MODEL, "input": "word " * 300}), 400, "input_tokens"
