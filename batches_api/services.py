@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 import msgspec
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -993,15 +993,16 @@ def _finalize(job: Job, batch: Batch, ending: Ending) -> None:
         status = S.FINALIZING
     output = _write_results(batch, BatchRequest.Status.RESPONDED, "output")
     errors = _write_results(batch, BatchRequest.Status.ERRORED, "error")
-    requests = BatchRequest.objects.filter(batch=batch)
-    totals = requests.aggregate(
+    totals = BatchRequest.objects.filter(batch=batch).aggregate(
         input_tokens=Sum("input_tokens"),
         cached_tokens=Sum("cached_tokens"),
         output_tokens=Sum("output_tokens"),
         reasoning_tokens=Sum("reasoning_tokens"),
+        succeeded=Count("id", filter=succeeded_q()),
+        requests=Count("id"),
     )
-    succeeded = requests.filter(succeeded_q()).count()
-    failed = requests.count() - succeeded
+    succeeded = totals.pop("succeeded")
+    failed = totals.pop("requests") - succeeded
     with transaction.atomic():
         done = _transition(
             batch.id,
