@@ -274,8 +274,9 @@ class _EmbeddingBody:
     """Stands in for starlette's JSONResponse as the response class of vLLM's embedding server (the class it
     uses when orjson is not installed): it keeps the body vLLM made instead of writing it as JSON text that the
     worker would only parse back. That round trip of 384 floats per input took about an eighth of a worker's
-    busy time on an embedding batch (measured with py-spy). It refuses what JSONResponse refuses (NaN and infinities, with json.dumps's own
-    ValueError, raised where vLLM expects it), so the response is still the one `vllm serve` sends."""
+    busy time on an embedding batch (measured with py-spy). It refuses what JSONResponse refuses (NaN and
+    infinities, with json.dumps's own ValueError, raised where vLLM expects it), so the response is still the
+    one `vllm serve` sends."""
 
     def __init__(self, content: dict, status_code: int = 200, **_ignored: Any) -> None:
         for item in content.get("data") or ():
