@@ -159,6 +159,8 @@ class Engine(ABC):
     # Which of ENDPOINTS this engine serves: those of spec.endpoints it can serve.
     endpoints: frozenset[str] = frozenset()
     spec: ModelSpec
+    # Whether loading it starts processes of its own: a watchdog then follows the load (see EngineHost).
+    starts_processes: bool = False
 
     @classmethod
     @abstractmethod

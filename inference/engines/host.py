@@ -201,11 +201,19 @@ class EngineSlot:
     def load(self) -> None:
         engine_cls = get_engine_class(self.spec.engine)  # imports vLLM here, in the caller's thread
         started = time.monotonic()
-        self.engine = self.run(engine_cls.load(self.spec))
+        if self.use_watchdog and engine_cls.starts_processes:
+            self._start_watchdog(follow=True)  # the engine's processes are not known until the load ends
+        try:
+            self.engine = self.run(engine_cls.load(self.spec))
+        except BaseException:
+            self._stop_watchdog()
+            raise
         self.load_seconds = time.monotonic() - started
         self._remember_children(self.engine.child_pids())
         if self.use_watchdog and self.child_pids:
-            self._start_watchdog()
+            self._start_watchdog()  # the engine's own processes from now on
+        else:
+            self._stop_watchdog()
 
     def submit(self, request_id: str, endpoint: str, body: dict) -> concurrent.futures.Future[EngineResponse]:
         engine = self.engine
@@ -288,19 +296,13 @@ class EngineSlot:
                 pass
         self.child_pids = list(dict.fromkeys(family))
 
-    def _start_watchdog(self) -> None:
+    def _start_watchdog(self, *, follow: bool = False) -> None:
+        """A watchdog of the engine's processes (`follow`: of every process this one starts, while a load runs)."""
         self._stop_watchdog()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        cmd = [
-            sys.executable,
-            "-m",
-            "inference.engines.watchdog",
-            "--parent",
-            str(os.getpid()),
-            "--pids",
-            ",".join(str(p) for p in self.engine_pids),
-        ]
+        watched = ["--follow"] if follow else ["--pids", ",".join(str(p) for p in self.engine_pids)]
+        cmd = [sys.executable, "-m", "inference.engines.watchdog", "--parent", str(os.getpid()), *watched]
         try:
             self.watchdog = subprocess.Popen(
                 cmd,

@@ -397,6 +397,8 @@ _ROUTES: dict[str, tuple[str, str | None, str, str, bool]] = {
 class VLLMEngine(Engine):
     """vLLM's OpenAI serving classes over a warm AsyncLLM (one model)."""
 
+    starts_processes = True  # the engine core and its workers
+
     def __init__(self, spec: ModelSpec, async_llm, state, args, supported_tasks, vllm_config):
         self.spec = spec
         self.async_llm = async_llm

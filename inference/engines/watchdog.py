@@ -12,6 +12,11 @@ seconds, SIGKILLs what is left, and exits. It exits quietly as soon as all liste
 processes are gone (normal engine shutdown). A pid is only ever signalled if its
 create_time still matches the one recorded at start (pids get reused).
 
+``--follow`` (instead of ``--pids``) watches a load in progress, before the engine's
+processes are known: it records every descendant of the parent each interval, and ends
+them all when the parent dies. A worker SIGKILLed while it loads a model would
+otherwise leave the engine it was starting running, with its memory, forever.
+
 Plain Python + psutil; imports nothing else from the project.
 """
 
@@ -84,7 +89,7 @@ def reap(procs: list[psutil.Process], grace: float) -> None:
         psutil.wait_procs(list(leftovers.values()), timeout=grace)
 
 
-def watch(parent_pid: int, pids: list[int], *, interval: float = 1.0, grace: float = 5.0) -> int:
+def watch(parent_pid: int, pids: list[int], *, follow: bool = False, interval: float = 1.0, grace: float = 5.0) -> int:
     parent = _snapshot(parent_pid)
     watched = [p for p in (_snapshot(pid) for pid in pids) if p is not None]
     # Remember the descendants too: if a listed process dies first, its children get
@@ -92,8 +97,10 @@ def watch(parent_pid: int, pids: list[int], *, interval: float = 1.0, grace: flo
     known: dict[int, psutil.Process] = {p.pid: p for p in watched}
 
     def _refresh_known() -> None:
-        for p in _family(watched):
-            known.setdefault(p.pid, p)
+        roots = [parent] if follow and parent is not None and _alive(parent) else watched
+        for p in _family(roots):
+            if p.pid != parent_pid:
+                known.setdefault(p.pid, p)
 
     _refresh_known()
     stop = {"now": False}
@@ -104,7 +111,7 @@ def watch(parent_pid: int, pids: list[int], *, interval: float = 1.0, grace: flo
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     while not stop["now"]:
-        if not any(_alive(p) for p in watched):
+        if not follow and not any(_alive(p) for p in watched):
             return 0  # normal shutdown: the engine is gone
         if parent is None or not _alive(parent):
             _refresh_known()
@@ -118,7 +125,8 @@ def watch(parent_pid: int, pids: list[int], *, interval: float = 1.0, grace: flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parent", type=int, required=True, help="pid whose death triggers the reaping")
-    parser.add_argument("--pids", required=True, help="comma-separated pids to end when the parent dies")
+    parser.add_argument("--pids", default="", help="comma-separated pids to end when the parent dies")
+    parser.add_argument("--follow", action="store_true", help="end every descendant of the parent instead")
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--grace", type=float, default=5.0)
     args = parser.parse_args(argv)
@@ -128,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         os.setsid()
     except OSError:
         pass
-    return watch(args.parent, pids, interval=args.interval, grace=args.grace)
+    if not pids and not args.follow:
+        parser.error("give --pids, or --follow")
+    return watch(args.parent, pids, follow=args.follow, interval=args.interval, grace=args.grace)
 
 
 if __name__ == "__main__":
