@@ -150,12 +150,16 @@ class Chaos:
         self.log.append(f"{time.strftime('%H:%M:%S')} restarted PostgreSQL")
 
 
-def stack_leftovers(data_dir: Path) -> list[str]:
-    """Processes still running with the stack's data dir in their environment."""
+def stack_leftovers(data_dir: Path, since: float) -> list[str]:
+    """Processes still running with the stack's data dir in their environment, and vLLM's engine processes
+    started since `since` (they name themselves VLLM::… and do not carry the stack's environment)."""
     left = []
-    for proc in psutil.process_iter(["pid", "name"]):
+    for proc in psutil.process_iter(["pid", "name", "create_time", "status"]):
         try:
-            if proc.environ().get("BATCHSERVER_DATA_DIR") == str(data_dir) and proc.pid != psutil.Process().pid:
+            if proc.pid == psutil.Process().pid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            engine = proc.info["name"].startswith("VLLM") and proc.info["create_time"] >= since
+            if engine or proc.environ().get("BATCHSERVER_DATA_DIR") == str(data_dir):
                 left.append(f"{proc.pid} {' '.join(proc.cmdline())[:80]}")
         except psutil.Error:
             continue
@@ -170,6 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     started = time.monotonic()
+    begun = time.time()  # wall clock, as processes record their start
     with Stack("bench_chaos") as stack:
         stack.start_server()
         workers = {name: stack.start_worker(name, [CHAT_MODEL]) for name in ("a", "b")}
@@ -237,7 +242,7 @@ def main() -> None:
             text=True,
         ).stdout.split()[-2:]
     time.sleep(2)
-    leftovers = stack_leftovers(data_dir)
+    leftovers = stack_leftovers(data_dir, since=begun)
     print("\n".join(chaos.log))
     print(f"{args.batches} batches, {total} requests, 2 workers ({CHAT_MODEL}), seed {args.seed}, {elapsed:.0f} s")
     print(f"batches completed: {completed}/{args.batches}")
