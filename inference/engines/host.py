@@ -6,8 +6,9 @@ never holds up the requests of another. Requests are handed to a loop with
 ``asyncio.run_coroutine_threadsafe`` and come back as ``concurrent.futures.Future``. Which
 models stay loaded (a memory budget, least recently used first out) is the serving loop's call.
 
-After each load a watchdog process (``inference.engines.watchdog``) is started for the
-engine's child processes, so a SIGKILLed worker leaves no engine behind.
+A watchdog process (``inference.engines.watchdog``) follows each load (every process the
+worker starts meanwhile), then the engine's own processes once they are known, so a
+SIGKILLed worker leaves no engine behind, even one killed in the middle of a load.
 
 Plain Python (no Django). Use the per-process singleton ``get_host()``.
 """
