@@ -99,8 +99,8 @@ def lock_wait_at_most(seconds: float, using: str = "default") -> Iterator[None]:
     finally:
         try:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('lock_timeout', '0', false)")
-        except Exception:  # a broken connection: the next use opens a new one, with the default
+                cursor.execute("RESET lock_timeout")  # back to the server's setting
+        except Exception:  # a broken connection: the next use opens a new one, with the server's setting
             connection.close()
 
 

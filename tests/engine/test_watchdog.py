@@ -4,6 +4,7 @@ not given."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -36,8 +37,10 @@ def test_a_worker_killed_while_it_loads_leaves_no_engine_process():
     worker = subprocess.Popen(
         [sys.executable, "-c", LOADING_WORKER], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
+    started: list[psutil.Process] = []
     try:
-        watchdog, engine, grandchild = (psutil.Process(int(pid)) for pid in worker.stdout.readline().split())
+        started += [psutil.Process(int(pid)) for pid in worker.stdout.readline().split()]
+        watchdog, engine, grandchild = started
         time.sleep(0.6)  # a few of the watchdog's rounds: it has seen both
         assert engine.is_running() and grandchild.is_running()
         worker.send_signal(signal.SIGKILL)  # as a machine or an operator would, leaving its children behind
@@ -52,12 +55,12 @@ def test_a_worker_killed_while_it_loads_leaves_no_engine_process():
             10,
             message="the watchdog to exit",
         )
-    finally:
-        for proc in psutil.Process().children(recursive=True):
-            if proc.pid == worker.pid:
-                proc.kill()
+    finally:  # whatever the test left, should it fail
         worker.kill()
         worker.wait(5)
+        for proc in started:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def test_a_watchdog_of_known_processes_ends_them_and_nothing_else():
