@@ -31,8 +31,14 @@ def main() -> None:
         lines = chat_lines(2, max_tokens=4, model="fake-fast")
         cpu_before = cpu_seconds(stack)
         started = time.monotonic()
+
+        def create(_) -> float:  # seconds the client waited for its upload and its create
+            began = time.monotonic()
+            submit(client, lines)
+            return time.monotonic() - began
+
         with ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(lambda _: submit(client, lines).id, range(args.batches)))
+            waits = sorted(pool.map(create, range(args.batches)))
         created = time.monotonic() - started
         import psycopg
 
@@ -62,6 +68,10 @@ def main() -> None:
         f"not completed: {failed}"
     )
     print(f"wait created -> in_progress: p50 {p50:.2f} s, p99 {p99:.2f} s")
+    print(
+        f"client's wait for upload + create: p50 {waits[len(waits) // 2]:.2f} s, "
+        f"p99 {waits[min(len(waits) - 1, len(waits) * 99 // 100)]:.2f} s"
+    )
     print(
         f"CPU per batch: {sum(cpu.values()) / args.batches * 1000:.0f} ms in all on {psutil.cpu_count()} cores ("
         + ", ".join(f"{part} {seconds / args.batches * 1000:.0f} ms" for part, seconds in cpu.items())
