@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import date
 
+from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -38,9 +39,7 @@ def usage_add_batch(batch_id: str, status: str) -> None:
     """Add a batch that just ended with `status` to its project's usage. Call inside the transaction of that
     transition: it happens once, as the transition does."""
     batch = Batch.objects.only("project_id", "model").get(pk=batch_id)
-    model = batch.model or ""
-    today = timezone.now().date()
-    _add(batch.project_id, model, today, {f"batches_{status}": 1})
+    days: dict[date, dict] = {timezone.now().date(): {f"batches_{status}": 1}}
     engine_time = ExpressionWrapper(F("finished_at") - F("claimed_at"), output_field=DurationField())
     per_day = (
         BatchRequest.objects.filter(batch_id=batch_id, finished_at__isnull=False)
@@ -59,18 +58,28 @@ def usage_add_batch(batch_id: str, status: str) -> None:
     for row in per_day:
         engine = row.pop("engine")
         day = row.pop("day")
-        _add(batch.project_id, model, day, {**row, "engine_seconds": engine.total_seconds() if engine else 0.0})
+        days.setdefault(day, {}).update(row, engine_seconds=engine.total_seconds() if engine else 0.0)
+    _add(batch.project_id, batch.model or "", days)
 
 
-def _add(project_id: int, model: str, day: date, figures: dict) -> None:
-    """Add to one project's, model's and day's row (created at zero first: two batches ending at once both add)."""
-    figures = {name: value for name, value in figures.items() if value}
-    if not figures:
-        return
-    UsageDay.objects.bulk_create([UsageDay(project_id=project_id, model=model, day=day)], ignore_conflicts=True)
-    UsageDay.objects.filter(project_id=project_id, model=model, day=day).update(
-        **{name: F(name) + value for name, value in figures.items()}
-    )
+def _add(project_id: int, model: str, days: dict[date, dict]) -> None:
+    """Add figures to one project's and model's row of each day, in one statement: a row is created, or added to
+    where it exists (two batches ending at once both add)."""
+    quote = connection.ops.quote_name
+    table = quote(UsageDay._meta.db_table)
+    columns = ", ".join(quote(name) for name in COUNTED)
+    added = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in COUNTED)
+    rows = [
+        (project_id, model, connection.ops.adapt_datefield_value(day), *(figures.get(name) or 0 for name in COUNTED))
+        for day, figures in days.items()
+    ]
+    values = ", ".join(["(" + ", ".join(["%s"] * (3 + len(COUNTED))) + ")"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (project_id, model, day, {columns}) VALUES {values} "
+            f"ON CONFLICT (project_id, model, day) DO UPDATE SET {added}",
+            [value for row in rows for value in row],
+        )
 
 
 def usage_days(

@@ -64,3 +64,36 @@ def test_request_rate_and_project_lock_work_on_sqlite(tmp_path):
     result = subprocess.run([sys.executable, "-c", LIMITS_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-2:] == ["[True, True, True, True, True, False] [4, 3, 2, 1, 0, 0]", "p"]
+
+
+USAGE_SCRIPT = """
+import django
+django.setup()
+from datetime import date
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.db import transaction
+from batches_api.accounting import _add
+from batches_api.models import UsageDay
+from batchserver.models import Project
+p = Project.objects.create(name="p")
+with transaction.atomic():
+    _add(p.pk, "m", {date(2026, 1, 1): {"batches_completed": 1, "input_tokens": 5}, date(2026, 1, 2): {"output_tokens": 2}})
+with transaction.atomic():  # added to the rows that exist
+    _add(p.pk, "m", {date(2026, 1, 1): {"batches_completed": 1, "engine_seconds": 0.5}})
+print(list(UsageDay.objects.order_by("day").values_list("day", "batches_completed", "input_tokens", "output_tokens",
+                                                          "engine_seconds")))
+"""
+
+
+def test_usage_rows_are_created_then_added_to_on_sqlite(tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "batchserver.settings",
+        "BATCHSERVER_DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run([sys.executable, "-c", USAGE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        "[(datetime.date(2026, 1, 1), 2, 5, 0, 0.5), (datetime.date(2026, 1, 2), 0, 0, 2, 0.0)]"
+    )
