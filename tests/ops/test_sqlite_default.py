@@ -78,7 +78,8 @@ from batches_api.models import UsageDay
 from batchserver.models import Project
 p = Project.objects.create(name="p")
 with transaction.atomic():
-    _add(p.pk, "m", {date(2026, 1, 1): {"batches_completed": 1, "input_tokens": 5}, date(2026, 1, 2): {"output_tokens": 2}})
+    _add(p.pk, "m", {date(2026, 1, 1): {"batches_completed": 1, "input_tokens": 5},
+                     date(2026, 1, 2): {"output_tokens": 2}})
 with transaction.atomic():  # added to the rows that exist
     _add(p.pk, "m", {date(2026, 1, 1): {"batches_completed": 1, "engine_seconds": 0.5}})
 print(list(UsageDay.objects.order_by("day").values_list("day", "batches_completed", "input_tokens", "output_tokens",
