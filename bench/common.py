@@ -173,29 +173,32 @@ def server_seconds(database_url: str, batch_id: str) -> float:
 
 def cpu_seconds(stack) -> dict[str, float]:
     """CPU time (user + system) so far of each part of a tests.stack.Stack, of this process (the benchmark's
-    clients) and of the whole machine; what the machine spent beyond them is mostly PostgreSQL and the engines'
-    own processes (counted with their worker)."""
+    clients) and of the whole machine; what the machine spent beyond them is mostly PostgreSQL. The workers' vLLM
+    engine processes (named VLLM::…) are counted apart from the workers' own processes, as "engines"."""
     import psutil
 
-    def tree(pids: list[int]) -> float:
+    def tree(pids: list[int], engines: bool = False) -> float:
         total = 0.0
         for pid in pids:
             try:
                 root = psutil.Process(pid)
                 for proc in [root, *root.children(recursive=True)]:
-                    times = proc.cpu_times()
-                    total += times.user + times.system
+                    if proc.name().startswith("VLLM") == engines:
+                        times = proc.cpu_times()
+                        total += times.user + times.system
             except psutil.Error:
                 continue
         return total
 
     machine = psutil.cpu_times()
     me = psutil.Process().cpu_times()
+    workers = [p.pid for p in stack.procs if "worker" in p.name]
     return {
         "clients": me.user + me.system,
         "web": tree([p.pid for p in stack.procs if p.name.endswith("-server")]),
         "task cluster": tree([p.pid for p in stack.procs if p.name.endswith("-tasks")]),
-        "workers": tree([p.pid for p in stack.procs if "worker" in p.name]),
+        "workers": tree(workers),
+        "engines": tree(workers, engines=True),
         "machine": machine.user + machine.system + getattr(machine, "irq", 0) + getattr(machine, "softirq", 0),
     }
 

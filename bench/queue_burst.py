@@ -74,7 +74,7 @@ def main() -> None:
     )
     print(
         f"CPU per batch: {sum(cpu.values()) / args.batches * 1000:.0f} ms in all on {psutil.cpu_count()} cores ("
-        + ", ".join(f"{part} {seconds / args.batches * 1000:.0f} ms" for part, seconds in cpu.items())
+        + ", ".join(f"{part} {seconds / args.batches * 1000:.0f} ms" for part, seconds in cpu.items() if seconds)
         + ")"
     )
 
