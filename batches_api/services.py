@@ -33,7 +33,7 @@ from batches_api.models import Batch, BatchRequest, Worker, gone_worker, live_wo
 from batches_api.signals import batch_status_changed
 from batches_api.tokens import count_input_tokens
 from batches_api.validation import InputValidator, ValidationResult, iter_lines
-from batchserver.background import after_response, soon
+from batchserver.background import soon, soon_or_after_response
 from batchserver.db import lock_timed_out, update_rows
 from batchserver.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from batchserver.ids import new_id
@@ -154,11 +154,12 @@ def batch_create(
 
 
 def _validate_soon(batch_id: str, size: int) -> None:
-    """Once the batch is committed, validate its input: a small one in this process, by the thread that answered
-    the request once its response has gone (no task queue's round trip), a large one on the task cluster. Either way
-    a claimed job; if this process never gets to it, the sweep has the task cluster do it."""
+    """Once the batch is committed, validate its input: a small one in this process (no task queue's round trip), on
+    a background thread, or when those are all busy by the thread that answered, once its response has gone; a large
+    one on the task cluster. Either way a claimed job; if this process never gets to it, the sweep has the task
+    cluster do it."""
     if size <= INLINE_VALIDATION_BYTES:
-        transaction.on_commit(lambda: after_response(batch_validate, batch_id=batch_id))
+        transaction.on_commit(lambda: soon_or_after_response(batch_validate, batch_id=batch_id))
     else:
         enqueue("batches_api.tasks.validate_batch", batch_id)
 

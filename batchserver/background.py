@@ -1,8 +1,7 @@
 """Short jobs run soon by the process that asked for them: the validation of a small batch input right after its
-batch is created (in the web process, by the thread that answered, once its response is sent), the finalizing of a
-batch as its worker sends its last results (on a few threads of the worker's own). It saves the task queue's round
-trip; it promises nothing more. Each job is a claimed, idempotent service call, and a job this process never runs
-(it stopped, it died) is found by the sweep of `manage.py runtasks` and run by the task cluster."""
+batch is created (in the web process), the finalizing of a batch as its worker sends its last results. It saves the
+task queue's round trip; it promises nothing more. Each job is a claimed, idempotent service call, and a job this
+process never runs (it stopped, it died) is found by the sweep of `manage.py runtasks` and run by the task cluster."""
 
 from __future__ import annotations
 
@@ -22,21 +21,42 @@ THREADS = 2
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pid = 0
+_queued = 0  # jobs given to the pool that have not ended yet
 _request = threading.local()  # .after: the jobs to run once the response this thread is sending has gone
 
 
 def soon(job: Callable[..., object], **kwargs: object) -> None:
     """Run `job(**kwargs)` on one of this process's background threads."""
-    global _pool, _pid
+    global _pool, _pid, _queued
     with _lock:
         if _pool is None or _pid != os.getpid():  # none yet, or a copy made by fork: its threads did not come along
             _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="background")
             _pid = os.getpid()
+            _queued = 0
         pool = _pool
-    pool.submit(_run, job, kwargs)
+        _queued += 1
+    pool.submit(_run, job, kwargs, True)
 
 
-def _run(job: Callable[..., object], kwargs: dict) -> None:
+def soon_or_after_response(job: Callable[..., object], **kwargs: object) -> None:
+    """Run `job(**kwargs)` on a background thread (`soon`) when one is free; when they are all busy and this thread
+    is answering a request, on this thread once that response has been sent (Django's request_finished).
+
+    Background threads get no larger share of the interpreter than any request thread: in a burst of requests that
+    each ask for a job, jobs left to them fall ever further behind. The threads of those requests then do the
+    excess themselves, each before it takes its next request, and the jobs keep pace with the requests. (A client
+    that sends its next request on the same connection waits for that job too.)"""
+    jobs = getattr(_request, "after", None)
+    with _lock:
+        busy = _pid == os.getpid() and _queued >= THREADS
+    if jobs is not None and busy:
+        jobs.append((job, kwargs))
+    else:
+        soon(job, **kwargs)
+
+
+def _run(job: Callable[..., object], kwargs: dict, queued: bool = False) -> None:
+    global _queued
     close_old_connections()
     try:
         job(**kwargs)
@@ -44,20 +64,9 @@ def _run(job: Callable[..., object], kwargs: dict) -> None:
         logger.exception("background job %s(%r) failed; the sweep will run it again", job.__name__, kwargs)
     finally:
         close_old_connections()
-
-
-def after_response(job: Callable[..., object], **kwargs: object) -> None:
-    """Run `job(**kwargs)` on this thread once the response to the request it is handling has been sent (Django's
-    request_finished), or, outside a request, on a background thread (`soon`).
-
-    A job run this way costs its request's thread the time it takes, before that thread takes its next request: when
-    requests come faster than the process keeps up with, the jobs they asked for are not left behind them (on
-    background threads, which the interpreter gives a share of its time no larger than any request thread's)."""
-    jobs = getattr(_request, "after", None)
-    if jobs is None:
-        soon(job, **kwargs)
-    else:
-        jobs.append((job, kwargs))
+        if queued:
+            with _lock:
+                _queued -= 1
 
 
 def _request_started(**_kwargs) -> None:

@@ -1,5 +1,5 @@
-"""batchserver.background: a job asked for while a request is handled runs on that request's thread once its response
-has been sent; outside a request it runs on a background thread."""
+"""batchserver.background: jobs run on the process's background threads while one is free; when they are all busy, a
+job asked for while a request is handled runs on that request's thread once its response has been sent."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import path
 
-from batchserver.background import after_response
+from batchserver import background
 
 events: list[tuple[str, int]] = []
 
@@ -20,7 +20,7 @@ def _job(*, name: str) -> None:
 
 
 def _view(request):
-    after_response(_job, name="validate")
+    background.soon_or_after_response(_job, name="validate")
     events.append(("view", threading.get_ident()))
     return HttpResponse("validating")
 
@@ -35,8 +35,48 @@ def _clean(db_access):  # a job closes its thread's stale database connections, 
     events.clear()
 
 
+@pytest.fixture
+def busy_threads():
+    """Every background thread busy until the test ends."""
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        release.wait(30)
+
+    for _ in range(background.THREADS):
+        background.soon(hold)
+    for _ in range(background.THREADS):
+        assert started.acquire(timeout=10)
+    yield
+    release.set()
+    for _ in range(200):  # the jobs queued behind them have run: none spills into the next test
+        if not background._queued:
+            break
+        threading.Event().wait(0.05)
+    events.clear()
+
+
+def wait_for_events(n: int) -> None:
+    for _ in range(200):
+        if len(events) >= n:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"only {events}")
+
+
 @pytest.mark.urls(__name__)
-def test_a_job_asked_for_in_a_request_runs_on_its_thread_after_the_response():
+def test_while_a_background_thread_is_free_the_job_runs_there():
+    response = Client().get("/create")
+    assert response.content == b"validating"
+    wait_for_events(2)
+    threads = dict(events)
+    assert set(threads) == {"view", "validate"} and threads["validate"] != threads["view"]
+
+
+@pytest.mark.urls(__name__)
+def test_when_they_are_all_busy_the_request_thread_runs_it_after_its_response(busy_threads):
     response = Client().get("/create")  # Django's handler; the test client closes the response as a server does
     assert response.content == b"validating"
     me = threading.get_ident()
@@ -46,27 +86,20 @@ def test_a_job_asked_for_in_a_request_runs_on_its_thread_after_the_response():
     assert [name for name, _ in events] == ["view", "validate", "view", "validate"]
 
 
-def test_outside_a_request_a_job_runs_on_a_background_thread():
-    done = threading.Event()
-
-    def job(*, name: str) -> None:
-        _job(name=name)
-        done.set()
-
-    after_response(job, name="finalize")
-    assert done.wait(10)
-    assert events[0][0] == "finalize" and events[0][1] != threading.get_ident()
+def test_outside_a_request_the_job_waits_for_a_background_thread(busy_threads):
+    background.soon_or_after_response(_job, name="finalize")
+    assert events == []  # queued behind the busy threads, not run here
 
 
-def test_a_failing_job_does_not_break_the_response_nor_the_jobs_after_it(caplog):
+def test_a_failing_job_does_not_break_the_response_nor_the_jobs_after_it(busy_threads, caplog):
     from django.core.signals import request_finished, request_started
 
     def broken() -> None:
         raise RuntimeError("storage gone")
 
     request_started.send(sender=None)
-    after_response(broken)
-    after_response(_job, name="next")
+    background.soon_or_after_response(broken)
+    background.soon_or_after_response(_job, name="next")
     request_finished.send(sender=None)
     assert [name for name, _ in events] == ["next"]
     assert "the sweep will run it again" in caplog.text
