@@ -7,6 +7,19 @@ import sys
 
 from tests.stack import ROOT
 
+
+def run_on_sqlite(script: str, data_dir) -> subprocess.CompletedProcess:
+    """`script` in a process of its own on the embedded default (SQLite in `data_dir`, no configuration)."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "batchserver.settings",
+        "BATCHSERVER_DATA_DIR": str(data_dir),
+    }
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 SCRIPT = """
 import django
 django.setup()
@@ -28,13 +41,7 @@ print(sorted(Project.objects.values_list("name", flat=True)))
 
 
 def test_bulk_result_writes_work_on_sqlite_and_are_conditional(tmp_path):
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DJANGO_SETTINGS_MODULE": "batchserver.settings",
-        "BATCHSERVER_DATA_DIR": str(tmp_path),
-    }
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = run_on_sqlite(SCRIPT, tmp_path)
     assert result.stdout.strip().splitlines()[-1] == "['a3', 'b2']"
 
 
@@ -56,13 +63,7 @@ with transaction.atomic():
 
 
 def test_request_rate_and_project_lock_work_on_sqlite(tmp_path):
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DJANGO_SETTINGS_MODULE": "batchserver.settings",
-        "BATCHSERVER_DATA_DIR": str(tmp_path),
-    }
-    result = subprocess.run([sys.executable, "-c", LIMITS_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = run_on_sqlite(LIMITS_SCRIPT, tmp_path)
     assert result.stdout.strip().splitlines()[-2:] == ["[True, True, True, True, True, False] [4, 3, 2, 1, 0, 0]", "p"]
 
 
@@ -88,13 +89,7 @@ print(list(UsageDay.objects.order_by("day").values_list("day", "batches_complete
 
 
 def test_usage_rows_are_created_then_added_to_on_sqlite(tmp_path):
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DJANGO_SETTINGS_MODULE": "batchserver.settings",
-        "BATCHSERVER_DATA_DIR": str(tmp_path),
-    }
-    result = subprocess.run([sys.executable, "-c", USAGE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = run_on_sqlite(USAGE_SCRIPT, tmp_path)
     assert result.stdout.strip().splitlines()[-1] == (
         "[(datetime.date(2026, 1, 1), 2, 5, 0, 0.5), (datetime.date(2026, 1, 2), 0, 0, 2, 0.0)]"
     )
