@@ -62,7 +62,7 @@ def main() -> None:
             # The worker's own CPU per input bounds what one worker process feeds a faster (GPU) engine.
             print(
                 "  server's CPU per input: "
-                + ", ".join(f"{part} {seconds / args.inputs * 1000:.2f} ms" for part, seconds in cpu.items() if seconds)
+                + ", ".join(f"{part} {spent / args.inputs * 1000:.2f} ms" for part, spent in cpu.items() if spent)
             )
     print(f"median of {len(ratios)} paired ratios {statistics.median(ratios):.3f} (target >= 0.95)")
 
