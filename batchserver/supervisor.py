@@ -5,7 +5,9 @@ while it held one of the cluster's internal queue locks (an idle worker waiting 
 queue's) leaves the cluster unable to take any task, and a task lost with a dead process comes back only after
 the broker's `retry` timeout, many minutes later. So the supervisor treats the death of any process of its
 cluster as the cluster's: it stops what is left, within a deadline, and starts a fresh cluster at once. Our own
-claims and heartbeats decide what runs again; nothing waits for django-q2.
+claims and heartbeats decide what runs again; nothing waits for django-q2. One exception: an inference worker's
+cluster leaves a dead monitor or pusher to django-q2 (a pusher dies whenever the database is away for a moment),
+since its one task, the serving loop, needs neither once it runs, and a fresh cluster would reload its models.
 
 The cluster runs in a session of its own (`manage.py runcluster`), so the signals a process manager sends to
 the supervisor's process group (honcho, Ctrl-C in a terminal, systemd with KillMode=mixed) reach the
@@ -61,6 +63,19 @@ def _title(proc: psutil.Process) -> str:
         return ""
 
 
+def _auxiliary(title: str, roles: tuple[str, ...] = AUXILIARY) -> bool:
+    """Whether django-q2's title is that of a monitor or a pusher ("qcluster <process name> monitor"), or of one
+    of `roles`."""
+    words = title.split()
+    return len(words) == 3 and words[0] == "qcluster" and words[2] in roles
+
+
+def _just_forked(title: str) -> bool:
+    """A process django-q2's sentinel has just started still bears the title of its main process."""
+    words = title.split()
+    return len(words) == 3 and words[:2] == ["qcluster", "MainProcess"]
+
+
 def cluster_processes(main_pid: int) -> list[psutil.Process]:
     """django-q2's processes of a cluster: its main process, the sentinel, and the sentinel's workers, monitor
     and pusher (not what those start, such as an engine's processes)."""
@@ -80,7 +95,7 @@ def cluster_processes(main_pid: int) -> list[psutil.Process]:
 def task_workers(main_pid: int) -> list[psutil.Process]:
     """The processes of the cluster that run tasks (not its main process, sentinel, monitor or pusher)."""
     procs = cluster_processes(main_pid)[2:]
-    return [proc for proc in procs if not any(part in _title(proc) for part in AUXILIARY)]
+    return [proc for proc in procs if not _auxiliary(_title(proc))]
 
 
 def stop_process_group(
@@ -112,13 +127,16 @@ class Cluster:
     """One run of `manage.py runcluster` (a django-q2 cluster of `workers` task workers) in a session of its own,
     watched for deaths."""
 
-    def __init__(self, *, env: dict[str, str], workers: int, signal_workers: bool) -> None:
+    def __init__(
+        self, *, env: dict[str, str], workers: int, signal_workers: bool, auxiliary_matter: bool = True
+    ) -> None:
         self.signal_workers = signal_workers
+        self.auxiliary_matter = auxiliary_matter
         self.expected = workers + 4  # its main process, the sentinel, the workers, the monitor and the pusher
         self.started = time.monotonic()
         self.popen = subprocess.Popen([sys.executable, str(MANAGE_PY), "runcluster"], env=env, start_new_session=True)
         self.pid = self.popen.pid
-        self._known: dict[int, float] = {}  # the cluster's processes once all were up
+        self._known: dict[int, tuple[float, str]] = {}  # the cluster's processes once all were up: (created, title)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -129,21 +147,34 @@ class Cluster:
 
     def lost_process(self) -> str | None:
         """Why the cluster must be replaced, if one of its processes died since the last look: a process is
-        gone, or django-q2 started one in place of a dead one (the dead one may have held a queue lock)."""
+        gone, or django-q2 started one in place of a dead one (the dead one may have held a queue lock).
+
+        Without `auxiliary_matter`, the death of the monitor or the pusher is left to django-q2, which starts
+        another: an inference worker's cluster runs one task, which it got when it started and runs until the
+        worker stops, and which needs neither. (They die when the database goes away for a moment, as the
+        pusher does when it cannot reach the broker; replacing the cluster would reload the worker's models.)"""
         if not self.alive():
             return f"the cluster exited with code {self.popen.returncode}"
         procs = cluster_processes(self.pid)
-        current: dict[int, float] = {}
+        current: dict[int, tuple[float, str]] = {}
         for proc in procs:
             try:
-                current[proc.pid] = proc.create_time()
+                current[proc.pid] = (proc.create_time(), _title(proc))
             except psutil.Error:
                 continue
         if self._known:
-            gone = [pid for pid, created in self._known.items() if current.get(pid) != created]
+            gone = [pid for pid, (created, _) in self._known.items() if current.get(pid, (None,))[0] != created]
+            new = [pid for pid in current if pid not in self._known]
+            if not self.auxiliary_matter:
+                gone = [pid for pid in gone if not _auxiliary(self._known[pid][1])]
+                # A process just forked is judged at the next look, once it bears its own title.
+                new = [pid for pid in new if not _auxiliary(current[pid][1]) and not _just_forked(current[pid][1])]
+                self._known = {
+                    **{pid: known for pid, known in self._known.items() if not _auxiliary(known[1])},
+                    **{pid: known for pid, known in current.items() if _auxiliary(known[1])},
+                }
             if gone:
                 return f"process {gone[0]} of the cluster died"
-            new = [pid for pid in current if pid not in self._known]
             if new:
                 return f"django-q2 replaced a process of the cluster that died (new process {new[0]})"
             return None
@@ -151,7 +182,7 @@ class Cluster:
             self._known = current
             # django-q2 starts its workers before the monitor and the pusher: a worker started after them
             # replaced one that died while the cluster started.
-            pusher = max((p.pid for p in procs if "pusher" in _title(p)), default=None)
+            pusher = max((p.pid for p in procs if _auxiliary(_title(p), ("pusher",))), default=None)
             late = [p.pid for p in procs[2:] if pusher is not None and p.pid > pusher]
             if late:
                 return f"a process of the cluster died while it started (replaced by {late[0]})"
@@ -170,7 +201,8 @@ class Supervisor:
 
     `on_start()` runs before each start of the cluster (e.g. to seed its queue); `tick(cluster)` runs about
     every `tick_seconds` and may return a reason to restart the cluster. Errors of either are logged and
-    retried on the next tick (the database may be down for a moment)."""
+    retried on the next tick (the database may be down for a moment). `auxiliary_matter`: see
+    Cluster.lost_process."""
 
     def __init__(
         self,
@@ -182,11 +214,13 @@ class Supervisor:
         tick: Callable[[Cluster], str | None],
         on_start: Callable[[], None] = lambda: None,
         tick_seconds: float = 1.0,
+        auxiliary_matter: bool = True,
     ) -> None:
         self.name = name
         self.env = env
         self.workers = workers
         self.signal_workers = signal_workers
+        self.auxiliary_matter = auxiliary_matter
         self.tick = tick
         self.on_start = on_start
         self.tick_seconds = tick_seconds
@@ -248,7 +282,12 @@ class Supervisor:
             logger.warning("%s: preparing the cluster failed; trying again", self.name, exc_info=True)
             self.stopping.wait(max(1.0, backoff))
             return min(RESTART_BACKOFF_MAX, max(1.0, backoff * 2))
-        self.cluster = Cluster(env=self.env, workers=self.workers, signal_workers=self.signal_workers)
+        self.cluster = Cluster(
+            env=self.env,
+            workers=self.workers,
+            signal_workers=self.signal_workers,
+            auxiliary_matter=self.auxiliary_matter,
+        )
         logger.info("%s: cluster started (pid %s)", self.name, self.cluster.pid)
         return backoff
 

@@ -162,3 +162,45 @@ def test_a_validation_killed_half_way_runs_again(client, task_cluster, db_access
     assert batch.request_counts.total == 30_000
     assert BatchRequest.objects.filter(batch_id=batch.id).count() == 30_000
     client.batches.cancel(batch.id)
+
+
+def test_a_workers_dead_pusher_or_monitor_is_replaced_without_touching_its_serving_process(
+    client, stack_env, task_cluster, db_access
+):
+    """A pusher dies when the database is away for a moment (it cannot reach the broker). django-q2 starts another;
+    the worker's serving process, which holds the loaded models, goes on as it was."""
+    from batchserver.supervisor import cluster_processes
+
+    worker = start_worker(stack_env, "aux", [FAKE])
+    try:
+        serving = serving_pid("aux")
+
+        def auxiliaries() -> dict[str, int]:
+            main = psutil.Process(worker.pid).children()
+            found = {}
+            for proc in cluster_processes(main[0].pid) if main else []:
+                words = proc.cmdline()[0].split() if proc.cmdline() else []
+                if len(words) == 3 and words[2] in ("pusher", "monitor"):
+                    found[words[2]] = proc.pid
+            return found
+
+        killed = wait_for(lambda: len(auxiliaries()) == 2 and auxiliaries(), 30, message="the pusher and the monitor")
+        lines = [chat(f"x{i}", max_tokens=1 + (i * 37) % 900) for i in range(40)]
+        batch = run_batch(client, lines)
+        wait_for(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 5, 60, message="some results")
+        for pid in killed.values():
+            os.kill(pid, signal.SIGKILL)
+        wait_for(
+            lambda: (now := auxiliaries()) and len(now) == 2 and not set(now.values()) & set(killed.values()),
+            30,
+            message="django-q2 to start another pusher and monitor",
+        )
+        batch = wait_for_status(client, batch.id, {"completed"}, timeout=120)
+        time.sleep(3)  # the supervisor looks every second: it has seen the new processes
+        assert serving_pid("aux") == serving, "the serving process was replaced (its models reloaded)"
+        assert psutil.pid_exists(serving)
+    finally:
+        worker.stop()
+    output, errors = results(client, batch)
+    assert errors == []
+    assert [line["custom_id"] for line in output] == [line["custom_id"] for line in lines]

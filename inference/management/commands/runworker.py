@@ -135,6 +135,7 @@ class Command(BaseCommand):
             env=env,
             workers=1,
             signal_workers=True,
+            auxiliary_matter=False,  # a dead monitor or pusher is django-q2's to replace: the models stay loaded
             tick=LoopWatch(name=name, hostname=hostname),
             on_start=seed,
         )
