@@ -179,7 +179,10 @@ def test_a_workers_dead_pusher_or_monitor_is_replaced_without_touching_its_servi
             main = psutil.Process(worker.pid).children()
             found = {}
             for proc in cluster_processes(main[0].pid) if main else []:
-                words = proc.cmdline()[0].split() if proc.cmdline() else []
+                try:  # (a process just killed may be a zombie by now)
+                    words = " ".join(proc.cmdline()).split()
+                except psutil.Error:
+                    continue
                 if len(words) == 3 and words[2] in ("pusher", "monitor"):
                     found[words[2]] = proc.pid
             return found
