@@ -166,12 +166,13 @@ class Cluster:
             gone = [pid for pid, (created, _) in self._known.items() if current.get(pid, (None,))[0] != created]
             new = [pid for pid in current if pid not in self._known]
             if not self.auxiliary_matter:
-                gone = [pid for pid in gone if not _auxiliary(self._known[pid][1])]
-                # A process just forked is judged at the next look, once it bears its own title.
+                # Titles as they are now: a process just forked when first seen bears its own by the next look.
+                known = {pid: current[pid] if pid not in gone else seen for pid, seen in self._known.items()}
+                gone = [pid for pid in gone if not _auxiliary(known[pid][1])]
                 new = [pid for pid in new if not _auxiliary(current[pid][1]) and not _just_forked(current[pid][1])]
                 self._known = {
-                    **{pid: known for pid, known in self._known.items() if not _auxiliary(known[1])},
-                    **{pid: known for pid, known in current.items() if _auxiliary(known[1])},
+                    **{pid: seen for pid, seen in known.items() if not _auxiliary(seen[1])},
+                    **{pid: seen for pid, seen in current.items() if _auxiliary(seen[1])},
                 }
             if gone:
                 return f"process {gone[0]} of the cluster died"
