@@ -63,11 +63,10 @@ def _title(proc: psutil.Process) -> str:
         return ""
 
 
-def _auxiliary(title: str, roles: tuple[str, ...] = AUXILIARY) -> bool:
-    """Whether django-q2's title is that of a monitor or a pusher ("qcluster <process name> monitor"), or of one
-    of `roles`."""
+def auxiliary_role(title: str) -> str | None:
+    """The role, "monitor" or "pusher", that django-q2's process title names ("qcluster <process> monitor"), if any."""
     words = title.split()
-    return len(words) == 3 and words[0] == "qcluster" and words[2] in roles
+    return words[2] if len(words) == 3 and words[0] == "qcluster" and words[2] in AUXILIARY else None
 
 
 def _just_forked(title: str) -> bool:
@@ -95,7 +94,7 @@ def cluster_processes(main_pid: int) -> list[psutil.Process]:
 def task_workers(main_pid: int) -> list[psutil.Process]:
     """The processes of the cluster that run tasks (not its main process, sentinel, monitor or pusher)."""
     procs = cluster_processes(main_pid)[2:]
-    return [proc for proc in procs if not _auxiliary(_title(proc))]
+    return [proc for proc in procs if not auxiliary_role(_title(proc))]
 
 
 def stop_process_group(
@@ -168,11 +167,11 @@ class Cluster:
             if not self.auxiliary_matter:
                 # Titles as they are now: a process just forked when first seen bears its own by the next look.
                 known = {pid: current[pid] if pid not in gone else seen for pid, seen in self._known.items()}
-                gone = [pid for pid in gone if not _auxiliary(known[pid][1])]
-                new = [pid for pid in new if not _auxiliary(current[pid][1]) and not _just_forked(current[pid][1])]
+                gone = [pid for pid in gone if not auxiliary_role(known[pid][1])]
+                new = [pid for pid in new if not auxiliary_role(current[pid][1]) and not _just_forked(current[pid][1])]
                 self._known = {
-                    **{pid: seen for pid, seen in known.items() if not _auxiliary(seen[1])},
-                    **{pid: seen for pid, seen in current.items() if _auxiliary(seen[1])},
+                    **{pid: seen for pid, seen in known.items() if not auxiliary_role(seen[1])},
+                    **{pid: seen for pid, seen in current.items() if auxiliary_role(seen[1])},
                 }
             if gone:
                 return f"process {gone[0]} of the cluster died"
@@ -183,7 +182,7 @@ class Cluster:
             self._known = current
             # django-q2 starts its workers before the monitor and the pusher: a worker started after them
             # replaced one that died while the cluster started.
-            pusher = max((p.pid for p in procs if _auxiliary(_title(p), ("pusher",))), default=None)
+            pusher = max((p.pid for p in procs if auxiliary_role(_title(p)) == "pusher"), default=None)
             late = [p.pid for p in procs[2:] if pusher is not None and p.pid > pusher]
             if late:
                 return f"a process of the cluster died while it started (replaced by {late[0]})"

@@ -49,7 +49,7 @@ def busy_threads():
         background.soon(hold)
     for _ in range(background.THREADS):
         assert started.acquire(timeout=10)
-    yield
+    yield release
     release.set()
     for _ in range(200):  # the jobs queued behind them have run: none spills into the next test
         if not background._queued:
@@ -89,6 +89,9 @@ def test_when_they_are_all_busy_the_request_thread_runs_it_after_its_response(bu
 def test_outside_a_request_the_job_waits_for_a_background_thread(busy_threads):
     background.soon_or_after_response(_job, name="finalize")
     assert events == []  # queued behind the busy threads, not run here
+    busy_threads.set()
+    wait_for_events(1)
+    assert events[0][0] == "finalize" and events[0][1] != threading.get_ident()
 
 
 def test_a_failing_job_does_not_break_the_response_nor_the_jobs_after_it(busy_threads, caplog):

@@ -169,7 +169,7 @@ def test_a_workers_dead_pusher_or_monitor_is_replaced_without_touching_its_servi
 ):
     """A pusher dies when the database is away for a moment (it cannot reach the broker). django-q2 starts another;
     the worker's serving process, which holds the loaded models, goes on as it was."""
-    from batchserver.supervisor import cluster_processes
+    from batchserver.supervisor import auxiliary_role, cluster_processes
 
     worker = start_worker(stack_env, "aux", [FAKE])
     try:
@@ -180,11 +180,11 @@ def test_a_workers_dead_pusher_or_monitor_is_replaced_without_touching_its_servi
             found = {}
             for proc in cluster_processes(main[0].pid) if main else []:
                 try:  # (a process just killed may be a zombie by now)
-                    words = " ".join(proc.cmdline()).split()
+                    role = auxiliary_role(" ".join(proc.cmdline()))
                 except psutil.Error:
                     continue
-                if len(words) == 3 and words[2] in ("pusher", "monitor"):
-                    found[words[2]] = proc.pid
+                if role:
+                    found[role] = proc.pid
             return found
 
         killed = wait_for(lambda: len(auxiliaries()) == 2 and auxiliaries(), 30, message="the pusher and the monitor")
