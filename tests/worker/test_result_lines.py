@@ -39,3 +39,27 @@ def test_a_lone_surrogate_comes_out_escaped_and_the_line_is_valid_utf8():
     assert json.loads(result_file_line(line).decode("utf-8"))["response"]["body"]["text"] == "half \ud83d of an emoji"
     error = json.loads(result_file_line(error_line(custom_id="e", code="batch_expired", message="gone")))
     assert error["response"] is None and error["error"] == {"code": "batch_expired", "message": "gone"}
+
+
+@pytest.mark.django_db
+def test_postgresql_stores_result_lines_uncompressed_and_gives_them_back_whole():
+    """An embedding's line (about 8 kB of float text) would be compressed with pglz by default, which cost the
+    database six times the CPU of writing it as it is (migration 0012)."""
+    from django.db import connection
+
+    from batches_api.models import BatchRequest
+    from batchserver.models import Project
+    from tests.helpers import make_batch
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'batches_api_batchrequest'::regclass "
+            "AND attname = 'result_line'"
+        )
+        assert cursor.fetchone() == ("e",)  # EXTERNAL: out of line when long, never compressed
+    line = output_line(custom_id="long", status_code=200, body={"embedding": [-i / 7e4 for i in range(384)]})
+    assert len(line) > 8000
+    project = Project.objects.create(name="storage")
+    batch = make_batch(project, total=1)
+    request = BatchRequest.objects.create(batch=batch, line=1, custom_id="long", offset=0, length=1, result_line=line)
+    assert BatchRequest.objects.get(pk=request.pk).result_line == line
