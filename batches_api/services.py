@@ -566,6 +566,11 @@ def worker_ready(*, worker_id: int) -> None:
     Worker.objects.filter(pk=worker_id, ready_at__isnull=True).update(ready_at=timezone.now())
 
 
+def worker_loading(*, worker_id: int, model: str) -> None:
+    """The worker starts loading `model` ("": the load has ended, loaded or not)."""
+    Worker.objects.filter(pk=worker_id).update(loading_model=model, loading_since=timezone.now() if model else None)
+
+
 def worker_heartbeat(*, worker_id: int, **report) -> bool:
     """Renew a worker's heartbeat (and what it reports about itself). False: it was marked stopped."""
     return bool(

@@ -121,7 +121,14 @@ class WorkerAdmin(ReadOnlyAdmin):
     @admin.display(description="loaded models")
     def loaded_models_col(self, obj: Worker):
         loaded = ", ".join(obj.loaded_models) if obj.stopped_at is None and obj.loaded_models else "—"
-        if obj.stopped_at is None and obj.ready_at is None and obj.served_models:
+        if obj.stopped_at is None and obj.loading_model and obj.loading_since:
+            loaded = format_html(
+                '{} <span class="bs-quiet">(loading {} for {})</span>',
+                loaded,
+                obj.loading_model,
+                human_duration((timezone.now() - obj.loading_since).total_seconds()),
+            )
+        elif obj.stopped_at is None and obj.ready_at is None and obj.served_models:
             loaded = format_html('{} <span class="bs-quiet">(loading)</span>', loaded)
         return live(f"w{obj.pk}-model", loaded)
 

@@ -10,6 +10,7 @@ database outages with its in-flight work kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -365,11 +366,14 @@ class ServingLoop:
 
             os.environ.update(engine_environment(settings.DATA_DIR / "cache"))
         self.loading = True
+        services.worker_loading(worker_id=self.worker_id, model=model)
         try:
             self.host.ensure_loaded(spec)
         finally:
             self.loading = False
             self.last_tick = time.monotonic()
+            with contextlib.suppress(Exception):  # what the load raised matters more; the next load resets it
+                services.worker_loading(worker_id=self.worker_id, model="")
         self.state[model] = ModelState(last_used=time.monotonic())
         seconds = time.monotonic() - t0
         EngineLoad.objects.create(worker_id=self.worker_id, model=model, started_at=started, seconds=seconds)

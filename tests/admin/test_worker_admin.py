@@ -93,3 +93,14 @@ def test_list_queries_do_not_grow_with_rows(admin_client, db, django_assert_max_
         make_worker(f"w{i}", seconds_ago=i * 10, current_batches=[f"batch_{i:032x}"])
     with django_assert_max_num_queries(8):
         admin_client.get(LIST)
+
+
+def test_a_worker_loading_a_model_says_which_and_for_how_long(admin_client):
+    loading = make_worker(
+        "gpu-4",
+        loaded_models=["fake-echo"],
+        loading_model="fake-slow-load",
+        loading_since=timezone.now() - timedelta(seconds=95),
+    )
+    r = row(admin_client.get(LIST).content.decode(), loading)
+    assert "fake-echo" in r and ("(loading fake-slow-load for 1m 35s)" in r or "for 1m 36s)" in r), r

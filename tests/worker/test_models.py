@@ -26,12 +26,19 @@ def test_a_worker_preloads_its_models_and_says_when_it_is_ready(server, stack_en
         loading = wait_for(lambda: Worker.objects.alive().filter(name="preloader").first(), 30)
         checks = httpx.get(f"{server}/readyz").json()["checks"]
         assert checks["model:fake-slow-load"] == "a worker is loading it"  # it takes 4 s to load
+        # Its row says what it loads and since when (its supervisor gives a loading worker more time to report).
+        wait_for(
+            lambda: Worker.objects.filter(pk=loading.pk, loading_model="fake-slow-load", loading_since__isnull=False),
+            10,
+            message="the row to say what the worker loads",
+        )
         ready = wait_for(
             lambda: Worker.objects.filter(pk=loading.pk, ready_at__isnull=False).first(),
             30,
             message="the worker to be ready",
         )
         assert sorted(ready.loaded_models) == ["fake-echo", "fake-slow-load"]
+        assert (ready.loading_model, ready.loading_since) == ("", None)
         assert sorted(EngineLoad.objects.filter(worker=ready).values_list("model", flat=True)) == [
             "fake-echo",
             "fake-slow-load",

@@ -19,6 +19,7 @@ import psutil
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
+from django.utils import timezone
 
 from batches_api.models import Worker
 from batches_api.services import workers_stop
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 # A serving loop registers within seconds of its cluster's start (the model loads after that, with the
 # heartbeat going); silent this long after a start, or after its last heartbeat, it is replaced.
 LOOP_START_SECONDS = 30.0
+# A loop that said it is loading a model is given this long: a load can keep the heartbeat thread from running
+# for a while (a first import of the engine on a cold machine was seen to), and replacing the cluster then would
+# only start the load over.
+LOAD_PATIENCE_SECONDS = 900.0
 
 
 def end_orphans(hostname: str) -> int:
@@ -67,6 +72,7 @@ class LoopWatch:
         self.last_seen = time.monotonic()
         self.cluster_pid: int | None = None
         self.database_back: float | None = None
+        self.patient_since = None  # the load the watch last waited for
 
     def __call__(self, cluster: Cluster) -> str | None:
         now = time.monotonic()
@@ -86,7 +92,31 @@ class LoopWatch:
         if reported:
             self.last_seen = now
         elif now - self.last_seen > max(LOOP_START_SECONDS, settings.BATCHSERVER_WORKER_STALE_SECONDS):
-            return f"the serving loop has not reported for {now - self.last_seen:.0f} s"
+            silence = f"the serving loop has not reported for {now - self.last_seen:.0f} s"
+            loading = (
+                Worker.objects.filter(
+                    name=self.name, hostname=self.hostname, pid__in=cluster.pids(), stopped_at__isnull=True
+                )
+                .exclude(loading_since=None)
+                .values_list("loading_model", "loading_since")
+                .first()
+            )
+            if loading is None:
+                return silence
+            model, since = loading
+            loading_for = (timezone.now() - since).total_seconds()
+            if loading_for > LOAD_PATIENCE_SECONDS:
+                return f"{silence}; it has been loading {model} for {loading_for:.0f} s"
+            if self.patient_since != since:
+                self.patient_since = since
+                logger.warning(
+                    "worker %s: %s while it loads %s (for %.0f s); it is given up to %.0f s to load",
+                    self.name,
+                    silence,
+                    model,
+                    loading_for,
+                    LOAD_PATIENCE_SECONDS,
+                )
         return None
 
 
