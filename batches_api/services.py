@@ -970,7 +970,7 @@ def batch_finalize(*, batch_id: str) -> Batch | None:
     """Finish a batch whose requests have all ended, or which was cancelled or expired and of which no live
     worker still runs requests: write the output and error files and set the final status. A claimed job:
     safe to call any time, any number of times, from anywhere."""
-    batch = Batch.objects.filter(pk=batch_id).first()
+    batch = Batch.objects.filter(pk=batch_id).select_related("project").first()
     if batch is None:
         return None
     ending = _ending(batch, timezone.now())
@@ -998,8 +998,7 @@ def _finalize(job: Job, batch: Batch, ending: Ending) -> None:
         if not _transition(batch.id, from_statuses=[S.IN_PROGRESS], to=S.FINALIZING, job=job.owner):
             raise JobLost(batch.id)
         status = S.FINALIZING
-    output = _write_results(batch, BatchRequest.Status.RESPONDED, "output")
-    errors = _write_results(batch, BatchRequest.Status.ERRORED, "error")
+    output, errors = _write_result_files(batch)
     totals = BatchRequest.objects.filter(batch=batch).aggregate(
         input_tokens=Sum("input_tokens"),
         cached_tokens=Sum("cached_tokens"),
@@ -1010,19 +1009,18 @@ def _finalize(job: Job, batch: Batch, ending: Ending) -> None:
     )
     succeeded = totals.pop("succeeded")
     failed = totals.pop("requests") - succeeded
-    with transaction.atomic():
-        done = _transition(
-            batch.id,
-            from_statuses=[status],
-            to=ending.status,
-            job=job.owner,
-            detail=f"{succeeded} succeeded, {failed} failed",
-            output_file=output,
-            error_file=errors,
-            completed_requests=succeeded,
-            failed_requests=failed,
-            **{name: value or 0 for name, value in totals.items()},
-        )
+    done = _transition(
+        batch.id,
+        from_statuses=[status],
+        to=ending.status,
+        job=job.owner,
+        detail=f"{succeeded} succeeded, {failed} failed",
+        output_file=output,
+        error_file=errors,
+        completed_requests=succeeded,
+        failed_requests=failed,
+        **{name: value or 0 for name, value in totals.items()},
+    )
     if not done:  # the batch moved on (cancelled while finalizing, say): these files belong to nobody
         for file in (output, errors):
             if file is not None:
@@ -1030,26 +1028,41 @@ def _finalize(job: Job, batch: Batch, ending: Ending) -> None:
         raise JobLost(batch.id)
 
 
-def _write_results(batch: Batch, status: str, kind: str) -> File | None:
-    """Stream the result lines of one kind, in input order, into a batch_output file (None when there are none)."""
-    lines = (
-        BatchRequest.objects.filter(batch=batch, status=status).order_by("line").values_list("result_line", flat=True)
-    )
-    with tempfile.NamedTemporaryFile("w+b", suffix=".jsonl") as tmp:
-        count = 0
-        for line in lines.iterator(chunk_size=2000):
-            tmp.write(result_file_line(line))
-            count += 1
-        if not count:
-            return None
-        tmp.flush()
-        return file_create_from_local(
-            project=batch.project,
-            path=tmp.name,
-            purpose=File.Purpose.BATCH_OUTPUT,
-            filename=f"{batch.id}_{kind}.jsonl",
-            expires_after=batch.output_expires_after,
+def _write_result_files(batch: Batch) -> tuple[File | None, File | None]:
+    """The batch's output file (the lines of requests with a response) and error file (the lines of requests that
+    never ran), each in input order; None for a file that would be empty. One pass over the (batch, status, line)
+    index: a small batch's lines come in one query, a large one's through a cursor, a chunk at a time."""
+    S = BatchRequest.Status
+    query = BatchRequest.objects.filter(batch=batch).order_by("status", "line").values_list("status", "result_line")
+    rows = query.iterator(chunk_size=RESULTS_IN_ONE_QUERY) if batch.total_requests > RESULTS_IN_ONE_QUERY else query
+    with (
+        tempfile.NamedTemporaryFile("w+b", suffix=".jsonl") as output,
+        tempfile.NamedTemporaryFile("w+b", suffix=".jsonl") as errors,
+    ):
+        files = {S.RESPONDED: output, S.ERRORED: errors}
+        counts = dict.fromkeys(files, 0)
+        for status, line in rows:
+            if status in files:  # every request has ended by now: nothing else is found
+                files[status].write(result_file_line(line))
+                counts[status] += 1
+        return (
+            _store_results(batch, output, "output") if counts[S.RESPONDED] else None,
+            _store_results(batch, errors, "error") if counts[S.ERRORED] else None,
         )
+
+
+RESULTS_IN_ONE_QUERY = 2000
+
+
+def _store_results(batch: Batch, tmp, kind: str) -> File:
+    tmp.flush()
+    return file_create_from_local(
+        project=batch.project,
+        path=tmp.name,
+        purpose=File.Purpose.BATCH_OUTPUT,
+        filename=f"{batch.id}_{kind}.jsonl",
+        expires_after=batch.output_expires_after,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ sweep
