@@ -34,7 +34,7 @@ LOOP_START_SECONDS = 30.0
 # A loop that said it is loading a model is given this long: a load can keep the heartbeat thread from running
 # for a while (a first import of the engine on a cold machine was seen to), and replacing the cluster then would
 # only start the load over.
-LOAD_PATIENCE_SECONDS = 900.0
+LOAD_PATIENCE_SECONDS = 300.0
 
 
 def end_orphans(hostname: str) -> int:
