@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from datetime import datetime
 
 import psutil
 from django.conf import settings
@@ -72,7 +73,7 @@ class LoopWatch:
         self.last_seen = time.monotonic()
         self.cluster_pid: int | None = None
         self.database_back: float | None = None
-        self.patient_since = None  # the load the watch last waited for
+        self.patient_since: datetime | None = None  # the load the watch last waited for
 
     def __call__(self, cluster: Cluster) -> str | None:
         now = time.monotonic()
