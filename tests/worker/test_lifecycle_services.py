@@ -164,6 +164,36 @@ def test_a_finished_batch_nobody_asked_to_finalize_is_finalized_by_the_sweep(pro
     assert (batch.completed_requests, batch.failed_requests) == (3, 0)
 
 
+def test_finalizing_writes_both_files_in_input_order_also_for_a_batch_read_a_chunk_at_a_time(project):
+    """Responses go to the output file and requests that never ran to the error file, each in input order, from
+    one pass over the batch's rows; past RESULTS_IN_ONE_QUERY requests that pass reads a chunk at a time."""
+    from django.db.models import F, TextField, Value
+    from django.db.models.functions import Concat, Mod
+
+    from batches_api import services
+    from batches_api.models import BatchRequest
+    from files_api.models import File
+    from files_api.services import file_open
+
+    total = services.RESULTS_IN_ONE_QUERY + 501
+    batch = make_batch(project, total=total, completed=total, with_requests=True)
+    rows = BatchRequest.objects.filter(batch=batch)
+    rows.annotate(every_fifth=Mod("line", 5)).filter(every_fifth=0).update(
+        status="errored", status_code=None, error_code="batch_expired"
+    )
+    rows.update(result_line=Concat(Value('{"custom_id": "'), F("custom_id"), Value('"}'), output_field=TextField()))
+    services.batch_finalize(batch_id=batch.id)
+    batch.refresh_from_db()
+    assert batch.status == "completed" and (batch.completed_requests, batch.failed_requests) == (total - 500, 500)
+
+    def custom_ids(file_id: str) -> list[str]:
+        with file_open(File.objects.get(pk=file_id)) as fh:
+            return [json.loads(line)["custom_id"] for line in fh.read().splitlines()]
+
+    assert custom_ids(batch.output_file_id) == [f"r{line - 1}" for line in range(1, total + 1) if line % 5]
+    assert custom_ids(batch.error_file_id) == [f"r{line - 1}" for line in range(5, total + 1, 5)]
+
+
 def test_a_finalize_that_died_half_way_is_retried_once_its_job_is_silent(project):
     from batches_api import services
     from batches_api.models import Batch
