@@ -35,10 +35,10 @@ class UsageTotals:
 COUNTED = tuple(f.name for f in fields(UsageTotals))  # UsageDay's figures, in the order of reports
 
 
-def usage_add_batch(batch_id: str, status: str) -> None:
+def usage_add_batch(batch: Batch, status: str) -> None:
     """Add a batch that just ended with `status` to its project's usage. Call inside the transaction of that
     transition: it happens once, as the transition does."""
-    batch = Batch.objects.only("project_id", "model").get(pk=batch_id)
+    batch_id = batch.pk
     days: dict[date, dict] = {timezone.now().date(): {f"batches_{status}": 1}}
     engine_time = ExpressionWrapper(F("finished_at") - F("claimed_at"), output_field=DurationField())
     per_day = (

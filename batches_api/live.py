@@ -43,10 +43,9 @@ RETRY_MS = 3000
 
 
 # ------------------------------------------------------------------------------------------------ recording
-def record_transition(sender, *, batch_id: str, status: str, **kwargs) -> None:
+def record_transition(sender, *, batch: Batch, status: str, **kwargs) -> None:
     """Receiver of batch_status_changed, inside the transition's transaction: the batch object it produced, as
     GET /v1/batches/{id} will answer once it commits."""
-    batch = Batch.objects.get(pk=batch_id)
     BatchTransition.objects.create(batch=batch, status=status, body=batch_json(batch))
 
 

@@ -111,9 +111,10 @@ def _transition(
     with transaction.atomic():
         if not batches.update(status=to, **fields):
             return False
+        batch = Batch.objects.get(pk=batch_id)  # as it is now: what the receivers record (read once for all)
         if to in Batch.FINAL_STATUSES:
-            usage_add_batch(batch_id, to)
-        batch_status_changed.send(sender=Batch, batch_id=batch_id, status=to)
+            usage_add_batch(batch, to)
+        batch_status_changed.send(sender=Batch, batch_id=batch_id, status=to, batch=batch)
     log_transition(batch_id, to, detail)
     return True
 

@@ -176,17 +176,15 @@ def _event_create(*, event_type: str, batch_id: str, created_at: datetime, test:
     return event
 
 
-def events_record_batch(*, batch_id: str, status: str) -> WebhookEvent | None:
-    """The event of a batch reaching a final status, and a delivery for every enabled endpoint of its project
-    that subscribed to it. Runs inside the transition's transaction; the sends are queued when it commits."""
+def events_record_batch(*, batch: Batch, status: str) -> WebhookEvent | None:
+    """The event of a batch reaching a final status (`batch`: its row as that transition left it), and a delivery
+    for every enabled endpoint of its project that subscribed to it. Runs inside the transition's transaction; the
+    sends are queued when it commits."""
     status = Batch.Status(status).value
     event_type = f"batch.{status}"
     if event_type not in EVENT_TYPES:
         return None
-    row = Batch.objects.filter(pk=batch_id).values_list("project_id", Batch.STAMPS[status]).first()
-    if row is None:
-        return None
-    project_id, stamp = row
+    batch_id, project_id, stamp = batch.pk, batch.project_id, getattr(batch, Batch.STAMPS[status])
     # Few endpoints per project: the event-type test is done here, the same way on SQLite and PostgreSQL.
     candidates = WebhookEndpoint.objects.filter(project_id=project_id, disabled_at__isnull=True)
     endpoints = [

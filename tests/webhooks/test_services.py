@@ -145,7 +145,7 @@ def test_an_endpoint_failing_for_days_is_disabled_and_gets_no_more_events(endpoi
     assert (waiting.status, waiting.last_error) == ("failed", "not sent: the endpoint was disabled")
 
     batch = make_batch(project, status="completed", completed_at=timezone.now())
-    assert services.events_record_batch(batch_id=batch.id, status="completed") is None
+    assert services.events_record_batch(batch=batch, status="completed") is None
     with pytest.raises(Conflict, match="disabled: enable it again first"):
         services.delivery_redeliver(delivery=waiting)
     # A new URL is its owner's fix: enabled again.
@@ -172,10 +172,10 @@ def test_events_are_recorded_only_for_final_statuses_and_subscribed_endpoints(en
 
     batch = make_batch(project, status="expired", expired_at=timezone.now())
     for status in ("validating", "in_progress", "finalizing", "cancelling"):
-        assert services.events_record_batch(batch_id=batch.id, status=status) is None
-    assert services.events_record_batch(batch_id=batch.id, status="expired") is None  # not subscribed
+        assert services.events_record_batch(batch=batch, status=status) is None
+    assert services.events_record_batch(batch=batch, status="expired") is None  # not subscribed
     with transaction.atomic():
-        event = services.events_record_batch(batch_id=batch.id, status="cancelled")
+        event = services.events_record_batch(batch=batch, status="cancelled")
         assert event.type == "batch.cancelled"
     assert WebhookDelivery.objects.filter(event=event, endpoint=endpoint).count() == 1
 
