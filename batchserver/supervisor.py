@@ -75,6 +75,35 @@ def _just_forked(title: str) -> bool:
     return len(words) == 3 and words[:2] == ["qcluster", "MainProcess"]
 
 
+def judge_by_titles(
+    known: dict[int, tuple[float, str]], current: dict[int, tuple[float, str]]
+) -> tuple[list[int], list[int], dict[int, tuple[float, str]]]:
+    """For a cluster whose monitor and pusher are django-q2's to replace: which of its other processes died since
+    the last look, which were started since, and what to know at the next look; processes are (created, title) by
+    pid. A title is the command line a process shows at a look, and for a moment it may not name the process's
+    role: just forked, a process still bears its parent's title; exiting, it may show an empty one, or the command
+    line it started with. So a role, once seen, is kept (django-q2 never turns a monitor or a pusher into anything
+    else: a pusher that exits on its own after losing the database is still a pusher), a title that says nothing
+    keeps the one seen before, and a new process is judged once it bears a title of its own."""
+    gone = [pid for pid, (created, _) in known.items() if current.get(pid, (None,))[0] != created]
+
+    def kept(pid: int, was: tuple[float, str]) -> tuple[float, str]:
+        if pid in gone or auxiliary_role(was[1]) or not current[pid][1]:
+            return was
+        return current[pid]
+
+    seen = {pid: kept(pid, was) for pid, was in known.items()}
+    started = {pid: process for pid, process in current.items() if pid not in known}
+    new = [
+        pid for pid, (_, title) in started.items() if title and not auxiliary_role(title) and not _just_forked(title)
+    ]
+    following = {
+        **{pid: process for pid, process in seen.items() if pid not in gone},
+        **{pid: process for pid, process in started.items() if auxiliary_role(process[1])},
+    }
+    return [pid for pid in gone if not auxiliary_role(seen[pid][1])], new, following
+
+
 def cluster_processes(main_pid: int) -> list[psutil.Process]:
     """django-q2's processes of a cluster: its main process, the sentinel, and the sentinel's workers, monitor
     and pusher (not what those start, such as an engine's processes)."""
@@ -165,14 +194,7 @@ class Cluster:
             gone = [pid for pid, (created, _) in self._known.items() if current.get(pid, (None,))[0] != created]
             new = [pid for pid in current if pid not in self._known]
             if not self.auxiliary_matter:
-                # Titles as they are now: a process just forked when first seen bears its own by the next look.
-                known = {pid: current[pid] if pid not in gone else seen for pid, seen in self._known.items()}
-                gone = [pid for pid in gone if not auxiliary_role(known[pid][1])]
-                new = [pid for pid in new if not auxiliary_role(current[pid][1]) and not _just_forked(current[pid][1])]
-                self._known = {
-                    **{pid: seen for pid, seen in known.items() if not auxiliary_role(seen[1])},
-                    **{pid: seen for pid, seen in current.items() if auxiliary_role(seen[1])},
-                }
+                gone, new, self._known = judge_by_titles(self._known, current)
             if gone:
                 return f"process {gone[0]} of the cluster died"
             if new:
