@@ -64,8 +64,8 @@ class Worker(models.Model):
     served_models = models.JSONField(default=list)
     loaded_models = models.JSONField(default=list)
     ready_at = models.DateTimeField(null=True, blank=True)  # when the models it preloads were loaded
-    # The model it is loading, and since when. A load can starve the heartbeat for a while (the first import of an
-    # engine on a cold machine): its supervisor waits for a loading worker longer (runworker.LoopWatch).
+    # The model it is loading, and since when. A load can keep the heartbeat from the database for a while (seen on
+    # a first load just after an install): its supervisor waits for a loading worker longer (runworker.LoopWatch).
     loading_model = models.CharField(max_length=255, blank=True, default="")
     loading_since = models.DateTimeField(null=True, blank=True)
     engine_pids = models.JSONField(default=list)  # [[pid, create_time], ...] of its engine processes

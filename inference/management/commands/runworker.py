@@ -32,9 +32,9 @@ logger = logging.getLogger(__name__)
 # A serving loop registers within seconds of its cluster's start (the model loads after that, with the
 # heartbeat going); silent this long after a start, or after its last heartbeat, it is replaced.
 LOOP_START_SECONDS = 30.0
-# A loop that said it is loading a model is given this long: a load can keep the heartbeat thread from running
-# for a while (a first import of the engine on a cold machine was seen to), and replacing the cluster then would
-# only start the load over.
+# A loop that said it is loading a model is given this long: a load can keep the heartbeat from the database for a
+# while (seen for 40 s on a first load just after an install), and replacing the cluster then only starts the load
+# over.
 LOAD_PATIENCE_SECONDS = 300.0
 
 
