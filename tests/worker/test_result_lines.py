@@ -43,8 +43,8 @@ def test_a_lone_surrogate_comes_out_escaped_and_the_line_is_valid_utf8():
 
 @pytest.mark.django_db
 def test_postgresql_writes_result_lines_uncompressed_and_gives_them_back_whole():
-    """An embedding's line (about 8 kB of float text) would be compressed with pglz, once in the scratch table that
-    results are streamed into and once in the request's row, which cost the database seven times the CPU of
+    """An embedding's line (about 8 kB of float text) would be compressed with pglz in the scratch table that
+    results are streamed into (or else in the request's row), which cost the database seven times the CPU of
     writing it as it is (batchserver.db.update_rows, migration 0012)."""
     from django.db import connection, transaction
 
