@@ -114,7 +114,7 @@ def _transition(
         batch = Batch.objects.get(pk=batch_id)  # as it is now: what the receivers record (read once for all)
         if to in Batch.FINAL_STATUSES:
             usage_add_batch(batch, to)
-        batch_status_changed.send(sender=Batch, batch_id=batch_id, status=to, batch=batch)
+        batch_status_changed.send(sender=Batch, batch=batch, status=to)
     log_transition(batch_id, to, detail)
     return True
 
@@ -1041,14 +1041,12 @@ def _write_result_files(batch: Batch) -> tuple[File | None, File | None]:
         tempfile.NamedTemporaryFile("w+b", suffix=".jsonl") as errors,
     ):
         files = {S.RESPONDED: output, S.ERRORED: errors}
-        counts = dict.fromkeys(files, 0)
         for status, line in rows:
             if status in files:  # every request has ended by now: nothing else is found
                 files[status].write(result_file_line(line))
-                counts[status] += 1
         return (
-            _store_results(batch, output, "output") if counts[S.RESPONDED] else None,
-            _store_results(batch, errors, "error") if counts[S.ERRORED] else None,
+            _store_results(batch, output, "output") if output.tell() else None,  # every line ends with a newline
+            _store_results(batch, errors, "error") if errors.tell() else None,
         )
 
 

@@ -2,7 +2,6 @@
 
 from django.dispatch import Signal
 
-# Sent inside the transaction of every batch transition (batches_api.services), with `batch_id`, `status` (the new
-# one) and `batch` (its row as the transition left it): a receiver's writes commit if and only if the transition
-# does.
+# Sent inside the transaction of every batch transition (batches_api.services), with `batch` (its row as the
+# transition left it) and `status` (the new one): a receiver's writes commit if and only if the transition does.
 batch_status_changed = Signal()

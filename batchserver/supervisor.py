@@ -191,9 +191,10 @@ class Cluster:
             except psutil.Error:
                 continue
         if self._known:
-            gone = [pid for pid, (created, _) in self._known.items() if current.get(pid, (None,))[0] != created]
-            new = [pid for pid in current if pid not in self._known]
-            if not self.auxiliary_matter:
+            if self.auxiliary_matter:
+                gone = [pid for pid, (created, _) in self._known.items() if current.get(pid, (None,))[0] != created]
+                new = [pid for pid in current if pid not in self._known]
+            else:
                 gone, new, self._known = judge_by_titles(self._known, current)
             if gone:
                 return f"process {gone[0]} of the cluster died"
